@@ -1,0 +1,162 @@
+//! Platforms: one module each, all behind [`Platform`]. A platform answers
+//! questions and performs primitive steps; the order of steps and every rule
+//! live in `lifecycle`.
+
+pub mod local;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::lifecycle::context::Cx;
+use crate::lifecycle::image::Image;
+use crate::lifecycle::ledger::UndoAction;
+use crate::lifecycle::metadata::Metadata;
+use crate::lifecycle::naming::{Family, NamingRules};
+use crate::lifecycle::recipe::{Recipe, SmokeSpec};
+use crate::lifecycle::report::Report;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[async_trait]
+pub trait Platform: Send + Sync {
+    /// `local`, `proxmox`, ...: the value of the `platform` attribute.
+    fn kind(&self) -> &'static str;
+
+    fn naming_rules(&self) -> NamingRules;
+
+    /// Every image golden built for `family`, whatever its status. Anything
+    /// without golden's metadata for this family is not returned.
+    async fn list_images(&self, family: &Family) -> Result<Vec<Image>>;
+
+    /// Claims the name in `meta` for a new candidate; fails with
+    /// [`ErrorKind::AlreadyExists`] when another build holds it.
+    async fn reserve(&self, meta: &Metadata, cx: &Cx) -> Result<Image>;
+
+    /// Builds the candidate's content from the recipe.
+    async fn build(&self, candidate: &Image, recipe: &Recipe, cx: &Cx) -> Result<Image>;
+
+    /// Boots a throwaway VM from `image` and runs the checks. A failed check is
+    /// a report that did not pass, not an error; errors are for the platform
+    /// failing to run the test at all.
+    async fn smoke_test(&self, image: &Image, spec: &SmokeSpec, cx: &Cx) -> Result<Report>;
+
+    /// Makes a validated candidate visible to family lookups.
+    async fn publish(&self, image: &Image, report: &Report) -> Result<Image>;
+
+    /// Records a failed smoke test on the candidate; it stays out of lookups.
+    async fn mark_failed(&self, image: &Image, report: &Report) -> Result<()>;
+
+    /// Replaces the user tags on an existing image.
+    async fn retag(&self, image: &Image, tags: &BTreeMap<String, String>) -> Result<()>;
+
+    /// Deletes an image. Deleting what is already gone succeeds.
+    async fn delete(&self, image: &Image) -> Result<()>;
+
+    /// Carries out one ledger entry.
+    async fn undo(&self, action: &UndoAction) -> Result<()>;
+
+    /// Finishes what killed runs left behind (their ledgers, stale candidates).
+    async fn sweep(&self) -> Result<()>;
+
+    /// Where this platform persists cleanup ledgers.
+    fn ledger_dir(&self) -> std::path::PathBuf;
+
+    /// The last validation report stored with an image, if the platform keeps one.
+    async fn report(&self, image: &Image) -> Result<Option<Report>>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    Auth,
+    Transient,
+    Cancelled,
+    Timeout,
+    Other,
+}
+
+/// A platform error: a kind callers branch on, and a message with the full cause
+/// chain for people.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    context: String,
+    source: Option<anyhow::Error>,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, context: impl Into<String>) -> Self {
+        Error { kind, context: context.into(), source: None }
+    }
+
+    pub fn other(context: impl Into<String>, source: anyhow::Error) -> Self {
+        // Keep the kind of a platform error raised further down.
+        let kind = source.downcast_ref::<Error>().map(|e| e.kind).unwrap_or(ErrorKind::Other);
+        Error { kind, context: context.into(), source: Some(source) }
+    }
+
+    pub fn cancelled(step: &str) -> Self {
+        Error::new(ErrorKind::Cancelled, format!("{step}: cancelled (interrupt or StopProvider)"))
+    }
+
+    pub fn timeout(step: &str) -> Self {
+        Error::new(ErrorKind::Timeout, format!("{step}: timed out"))
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Error::new(ErrorKind::NotFound, what)
+    }
+
+    pub fn already_exists(what: impl Into<String>) -> Self {
+        Error::new(ErrorKind::AlreadyExists, what)
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+    pub fn is_already_exists(&self) -> bool {
+        self.kind == ErrorKind::AlreadyExists
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.kind == ErrorKind::Cancelled
+    }
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::Timeout
+    }
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+    pub fn is_auth(&self) -> bool {
+        self.kind == ErrorKind::Auth
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.context)?;
+        if let Some(src) = &self.source {
+            write!(f, ": {src:#}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Lets `?` turn an `anyhow` chain into an `Other` error inside platform code.
+pub trait Context<T> {
+    fn ctx(self, what: impl Into<String>) -> Result<T>;
+}
+
+impl<T, E: Into<anyhow::Error>> Context<T> for std::result::Result<T, E> {
+    fn ctx(self, what: impl Into<String>) -> Result<T> {
+        self.map_err(|e| Error::other(what, e.into()))
+    }
+}
