@@ -86,17 +86,18 @@ pub struct Error {
     kind: ErrorKind,
     context: String,
     source: Option<anyhow::Error>,
+    detail: Option<String>,
 }
 
 impl Error {
     pub fn new(kind: ErrorKind, context: impl Into<String>) -> Self {
-        Error { kind, context: context.into(), source: None }
+        Error { kind, context: context.into(), source: None, detail: None }
     }
 
     pub fn other(context: impl Into<String>, source: anyhow::Error) -> Self {
         // Keep the kind of a platform error raised further down.
         let kind = source.downcast_ref::<Error>().map(|e| e.kind).unwrap_or(ErrorKind::Other);
-        Error { kind, context: context.into(), source: Some(source) }
+        Error { kind, context: context.into(), source: Some(source), detail: None }
     }
 
     pub fn cancelled(step: &str) -> Self {
@@ -113,6 +114,12 @@ impl Error {
 
     pub fn already_exists(what: impl Into<String>) -> Self {
         Error::new(ErrorKind::AlreadyExists, what)
+    }
+
+    /// Appends lines for people (a console tail, a hint), keeping the kind.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -143,6 +150,9 @@ impl fmt::Display for Error {
         f.write_str(&self.context)?;
         if let Some(src) = &self.source {
             write!(f, ": {src:#}")?;
+        }
+        if let Some(d) = &self.detail {
+            write!(f, "\n{d}")?;
         }
         Ok(())
     }
