@@ -10,3 +10,8 @@ pub mod lifecycle;
 pub mod platforms;
 pub mod process;
 pub mod qemu;
+pub mod data_sources;
+pub mod logging;
+pub mod provider;
+pub mod resources;
+pub mod signals;

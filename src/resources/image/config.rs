@@ -1,0 +1,317 @@
+//! From Terraform config to domain values, once. Every error names its
+//! attribute; unknown values (known only after another resource applies) are
+//! skipped at validate time and make the dependent plan values unknown.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tf_provider::value::Value;
+use tf_provider::{AttributePath, Diagnostics};
+
+use super::state::ImageState;
+use crate::lifecycle::duration;
+use crate::lifecycle::naming::{Family, NamingRules};
+use crate::lifecycle::recipe::{Check, Checksum, Provision, Recipe, SmokeSpec, Source};
+use crate::lifecycle::retention::RetentionPolicy;
+use crate::resources::values::{string_list, string_map, Known};
+
+/// Platforms this build of the provider implements.
+pub const SUPPORTED_PLATFORMS: &[&str] = &["local"];
+
+pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const DEFAULT_DELETE_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDestroy {
+    Keep,
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub create: Duration,
+    pub update: Duration,
+    pub delete: Duration,
+}
+
+/// Everything the config says, as domain values. `recipe` is `None` when part
+/// of it is unknown until apply.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub platform: String,
+    pub family: Family,
+    pub recipe: Option<Recipe>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub retention: RetentionPolicy,
+    pub rebuild_after: Option<Duration>,
+    pub triggers: Option<BTreeMap<String, String>>,
+    pub on_destroy: OnDestroy,
+    pub timeouts: Timeouts,
+}
+
+fn path(name: &'static str) -> AttributePath {
+    AttributePath::new(name)
+}
+
+fn block_path(block: &'static str, attr: &'static str) -> AttributePath {
+    AttributePath::new(block).index(0).attribute(attr)
+}
+
+fn known<T>(k: Known<T>) -> Option<T> {
+    match k {
+        Known::Yes(v) => Some(v),
+        Known::Unknown => None,
+    }
+}
+
+/// Converts the config. Returns `None` (with errors in `diags`) when the config
+/// is invalid, and `Some` with unknown parts left as `None` otherwise. When
+/// `platform` or `family` themselves are unknown there is nothing to plan yet,
+/// which is reported as `Ok(None)`.
+pub fn desired(cfg: &ImageState, diags: &mut Diagnostics) -> Result<Option<Desired>, ()> {
+    let errors_before = diags.errors.len();
+    let platform = match &cfg.platform {
+        Value::Value(p) => {
+            if !SUPPORTED_PLATFORMS.contains(&p.as_str()) {
+                diags.error(
+                    "Unsupported Platform",
+                    format!(
+                        "platform {p:?} is not supported by this build of the golden provider; supported: {}",
+                        SUPPORTED_PLATFORMS.join(", ")
+                    ),
+                    path("platform"),
+                );
+            }
+            Some(p.clone())
+        }
+        Value::Null => {
+            diags.error_short("platform is required", path("platform"));
+            None
+        }
+        Value::Unknown => None,
+    };
+    let rules = NamingRules { allow_dot: platform.as_deref() != Some("gcp") };
+    let family = match &cfg.family {
+        Value::Value(f) => match Family::parse(f, rules) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                diags.error("Invalid Family Name", format!("family {f:?} {e}"), path("family"));
+                None
+            }
+        },
+        _ => None,
+    };
+
+    let source = source(cfg, diags);
+    let provision = provision(cfg);
+    let smoke = smoke(cfg, diags);
+    let retention = retention(cfg, diags);
+    let rebuild_after = opt_duration(&cfg.rebuild_after, path("rebuild_after"), diags);
+    let on_destroy = match &cfg.on_destroy {
+        Value::Value(s) if s == "delete" => OnDestroy::Delete,
+        Value::Value(s) if s == "keep" => OnDestroy::Keep,
+        Value::Value(s) => {
+            diags.error("Invalid on_destroy", format!("on_destroy must be \"keep\" or \"delete\", got {s:?}"), path("on_destroy"));
+            OnDestroy::Keep
+        }
+        _ => OnDestroy::Keep,
+    };
+    let timeouts = timeouts(cfg, diags);
+    let tags = known(string_map(&cfg.tags));
+    if let Some(tags) = &tags {
+        for k in tags.keys() {
+            if k.starts_with("golden-") {
+                diags.error("Reserved Tag", format!("tag {k:?}: keys starting with golden- are golden's own metadata"), path("tags").key(k.clone()));
+            }
+        }
+    }
+    let triggers = known(string_map(&cfg.triggers));
+
+    if diags.errors.len() > errors_before {
+        return Err(());
+    }
+    let (Some(platform), Some(family)) = (platform, family) else { return Ok(None) };
+    let recipe = match (source, provision, smoke) {
+        (Some(Some(source)), Some(provision), Some(smoke_test)) => Some(Recipe { source, provision, smoke_test }),
+        _ => None,
+    };
+    Ok(Some(Desired {
+        platform,
+        family,
+        recipe,
+        tags,
+        retention: retention.unwrap_or(RetentionPolicy { keep: 3 }),
+        rebuild_after,
+        triggers,
+        on_destroy,
+        timeouts,
+    }))
+}
+
+/// `Some(Some(_))` known, `Some(None)` invalid/missing (error reported),
+/// `None` unknown.
+fn source(cfg: &ImageState, diags: &mut Diagnostics) -> Option<Option<Source>> {
+    let blocks = match &cfg.source {
+        Value::Unknown => return None,
+        Value::Null => Vec::new(),
+        Value::Value(v) => v.clone(),
+    };
+    let Some(b) = blocks.first() else {
+        diags.error(
+            "Missing source Block",
+            "golden_image needs a source block with one of path, url (+ checksum) or family",
+            path("source"),
+        );
+        return Some(None);
+    };
+    if [&b.path, &b.url, &b.checksum, &b.family].iter().any(|v| v.is_unknown()) {
+        return None;
+    }
+    let set: Vec<&str> = [("path", &b.path), ("url", &b.url), ("family", &b.family)]
+        .iter()
+        .filter(|(_, v)| v.is_value())
+        .map(|(k, _)| *k)
+        .collect();
+    if set.len() != 1 {
+        diags.error(
+            "Invalid source Block",
+            format!("set exactly one of path, url or family in source (found: {})", if set.is_empty() { "none".into() } else { set.join(", ") }),
+            path("source").index(0),
+        );
+        return Some(None);
+    }
+    let source = match set[0] {
+        "path" => Source::Path(b.path.as_ref_option().cloned().unwrap_or_default().into()),
+        "url" => {
+            let Value::Value(raw) = &b.checksum else {
+                diags.error("Missing Checksum", "source.url needs checksum = \"sha256:<hex>\" so the download can be verified", block_path("source", "checksum"));
+                return Some(None);
+            };
+            match Checksum::parse(raw) {
+                Ok(checksum) => Source::Url { url: b.url.as_ref_option().cloned().unwrap_or_default(), checksum },
+                Err(e) => {
+                    diags.error("Invalid Checksum", e, block_path("source", "checksum"));
+                    return Some(None);
+                }
+            }
+        }
+        _ => {
+            let raw = b.family.as_ref_option().cloned().unwrap_or_default();
+            match Family::parse(&raw, NamingRules { allow_dot: true }) {
+                Ok(f) => Source::Family(f),
+                Err(e) => {
+                    diags.error("Invalid Source Family", format!("source.family {raw:?} {e}"), block_path("source", "family"));
+                    return Some(None);
+                }
+            }
+        }
+    };
+    if b.checksum.is_value() && set[0] != "url" {
+        diags.error("Invalid source Block", "checksum only applies to url", block_path("source", "checksum"));
+        return Some(None);
+    }
+    Some(Some(source))
+}
+
+fn provision(cfg: &ImageState) -> Option<Provision> {
+    let packages = known(string_list(&cfg.packages))?;
+    let block = match &cfg.provision {
+        Value::Unknown => return None,
+        Value::Null => None,
+        Value::Value(v) => v.first().cloned(),
+    };
+    let Some(b) = block else {
+        return Some(Provision { packages, ..Default::default() });
+    };
+    Some(Provision {
+        packages,
+        files: known(string_map(&b.files))?,
+        commands: known(string_list(&b.commands))?,
+        services: known(string_list(&b.services))?,
+    })
+}
+
+fn smoke(cfg: &ImageState, diags: &mut Diagnostics) -> Option<SmokeSpec> {
+    let block = match &cfg.smoke_test {
+        Value::Unknown => return None,
+        Value::Null => None,
+        Value::Value(v) => v.first().cloned(),
+    };
+    let Some(b) = block else { return Some(SmokeSpec::default()) };
+    let mut spec = SmokeSpec::default();
+    if let Value::Value(_) = &b.checks {
+        let names = known(string_list(&b.checks))?;
+        let mut checks = BTreeSet::new();
+        for (i, n) in names.iter().enumerate() {
+            match Check::parse(n) {
+                Some(c) => {
+                    checks.insert(c);
+                }
+                None => diags.error(
+                    "Unknown Smoke-Test Check",
+                    format!("{n:?} is not a check; use boot, cloud_init, guest_agent or ssh"),
+                    block_path("smoke_test", "checks").index(i as i64),
+                ),
+            }
+        }
+        spec.checks = checks;
+    } else if b.checks.is_unknown() {
+        return None;
+    }
+    spec.commands = known(string_list(&b.commands))?;
+    if let Some(t) = opt_duration(&b.timeout, block_path("smoke_test", "timeout"), diags) {
+        if t.is_zero() {
+            diags.error_short("smoke_test.timeout must be longer than 0s", block_path("smoke_test", "timeout"));
+        }
+        spec.timeout = t;
+    }
+    if b.timeout.is_unknown() || b.allow_degraded.is_unknown() {
+        return None;
+    }
+    spec.allow_degraded = b.allow_degraded.as_ref_option().copied().unwrap_or(false);
+    Some(spec)
+}
+
+fn retention(cfg: &ImageState, diags: &mut Diagnostics) -> Option<RetentionPolicy> {
+    let Value::Value(blocks) = &cfg.retention else { return None };
+    let b = blocks.first()?;
+    match b.keep {
+        Value::Value(k) if k >= 1 && k <= 1000 => Some(RetentionPolicy { keep: k as u32 }),
+        Value::Value(k) => {
+            diags.error(
+                "Invalid retention.keep",
+                format!("keep must be between 1 and 1000, got {k}: golden never deletes the newest validated image"),
+                block_path("retention", "keep"),
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
+fn opt_duration(v: &Value<String>, at: AttributePath, diags: &mut Diagnostics) -> Option<Duration> {
+    let Value::Value(raw) = v else { return None };
+    match duration::parse(raw) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            diags.error("Invalid Duration", e.to_string(), at);
+            None
+        }
+    }
+}
+
+fn timeouts(cfg: &ImageState, diags: &mut Diagnostics) -> Timeouts {
+    let mut t = Timeouts { create: DEFAULT_CREATE_TIMEOUT, update: DEFAULT_CREATE_TIMEOUT, delete: DEFAULT_DELETE_TIMEOUT };
+    let Value::Value(blocks) = &cfg.timeouts else { return t };
+    let Some(b) = blocks.first() else { return t };
+    if let Some(d) = opt_duration(&b.create, block_path("timeouts", "create"), diags) {
+        t.create = d;
+    }
+    if let Some(d) = opt_duration(&b.update, block_path("timeouts", "update"), diags) {
+        t.update = d;
+    }
+    if let Some(d) = opt_duration(&b.delete, block_path("timeouts", "delete"), diags) {
+        t.delete = d;
+    }
+    t
+}

@@ -1,0 +1,61 @@
+//! Reading the family back from the platform into state: after every write and
+//! on refresh, state describes what the platform holds, not what we meant to do.
+
+use tf_provider::value::Value;
+
+use super::state::{CheckEntry, ImageState, Validation};
+use crate::lifecycle::image::Image;
+use crate::lifecycle::report::Report;
+use crate::lifecycle::selection::{latest, newest_first};
+use crate::platforms::{Platform, Result};
+use crate::resources::values::ImageEntry;
+
+pub fn validation(r: &Report) -> Validation {
+    Validation {
+        passed: Value::Value(r.passed()),
+        checks: Value::Value(
+            r.checks
+                .iter()
+                .map(|c| CheckEntry {
+                    name: Value::Value(c.name.clone()),
+                    ok: Value::Value(c.ok),
+                    duration_ms: Value::Value(c.duration_ms as i64),
+                    detail: Value::Value(c.detail.clone()),
+                })
+                .collect(),
+        ),
+        console_tail: Value::Value(r.console_tail.clone()),
+        duration_ms: Value::Value(r.duration_ms as i64),
+        finished_at: Value::Value(r.finished_at.clone()),
+    }
+}
+
+/// Fills the computed attributes from the family's images. The current image is
+/// the newest validated one; with none, `validated` is false and the next plan
+/// rebuilds.
+pub async fn fill(state: &mut ImageState, platform: &dyn Platform, images: &[Image]) -> Result<()> {
+    state.images = Value::Value(newest_first(images).into_iter().map(ImageEntry::from_image).collect());
+    match latest(images, true) {
+        Some(current) => {
+            state.name = Value::Value(current.name().to_string());
+            state.image_id = Value::Value(current.id.clone());
+            state.build_date = Value::Value(current.name().date.to_string());
+            state.build_number = Value::Value(i64::from(current.name().build));
+            state.recipe_hash = Value::Value(current.meta.recipe_hash.clone());
+            state.validated = Value::Value(true);
+            state.validation = match platform.report(current).await? {
+                Some(r) => Value::Value(validation(&r)),
+                None => Value::Null,
+            };
+        }
+        None => {
+            state.name = Value::Null;
+            state.image_id = Value::Null;
+            state.build_date = Value::Null;
+            state.build_number = Value::Null;
+            state.validated = Value::Value(false);
+            state.validation = Value::Null;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! Refresh and plan. The plan decides whether apply builds (recipe, triggers,
+//! `rebuild_after`, or no validated image) and computes `prune`, so every
+//! deletion is visible in `terraform plan` before it happens.
+
+use std::sync::Arc;
+
+use tf_provider::value::Value;
+use tf_provider::{AttributePath, Diagnostics};
+
+use super::config::{desired, Desired};
+use super::listing;
+use super::state::ImageState;
+use crate::lifecycle::image::Image;
+use crate::lifecycle::naming::Family;
+use crate::lifecycle::retention::plan_prune;
+use crate::lifecycle::selection::latest;
+use crate::platforms::Platform;
+use crate::provider::Shared;
+use crate::resources::values::{to_value_list, ImageEntry};
+
+async fn list(platform: &dyn Platform, family: &Family, diags: &mut Diagnostics) -> Option<Vec<Image>> {
+    match platform.list_images(family).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            diags.root_error(format!("Unable to List Images of Family {family}"), e.to_string());
+            None
+        }
+    }
+}
+
+pub async fn read(shared: &Arc<Shared>, diags: &mut Diagnostics, mut state: ImageState) -> Option<ImageState> {
+    let (Value::Value(kind), Value::Value(family)) = (&state.platform, &state.family) else { return Some(state) };
+    let Ok(family) = Family::try_from(family.clone()) else { return Some(state) };
+    let platform = shared.platform(kind, diags, AttributePath::new("platform"))?;
+    let images = list(platform.as_ref(), &family, diags).await?;
+    if let Err(e) = listing::fill(&mut state, platform.as_ref(), &images).await {
+        diags.root_error(format!("Unable to Read Image Family {family}"), e.to_string());
+        return None;
+    }
+    // `prune` is what an apply deletes; nothing is pending after a refresh.
+    // A family grown past `keep` out of band shows up in the next plan instead.
+    state.prune = Value::Value(Vec::new());
+    Some(state)
+}
+
+pub async fn plan_create(
+    shared: &Arc<Shared>,
+    diags: &mut Diagnostics,
+    proposed: ImageState,
+    config: ImageState,
+) -> Option<ImageState> {
+    let d = desired(&config, diags).ok()?;
+    let mut planned = proposed;
+    planned.unknown_build_outputs();
+    planned.prune = Value::Unknown;
+    planned.recipe_hash = Value::Unknown;
+    planned.id = Value::Unknown;
+    let Some(d) = d else { return Some(planned) };
+    planned.id = Value::Value(format!("{}/{}", d.platform, d.family));
+    if let Some(r) = &d.recipe {
+        planned.recipe_hash = Value::Value(r.hash());
+    }
+    if let Some(images) = listing_if_configured(shared, &d, diags).await? {
+        planned.prune = to_value_list(&plan_prune(&images, d.retention, true).delete_names());
+    }
+    Some(planned)
+}
+
+/// `Some(None)` when the provider is not configured yet (its config depends on
+/// values known only at apply); `None` on error.
+async fn listing_if_configured(shared: &Arc<Shared>, d: &Desired, diags: &mut Diagnostics) -> Option<Option<Vec<Image>>> {
+    if !shared.is_configured() {
+        return Some(None);
+    }
+    let platform = shared.platform(&d.platform, diags, AttributePath::new("platform"))?;
+    list(platform.as_ref(), &d.family, diags).await.map(Some)
+}
+
+/// Why a plan rebuilds, for the log; empty when it does not.
+fn rebuild_reasons(prior: &ImageState, config: &ImageState, d: &Desired, images: Option<&[Image]>) -> Vec<String> {
+    let mut why = Vec::new();
+    match &d.recipe {
+        None => why.push("part of the recipe is known only after apply".to_owned()),
+        Some(r) => {
+            if prior.recipe_hash.as_ref_option() != Some(&r.hash()) {
+                why.push(format!(
+                    "recipe changed ({} -> {})",
+                    prior.recipe_hash.as_ref_option().map(String::as_str).unwrap_or("none"),
+                    r.hash()
+                ));
+            }
+        }
+    }
+    if config.triggers.is_unknown() || (config.triggers != prior.triggers && !(config.triggers.is_null() && is_empty_map(&prior.triggers))) {
+        why.push("triggers changed".to_owned());
+    }
+    if prior.validated.as_ref_option() != Some(&true) || prior.name.is_null() {
+        why.push("the family has no validated image".to_owned());
+    }
+    if let (Some(max_age), Some(images)) = (d.rebuild_after, images) {
+        if let Some(current) = latest(images, true) {
+            let built = current
+                .meta
+                .validated_at
+                .as_deref()
+                .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+                .unwrap_or_else(|| current.name().date.start());
+            let age = time::OffsetDateTime::now_utc() - built;
+            if age.whole_seconds() >= max_age.as_secs() as i64 {
+                why.push(format!("{} is older than rebuild_after", current.name()));
+            }
+        }
+    }
+    why
+}
+
+fn is_empty_map<T>(v: &Value<std::collections::BTreeMap<String, T>>) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Value(m) => m.is_empty(),
+        Value::Unknown => false,
+    }
+}
+
+pub async fn plan_update(
+    shared: &Arc<Shared>,
+    diags: &mut Diagnostics,
+    prior: ImageState,
+    proposed: ImageState,
+    config: ImageState,
+) -> Option<ImageState> {
+    let d = desired(&config, diags).ok()?;
+    let mut planned = proposed;
+    let Some(d) = d else {
+        planned.unknown_build_outputs();
+        planned.prune = Value::Unknown;
+        return Some(planned);
+    };
+    planned.id = Value::Value(format!("{}/{}", d.platform, d.family));
+    let images = listing_if_configured(shared, &d, diags).await?;
+    let reasons = rebuild_reasons(&prior, &config, &d, images.as_deref());
+    let rebuild = !reasons.is_empty();
+    if rebuild {
+        tracing::info!(family = %d.family, reasons = ?reasons, "plan: rebuild");
+        planned.unknown_build_outputs();
+        planned.recipe_hash = d.recipe.as_ref().map(|r| Value::Value(r.hash())).unwrap_or(Value::Unknown);
+    } else {
+        planned.copy_current_from(&prior);
+        planned.recipe_hash = prior.recipe_hash.clone();
+    }
+    planned.prune = match &images {
+        None => Value::Unknown,
+        Some(images) => {
+            let decision = plan_prune(images, d.retention, rebuild);
+            for (name, why) in &decision.kept {
+                tracing::debug!(image = %name, reason = ?why, "plan: kept");
+            }
+            let names = decision.delete_names();
+            if !rebuild && !names.is_empty() {
+                if let Value::Value(entries) = &prior.images {
+                    let left: Vec<ImageEntry> = entries
+                        .iter()
+                        .filter(|e| !e.name.as_ref_option().map(|n| names.contains(n)).unwrap_or(false))
+                        .cloned()
+                        .collect();
+                    planned.images = Value::Value(left);
+                }
+            }
+            to_value_list(&names)
+        }
+    };
+    Some(planned)
+}

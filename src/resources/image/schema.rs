@@ -1,0 +1,112 @@
+//! The `golden_image` schema. Descriptions are Markdown; `docs/` follows them.
+
+use std::collections::HashMap;
+
+use tf_provider::schema::{
+    Attribute, AttributeConstraint as C, AttributeType as T, Block, Description, NestedBlock, Schema,
+};
+
+use crate::resources::values::ImageEntry;
+
+pub(crate) fn attr(t: T, c: C, doc: &str) -> Attribute {
+    Attribute { attr_type: t, description: Description::markdown(doc), constraint: c, ..Default::default() }
+}
+
+fn list_str() -> T {
+    T::List(Box::new(T::String))
+}
+
+fn map_str() -> T {
+    T::Map(Box::new(T::String))
+}
+
+pub(crate) fn block(attrs: Vec<(&str, Attribute)>, doc: &str) -> Block {
+    Block {
+        version: 1,
+        attributes: attrs.into_iter().map(|(k, a)| (k.to_owned(), a)).collect(),
+        blocks: HashMap::new(),
+        description: Description::markdown(doc),
+        deprecated: false,
+    }
+}
+
+fn object(fields: &[(&str, T)]) -> T {
+    T::Object(fields.iter().map(|(k, t)| ((*k).to_owned(), t.clone())).collect())
+}
+
+pub fn schema() -> Schema {
+    let source = block(
+        vec![
+            ("path", attr(T::String, C::Optional, "A disk image file on this machine (qcow2 or raw). `local` only.")),
+            ("url", attr(T::String, C::Optional, "A disk image to download once and cache; requires `checksum`.")),
+            ("checksum", attr(T::String, C::Optional, "`sha256:<64 hex digits>` of the file at `url`.")),
+            ("family", attr(T::String, C::Optional, "Build on the newest validated image of another golden family on the same platform (layered images).")),
+        ],
+        "What to build from. Set exactly one of `path`, `url` (with `checksum`) or `family`.",
+    );
+    let provision = block(
+        vec![
+            ("files", attr(map_str(), C::Optional, "Guest path => file content, written before `commands` run.")),
+            ("commands", attr(list_str(), C::Optional, "Shell commands run as root in order; the first that fails fails the build.")),
+            ("services", attr(list_str(), C::Optional, "systemd units to enable.")),
+        ],
+        "Provisioning steps, run by cloud-init in the build VM after `packages` are installed.",
+    );
+    let smoke = block(
+        vec![
+            ("checks", attr(list_str(), C::Optional, "Any of `boot`, `cloud_init`, `guest_agent`, `ssh`. Default: all four.")),
+            ("commands", attr(list_str(), C::Optional, "Shell commands run as root in the test VM; each must exit 0.")),
+            ("timeout", attr(T::String, C::Optional, "How long the whole smoke test may take, e.g. `10m` (default).")),
+            ("allow_degraded", attr(T::Bool, C::Optional, "Accept cloud-init's `degraded` result (recoverable errors). Default false.")),
+        ],
+        "The boot test every new image must pass before it is published.",
+    );
+    let retention = block(
+        vec![("keep", attr(T::Number, C::Required, "How many images of the family to keep (>= 1). The newest validated image is never deleted."))],
+        "How many images to keep. Deletions are listed in `prune` at plan time.",
+    );
+    let timeouts = block(
+        vec![
+            ("create", attr(T::String, C::Optional, "Default `60m`.")),
+            ("update", attr(T::String, C::Optional, "Default `60m`.")),
+            ("delete", attr(T::String, C::Optional, "Default `10m`.")),
+        ],
+        "Operation timeouts as durations (`30m`, `1h`).",
+    );
+    let check = object(&[("name", T::String), ("ok", T::Bool), ("duration_ms", T::Number), ("detail", T::String)]);
+    let validation = object(&[
+        ("passed", T::Bool),
+        ("checks", T::List(Box::new(check))),
+        ("console_tail", T::String),
+        ("duration_ms", T::Number),
+        ("finished_at", T::String),
+    ]);
+    let attributes = vec![
+        ("platform", attr(T::String, C::Required, "Where the family lives: `local` (this build supports `local`).")),
+        ("family", attr(T::String, C::Required, "The image family: a lowercase letter, then `[a-z0-9-]` (and `.` where the platform allows), at most 50 characters. Images are named `{family}-{YYYYMMDD}-{NNN}`.")),
+        ("packages", attr(list_str(), C::Optional, "Packages installed in the build VM by cloud-init.")),
+        ("tags", attr(map_str(), C::Optional, "Tags stored on every image of the family; `os` and `type` also become `golden-os` / `golden-type`. Changing tags re-tags in place, no rebuild.")),
+        ("rebuild_after", attr(T::String, C::Optional, "Plan a rebuild once the newest image is older than this, e.g. `720h`.")),
+        ("triggers", attr(map_str(), C::Optional, "Arbitrary values; any change plans a rebuild.")),
+        ("on_destroy", attr(T::String, C::Optional, "`keep` (default): destroy leaves the images in place. `delete`: destroy deletes every image golden built for the family.")),
+        ("id", attr(T::String, C::Computed, "`<platform>/<family>`.")),
+        ("name", attr(T::String, C::Computed, "Name of the newest validated image.")),
+        ("image_id", attr(T::String, C::Computed, "Platform identifier of that image (a file path on `local`).")),
+        ("build_date", attr(T::String, C::Computed, "Its UTC build date, `YYYYMMDD`.")),
+        ("build_number", attr(T::Number, C::Computed, "Its build number within that day.")),
+        ("recipe_hash", attr(T::String, C::Computed, "Hash of the recipe (source, packages, provision, smoke_test, builder major version). A change rebuilds.")),
+        ("validated", attr(T::Bool, C::Computed, "True when the current image passed its smoke test.")),
+        ("validation", attr(validation, C::Computed, "The smoke-test report of the current image: each check with its result, duration and detail.")),
+        ("images", attr(T::List(Box::new(ImageEntry::schema_type())), C::Computed, "Every image golden built for the family, newest first, with status.")),
+        ("prune", attr(list_str(), C::Computed, "Images this apply deletes under `retention`; shown by `terraform plan`.")),
+    ];
+    let mut b = block(attributes, "A family of golden images: built, boot-tested, published and pruned inside `terraform apply`.");
+    b.blocks = HashMap::from([
+        ("source".to_owned(), NestedBlock::Optional(source)),
+        ("provision".to_owned(), NestedBlock::Optional(provision)),
+        ("smoke_test".to_owned(), NestedBlock::Optional(smoke)),
+        ("retention".to_owned(), NestedBlock::Optional(retention)),
+        ("timeouts".to_owned(), NestedBlock::Optional(timeouts)),
+    ]);
+    Schema { version: 1, block: b }
+}
