@@ -7,6 +7,12 @@ use golden::{logging, provider::GoldenProvider, signals};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // tf-provider appends a backtrace to every diagnostic when backtraces are
+    // on (RUST_BACKTRACE=1 is common); users should see only the message.
+    // Still single-threaded here, so setting the variable is sound.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     logging::install();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,

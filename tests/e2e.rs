@@ -1,0 +1,14 @@
+//! End-to-end tests through the real `terraform` binary and real QEMU guests.
+//! One binary, one module per area (ripgrep's layout).
+//!
+//! Tests that boot guests are `#[ignore]`d so that a plain `cargo test` stays
+//! fast; `make test` runs them with `--run-ignored all`. They need the base
+//! image from `scripts/make-base-image.sh` and fail (never skip) without it.
+
+mod e2e {
+    pub mod util;
+
+    mod bad_config;
+    mod interrupt;
+    mod lifecycle;
+}
