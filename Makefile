@@ -1,0 +1,42 @@
+# The two entry points are `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/golden/target
+GOLDEN_CACHE_DIR ?= $(HOME)/.cache/golden
+BIN := $(CARGO_TARGET_DIR)/debug/terraform-provider-golden
+RELEASE_BIN := $(CARGO_TARGET_DIR)/release/terraform-provider-golden
+
+.PHONY: demo test deps base-image build release lint unit e2e bench clean-demo
+
+deps:
+	@scripts/install-deps.sh
+	@command -v terraform >/dev/null || { echo "terraform is not on PATH: install terraform >= 1.5 (https://developer.hashicorp.com/terraform/install)" >&2; exit 1; }
+	@terraform version | head -1
+	@command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+base-image: deps
+	@scripts/make-base-image.sh >/dev/null
+
+build: deps
+	cargo build --locked
+
+release: deps
+	cargo build --locked --release
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+## make demo: build, validate, publish and prune a real image on the local platform.
+demo: build base-image
+	@scripts/demo.sh
+
+## make test: lint, unit tests, and the E2E tests (real terraform, real QEMU guests).
+test: deps base-image lint
+	cargo nextest run --locked --run-ignored all --no-fail-fast
+
+## make bench: the figures (build, smoke test, bare boot, plan latency).
+bench: release base-image
+	@scripts/bench.sh
+
+clean-demo:
+	rm -rf examples/local/.terraform examples/local/terraform.tfstate* examples/local/.terraform.lock.hcl
