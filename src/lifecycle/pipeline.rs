@@ -212,3 +212,272 @@ pub async fn cleanup(platform: &dyn Platform, cx: &Cx) {
         l.close();
     });
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline against an in-memory platform: a table of "fails at step N"
+    //! where every row must end with an empty ledger and nothing temporary
+    //! left on the platform (packer's step-cleanup tests, in Rust).
+
+    use super::*;
+    use crate::lifecycle::ledger::Ledger;
+    use crate::lifecycle::naming::NamingRules;
+    use crate::lifecycle::recipe::{Provision, SmokeSpec, Source};
+    use crate::platforms::Result;
+    use async_trait::async_trait;
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    use tokio_util::sync::CancellationToken;
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum FailAt {
+        Nothing,
+        Build,
+        SmokeError,
+        SmokeReport,
+        Publish,
+        CancelDuringBuild,
+    }
+
+    struct Fake {
+        fail: FailAt,
+        images: Mutex<Vec<Image>>,
+        /// Temporary things (VMs, overlays) currently alive.
+        live: Mutex<BTreeSet<String>>,
+        seq: Mutex<u32>,
+        cancel: CancellationToken,
+    }
+
+    impl Fake {
+        fn new(fail: FailAt) -> Self {
+            Fake {
+                fail,
+                images: Mutex::new(Vec::new()),
+                live: Mutex::new(BTreeSet::new()),
+                seq: Mutex::new(0),
+                cancel: CancellationToken::new(),
+            }
+        }
+
+        fn temp(&self, cx: &Cx, what: &str) {
+            let mut seq = self.seq.lock().unwrap();
+            *seq += 1;
+            let id = format!("{what}-{seq}");
+            self.live.lock().unwrap().insert(id.clone());
+            cx.record(UndoAction::RemovePath { path: PathBuf::from(id) });
+        }
+
+        fn add(&self, name: &str, status: Status) {
+            let family = Family::parse("fam", NamingRules { allow_dot: true }).unwrap();
+            let meta = Metadata {
+                name: ImageName::parse(name, &family).unwrap(),
+                builder_version: "0".into(),
+                recipe_hash: "old".into(),
+                status,
+                validated_at: None,
+                tags: BTreeMap::new(),
+            };
+            self.images.lock().unwrap().push(Image { meta, id: name.into(), size_bytes: None, in_progress: false, protected: None });
+        }
+
+        fn statuses(&self) -> Vec<(String, Status)> {
+            let mut v: Vec<_> = self.images.lock().unwrap().iter().map(|i| (i.name().to_string(), i.status())).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        }
+
+        fn set_status(&self, name: &ImageName, status: Status) {
+            for i in self.images.lock().unwrap().iter_mut() {
+                if i.name() == name {
+                    i.meta.status = status;
+                }
+            }
+        }
+    }
+
+    fn fail(what: &str) -> Error {
+        Error::other(what, anyhow::anyhow!("injected failure"))
+    }
+
+    #[async_trait]
+    impl Platform for Fake {
+        fn kind(&self) -> &'static str {
+            "fake"
+        }
+        fn naming_rules(&self) -> NamingRules {
+            NamingRules { allow_dot: true }
+        }
+        async fn list_images(&self, _family: &Family) -> Result<Vec<Image>> {
+            let snapshot = self.images.lock().unwrap().clone();
+            // Let a concurrent pipeline list the same snapshot: the race that
+            // reservation must survive.
+            tokio::task::yield_now().await;
+            Ok(snapshot)
+        }
+        async fn reserve(&self, meta: &Metadata, _cx: &Cx) -> Result<Image> {
+            let mut images = self.images.lock().unwrap();
+            if images.iter().any(|i| i.meta.name == meta.name) {
+                return Err(Error::already_exists(meta.name.to_string()));
+            }
+            let image = Image { meta: meta.clone(), id: meta.name.to_string(), size_bytes: None, in_progress: true, protected: None };
+            images.push(image.clone());
+            Ok(image)
+        }
+        async fn build(&self, candidate: &Image, _recipe: &Recipe, cx: &Cx) -> Result<Image> {
+            self.temp(cx, "overlay");
+            self.temp(cx, "build-vm");
+            tokio::task::yield_now().await;
+            match self.fail {
+                FailAt::Build => Err(fail("build")),
+                FailAt::CancelDuringBuild => {
+                    self.cancel.cancel();
+                    cx.sleep("build", std::time::Duration::from_secs(30)).await?;
+                    unreachable!()
+                }
+                _ => Ok(candidate.clone()),
+            }
+        }
+        async fn smoke_test(&self, image: &Image, _spec: &SmokeSpec, cx: &Cx) -> Result<Report> {
+            self.temp(cx, "smoke-vm");
+            let mut r = Report { image: image.name().to_string(), ..Default::default() };
+            match self.fail {
+                FailAt::SmokeError => return Err(fail("smoke test")),
+                FailAt::SmokeReport => r.push("commands[0]", false, std::time::Duration::ZERO, "exit 1"),
+                _ => r.push("boot", true, std::time::Duration::ZERO, "ok"),
+            }
+            Ok(r)
+        }
+        async fn publish(&self, image: &Image, _report: &Report) -> Result<Image> {
+            if self.fail == FailAt::Publish {
+                return Err(fail("publish"));
+            }
+            self.set_status(image.name(), Status::Validated);
+            let mut i = image.clone();
+            i.meta.status = Status::Validated;
+            Ok(i)
+        }
+        async fn mark_failed(&self, image: &Image, _report: &Report) -> Result<()> {
+            self.set_status(image.name(), Status::Failed);
+            Ok(())
+        }
+        async fn retag(&self, _image: &Image, _tags: &BTreeMap<String, String>) -> Result<()> {
+            Ok(())
+        }
+        async fn delete(&self, image: &Image) -> Result<()> {
+            self.images.lock().unwrap().retain(|i| i.name() != image.name());
+            Ok(())
+        }
+        async fn undo(&self, action: &UndoAction) -> Result<()> {
+            match action {
+                UndoAction::RemovePath { path } => {
+                    self.live.lock().unwrap().remove(path.to_str().unwrap());
+                }
+                UndoAction::DiscardCandidate { name, .. } => {
+                    let mut images = self.images.lock().unwrap();
+                    images.retain(|i| !(i.name().to_string() == *name && i.status() == Status::Candidate));
+                }
+                UndoAction::KillProcess { .. } => {}
+            }
+            Ok(())
+        }
+        async fn sweep(&self) -> Result<()> {
+            Ok(())
+        }
+        fn ledger_dir(&self) -> PathBuf {
+            PathBuf::new()
+        }
+        async fn report(&self, _image: &Image) -> Result<Option<Report>> {
+            Ok(None)
+        }
+    }
+
+    fn recipe() -> Recipe {
+        Recipe { source: Source::Path("/base.qcow2".into()), provision: Provision::default(), smoke_test: SmokeSpec::default() }
+    }
+
+    async fn run(fake: &Fake, planned_prune: &[String]) -> (std::result::Result<BuildOutcome, PipelineError>, Cx) {
+        let family = Family::parse("fam", NamingRules { allow_dot: true }).unwrap();
+        let recipe = recipe();
+        let tags = BTreeMap::new();
+        let cx = Cx::new(fake.cancel.clone(), std::time::Duration::from_secs(60), Ledger::in_memory());
+        let req = BuildRequest {
+            family: &family,
+            recipe: &recipe,
+            tags: &tags,
+            planned_prune,
+            date: BuildDate::parse("20260102").unwrap(),
+        };
+        let r = build_and_publish(fake, req, &cx).await;
+        (r, cx)
+    }
+
+    #[tokio::test]
+    async fn every_failure_point_cleans_up_and_loses_nothing() {
+        let rows = [
+            (FailAt::Build, "build"),
+            (FailAt::SmokeError, "smoke test"),
+            (FailAt::Publish, "publish"),
+            (FailAt::CancelDuringBuild, "build"),
+        ];
+        for (fail_at, step) in rows {
+            let fake = Fake::new(fail_at);
+            fake.add("fam-20260101-001", Status::Validated);
+            let (r, cx) = run(&fake, &["fam-20260101-001".to_string()]).await;
+            match r {
+                Err(PipelineError::Step { step: s, error }) => {
+                    assert_eq!(s, step, "{fail_at:?}");
+                    assert_eq!(error.is_cancelled(), fail_at == FailAt::CancelDuringBuild, "{fail_at:?}: {error}");
+                }
+                other => panic!("{fail_at:?}: expected a step error, got {other:?}"),
+            }
+            assert!(cx.with_ledger(|l| l.is_empty()), "{fail_at:?}: ledger not drained");
+            assert!(fake.live.lock().unwrap().is_empty(), "{fail_at:?}: leaked {:?}", fake.live.lock().unwrap());
+            assert_eq!(
+                fake.statuses(),
+                [("fam-20260101-001".to_string(), Status::Validated)],
+                "{fail_at:?}: a failed run must not delete or leave anything"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_smoke_test_keeps_the_candidate_as_failed_and_prunes_nothing() {
+        let fake = Fake::new(FailAt::SmokeReport);
+        fake.add("fam-20260101-001", Status::Validated);
+        let (r, cx) = run(&fake, &["fam-20260101-001".to_string()]).await;
+        assert!(matches!(r, Err(PipelineError::SmokeTest { .. })));
+        assert!(cx.with_ledger(|l| l.is_empty()));
+        assert!(fake.live.lock().unwrap().is_empty());
+        assert_eq!(
+            fake.statuses(),
+            [("fam-20260101-001".to_string(), Status::Validated), ("fam-20260102-001".to_string(), Status::Failed)]
+        );
+    }
+
+    #[tokio::test]
+    async fn success_publishes_then_prunes_exactly_the_plan() {
+        let fake = Fake::new(FailAt::Nothing);
+        fake.add("fam-20260101-001", Status::Validated);
+        fake.add("fam-20260101-002", Status::Validated);
+        let (r, cx) = run(&fake, &["fam-20260101-001".to_string()]).await;
+        let outcome = r.unwrap();
+        assert_eq!(outcome.image.name().to_string(), "fam-20260102-001");
+        assert_eq!(outcome.prune.deleted, ["fam-20260101-001"]);
+        assert!(cx.with_ledger(|l| l.is_empty()));
+        assert!(fake.live.lock().unwrap().is_empty());
+        assert_eq!(
+            fake.statuses(),
+            [("fam-20260101-002".to_string(), Status::Validated), ("fam-20260102-001".to_string(), Status::Validated)]
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_pipelines_get_distinct_build_numbers() {
+        let fake = Fake::new(FailAt::Nothing);
+        let (a, b) = tokio::join!(run(&fake, &[]), run(&fake, &[]));
+        let mut got = vec![a.0.unwrap().image.name().build, b.0.unwrap().image.name().build];
+        got.sort();
+        assert_eq!(got, [1, 2]);
+    }
+}
