@@ -18,6 +18,7 @@ have genisoimage || need+=(genisoimage)
 have ssh || need+=(openssh-client)
 have ssh-keygen || need+=(openssh-client)
 have zstd || need+=(zstd)
+have bc || need+=(bc)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -24,7 +24,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let cancel = CancellationToken::new();
         signals::install(cancel.clone())?;
-        tf_provider::serve("golden", GoldenProvider::new(cancel)).await
+        let provider = GoldenProvider::new(cancel.clone());
+        signals::exit_when_orphaned(cancel, provider.shared().active.clone());
+        tf_provider::serve("golden", provider).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

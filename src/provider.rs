@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -24,11 +25,27 @@ use crate::resources::image::schema::{attr, block};
 pub struct Shared {
     platforms: RwLock<BTreeMap<&'static str, Arc<dyn Platform>>>,
     pub cancel: CancellationToken,
+    /// Pipelines running now; an orphaned provider waits for them to clean up.
+    pub active: Arc<AtomicUsize>,
+}
+
+/// Counts a running pipeline for as long as it lives.
+pub struct RunGuard(Arc<AtomicUsize>);
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
     pub fn new(cancel: CancellationToken) -> Arc<Self> {
-        Arc::new(Shared { platforms: RwLock::new(BTreeMap::new()), cancel })
+        Arc::new(Shared { platforms: RwLock::new(BTreeMap::new()), cancel, active: Arc::new(AtomicUsize::new(0)) })
+    }
+
+    pub fn begin_run(&self) -> RunGuard {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        RunGuard(self.active.clone())
     }
 
     /// The configured platform, or an error diagnostic at `at`.
@@ -74,6 +91,10 @@ pub struct GoldenProvider {
 impl GoldenProvider {
     pub fn new(cancel: CancellationToken) -> Self {
         GoldenProvider { shared: Shared::new(cancel) }
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 }
 

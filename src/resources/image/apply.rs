@@ -101,6 +101,7 @@ async fn build(
     let tags = d.tags.clone().unwrap_or_default();
     let prune = planned_prune(&planned);
     let cx = context(shared, platform.as_ref(), timeout);
+    let _running = shared.begin_run();
     let req = BuildRequest { family: &d.family, recipe, tags: &tags, planned_prune: &prune, date: BuildDate::today() };
     match pipeline::build_and_publish(platform.as_ref(), req, &cx).await {
         Ok(outcome) => {
