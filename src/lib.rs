@@ -5,13 +5,13 @@
 //! `lifecycle` (rules and pipeline) -> `platforms` (one module per platform) ->
 //! `qemu` (the VM runner shared by `local` and the simulators).
 
+pub mod data_sources;
 pub mod fsutil;
 pub mod lifecycle;
+pub mod logging;
 pub mod platforms;
 pub mod process;
-pub mod qemu;
-pub mod data_sources;
-pub mod logging;
 pub mod provider;
+pub mod qemu;
 pub mod resources;
 pub mod signals;

@@ -16,7 +16,9 @@ use tracing_subscriber::Layer;
 /// The most verbose level wanted, from `TF_LOG_PROVIDER` or `TF_LOG` (as
 /// terraform reads them); `INFO` when neither is set.
 pub fn level_from_env() -> Level {
-    let raw = std::env::var("TF_LOG_PROVIDER").or_else(|_| std::env::var("TF_LOG")).unwrap_or_default();
+    let raw = std::env::var("TF_LOG_PROVIDER")
+        .or_else(|_| std::env::var("TF_LOG"))
+        .unwrap_or_default();
     match raw.to_ascii_lowercase().as_str() {
         "trace" | "json" | "1" => Level::TRACE,
         "debug" => Level::DEBUG,
@@ -30,7 +32,8 @@ struct Fields(Map<String, Value>);
 
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), Value::String(value.to_owned()));
+        self.0
+            .insert(field.name().to_owned(), Value::String(value.to_owned()));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.0.insert(field.name().to_owned(), value.into());
@@ -61,7 +64,12 @@ impl<S> Layer<S> for HclogLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
         let mut f = Fields(Map::new());
         attrs.record(&mut f);
         if let Some(span) = ctx.span(id) {
@@ -71,7 +79,8 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let ours = meta.target().starts_with("golden") || meta.target().starts_with("terraform_provider_golden");
+        let ours = meta.target().starts_with("golden")
+            || meta.target().starts_with("terraform_provider_golden");
         // Dependencies (gRPC, HTTP) speak only when something is wrong.
         let max = if ours { self.max } else { Level::WARN };
         if *meta.level() > max {
@@ -91,7 +100,11 @@ where
         }
         let mut fields = Fields(Map::new());
         event.record(&mut fields);
-        let message = fields.0.remove("message").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let message = fields
+            .0
+            .remove("message")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         obj.extend(fields.0);
         let level = match *meta.level() {
             Level::TRACE => "trace",
@@ -102,7 +115,12 @@ where
         };
         obj.insert("@level".into(), level.into());
         obj.insert("@message".into(), message.into());
-        obj.insert("@module".into(), format!("golden.{}", spans.join(".")).trim_end_matches('.').into());
+        obj.insert(
+            "@module".into(),
+            format!("golden.{}", spans.join("."))
+                .trim_end_matches('.')
+                .into(),
+        );
         let ts = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
@@ -114,6 +132,8 @@ where
 
 /// Installs the subscriber once, in `main`.
 pub fn install() {
-    let subscriber = tracing_subscriber::registry().with(HclogLayer { max: level_from_env() });
+    let subscriber = tracing_subscriber::registry().with(HclogLayer {
+        max: level_from_env(),
+    });
     let _ = tracing::subscriber::set_global_default(subscriber);
 }

@@ -13,11 +13,17 @@ pub struct ProcessId {
 impl ProcessId {
     pub fn current() -> Self {
         let pid = std::process::id();
-        ProcessId { pid, start_ticks: start_ticks(pid).unwrap_or(0) }
+        ProcessId {
+            pid,
+            start_ticks: start_ticks(pid).unwrap_or(0),
+        }
     }
 
     pub fn of(pid: u32) -> Option<Self> {
-        Some(ProcessId { pid, start_ticks: start_ticks(pid)? })
+        Some(ProcessId {
+            pid,
+            start_ticks: start_ticks(pid)?,
+        })
     }
 
     /// True while this very process (not a reuse of its PID) is running.
@@ -56,7 +62,10 @@ mod tests {
     fn current_process_is_alive_and_a_fake_start_time_is_not() {
         let me = ProcessId::current();
         assert!(me.is_alive());
-        let impostor = ProcessId { start_ticks: me.start_ticks + 1, ..me };
+        let impostor = ProcessId {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
         assert!(!impostor.is_alive());
     }
 

@@ -8,7 +8,9 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tf_provider::schema::{AttributeConstraint as C, AttributeType as T, Block, Description, NestedBlock, Schema};
+use tf_provider::schema::{
+    AttributeConstraint as C, AttributeType as T, Block, Description, NestedBlock, Schema,
+};
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, DynamicDataSource, DynamicResource, Provider};
 use tokio_util::sync::CancellationToken;
@@ -17,8 +19,8 @@ use crate::data_sources::{images::ImagesDataSource, latest_image::LatestImageDat
 use crate::platforms::local::LocalPlatform;
 use crate::platforms::Platform;
 use crate::qemu::accel::{self, AccelChoice};
-use crate::resources::image::ImageResource;
 use crate::resources::image::schema::{attr, block};
+use crate::resources::image::ImageResource;
 
 /// What resources and data sources share: the configured platforms and the
 /// cancellation token the signal handler trips.
@@ -40,7 +42,11 @@ impl Drop for RunGuard {
 
 impl Shared {
     pub fn new(cancel: CancellationToken) -> Arc<Self> {
-        Arc::new(Shared { platforms: RwLock::new(BTreeMap::new()), cancel, active: Arc::new(AtomicUsize::new(0)) })
+        Arc::new(Shared {
+            platforms: RwLock::new(BTreeMap::new()),
+            cancel,
+            active: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
     pub fn begin_run(&self) -> RunGuard {
@@ -49,7 +55,12 @@ impl Shared {
     }
 
     /// The configured platform, or an error diagnostic at `at`.
-    pub fn platform(&self, kind: &str, diags: &mut Diagnostics, at: AttributePath) -> Option<Arc<dyn Platform>> {
+    pub fn platform(
+        &self,
+        kind: &str,
+        diags: &mut Diagnostics,
+        at: AttributePath,
+    ) -> Option<Arc<dyn Platform>> {
         let map = self.platforms.read().unwrap_or_else(|p| p.into_inner());
         match map.get(kind) {
             Some(p) => Some(p.clone()),
@@ -65,11 +76,18 @@ impl Shared {
     }
 
     pub fn is_configured(&self) -> bool {
-        !self.platforms.read().unwrap_or_else(|p| p.into_inner()).is_empty()
+        !self
+            .platforms
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     fn set(&self, p: Arc<dyn Platform>) {
-        self.platforms.write().unwrap_or_else(|p| p.into_inner()).insert(p.kind(), p);
+        self.platforms
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(p.kind(), p);
     }
 }
 
@@ -90,7 +108,9 @@ pub struct GoldenProvider {
 
 impl GoldenProvider {
     pub fn new(cancel: CancellationToken) -> Self {
-        GoldenProvider { shared: Shared::new(cancel) }
+        GoldenProvider {
+            shared: Shared::new(cancel),
+        }
     }
 
     pub fn shared(&self) -> Arc<Shared> {
@@ -100,7 +120,11 @@ impl GoldenProvider {
 
 /// `$XDG_DATA_HOME/golden`, else `~/.local/share/golden`.
 pub fn default_store_dir() -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     env("XDG_DATA_HOME")
         .or_else(|| env("HOME").map(|h| h.join(".local/share")))
         .unwrap_or_else(|| PathBuf::from("/var/lib"))
@@ -115,7 +139,9 @@ fn local_block(cfg: &ProviderConfig) -> LocalBlock {
 }
 
 fn accel_path() -> AttributePath {
-    AttributePath::new("local").index(0).attribute("accelerator")
+    AttributePath::new("local")
+        .index(0)
+        .attribute("accelerator")
 }
 
 #[async_trait]
@@ -137,7 +163,9 @@ impl Provider for GoldenProvider {
                 version: 1,
                 attributes: HashMap::new(),
                 blocks: HashMap::from([("local".to_owned(), NestedBlock::Optional(local))]),
-                description: Description::markdown("golden builds, smoke-tests, publishes and prunes golden VM images."),
+                description: Description::markdown(
+                    "golden builds, smoke-tests, publishes and prunes golden VM images.",
+                ),
                 deprecated: false,
             },
         })
@@ -147,43 +175,74 @@ impl Provider for GoldenProvider {
         let local = local_block(&config);
         if let Value::Value(a) = &local.accelerator {
             if AccelChoice::parse(a).is_none() {
-                diags.error("Invalid accelerator", format!("accelerator must be auto, kvm or tcg, got {a:?}"), accel_path());
+                diags.error(
+                    "Invalid accelerator",
+                    format!("accelerator must be auto, kvm or tcg, got {a:?}"),
+                    accel_path(),
+                );
                 return None;
             }
         }
         Some(())
     }
 
-    async fn configure<'a>(&self, diags: &mut Diagnostics, _tf_version: String, config: Self::Config<'a>) -> Option<()> {
+    async fn configure<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        _tf_version: String,
+        config: Self::Config<'a>,
+    ) -> Option<()> {
         let local = local_block(&config);
-        let choice = local.accelerator.as_ref_option().and_then(|a| AccelChoice::parse(a)).unwrap_or_default();
+        let choice = local
+            .accelerator
+            .as_ref_option()
+            .and_then(|a| AccelChoice::parse(a))
+            .unwrap_or_default();
         let accel = match accel::resolve(choice) {
             Ok(a) => a,
             Err(why) => {
-                diags.error("Unable to Use KVM", format!("accelerator = \"kvm\" but {why}; use \"auto\" or \"tcg\""), accel_path());
+                diags.error(
+                    "Unable to Use KVM",
+                    format!("accelerator = \"kvm\" but {why}; use \"auto\" or \"tcg\""),
+                    accel_path(),
+                );
                 return None;
             }
         };
-        let store = local.store_dir.as_ref_option().map(PathBuf::from).unwrap_or_else(default_store_dir);
+        let store = local
+            .store_dir
+            .as_ref_option()
+            .map(PathBuf::from)
+            .unwrap_or_else(default_store_dir);
         tracing::info!(store = %store.display(), %accel, "local platform configured");
         self.shared.set(Arc::new(LocalPlatform::new(store, accel)));
         Some(())
     }
 
-    fn get_resources(&self, _diags: &mut Diagnostics) -> Option<HashMap<String, Box<dyn DynamicResource>>> {
+    fn get_resources(
+        &self,
+        _diags: &mut Diagnostics,
+    ) -> Option<HashMap<String, Box<dyn DynamicResource>>> {
         Some(HashMap::from([(
             "image".to_owned(),
             Box::new(ImageResource::new(self.shared.clone())) as Box<dyn DynamicResource>,
         )]))
     }
 
-    fn get_data_sources(&self, _diags: &mut Diagnostics) -> Option<HashMap<String, Box<dyn DynamicDataSource>>> {
+    fn get_data_sources(
+        &self,
+        _diags: &mut Diagnostics,
+    ) -> Option<HashMap<String, Box<dyn DynamicDataSource>>> {
         Some(HashMap::from([
             (
                 "latest_image".to_owned(),
-                Box::new(LatestImageDataSource::new(self.shared.clone())) as Box<dyn DynamicDataSource>,
+                Box::new(LatestImageDataSource::new(self.shared.clone()))
+                    as Box<dyn DynamicDataSource>,
             ),
-            ("images".to_owned(), Box::new(ImagesDataSource::new(self.shared.clone())) as Box<dyn DynamicDataSource>),
+            (
+                "images".to_owned(),
+                Box::new(ImagesDataSource::new(self.shared.clone())) as Box<dyn DynamicDataSource>,
+            ),
         ]))
     }
 }

@@ -23,7 +23,10 @@ pub fn install(cancel: CancellationToken) -> std::io::Result<()> {
 /// Exits when terraform itself is gone (killed, or a second Ctrl-C): the
 /// provider is then an orphan nobody will call again. Running builds are
 /// cancelled first and given time to clean up (`active` counts them).
-pub fn exit_when_orphaned(cancel: CancellationToken, active: std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+pub fn exit_when_orphaned(
+    cancel: CancellationToken,
+    active: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() };
     tokio::spawn(async move {
@@ -37,7 +40,9 @@ pub fn exit_when_orphaned(cancel: CancellationToken, active: std::sync::Arc<std:
         tracing::warn!("terraform exited; cancelling running builds and exiting");
         cancel.cancel();
         let deadline = tokio::time::Instant::now() + crate::lifecycle::pipeline::CLEANUP_TIMEOUT;
-        while active.load(std::sync::atomic::Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        while active.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         std::process::exit(1);

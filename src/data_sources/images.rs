@@ -51,25 +51,45 @@ impl DataSource for ImagesDataSource {
             ],
             "Every image golden built for a family, newest first. An empty family is an empty list, not an error.",
         );
-        Some(Schema { version: 1, block: b })
+        Some(Schema {
+            version: 1,
+            block: b,
+        })
     }
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: ImagesState) -> Option<()> {
         lookup_target(&config.platform, &config.family, diags).map(|_| ())
     }
 
-    async fn read<'a>(&self, diags: &mut Diagnostics, config: ImagesState, _meta: ValueEmpty) -> Option<ImagesState> {
+    async fn read<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        config: ImagesState,
+        _meta: ValueEmpty,
+    ) -> Option<ImagesState> {
         let (kind, family) = lookup_target(&config.platform, &config.family, diags)??;
-        let platform = self.shared.platform(&kind, diags, AttributePath::new("platform"))?;
-        let validated_only = config.validated_only.as_ref_option().copied().unwrap_or(false);
+        let platform = self
+            .shared
+            .platform(&kind, diags, AttributePath::new("platform"))?;
+        let validated_only = config
+            .validated_only
+            .as_ref_option()
+            .copied()
+            .unwrap_or(false);
         let images = match platform.list_images(&family).await {
             Ok(v) => v,
             Err(e) => {
-                diags.root_error(format!("Unable to Read Image Family {family}"), e.to_string());
+                diags.root_error(
+                    format!("Unable to Read Image Family {family}"),
+                    e.to_string(),
+                );
                 return None;
             }
         };
-        let chosen: Vec<_> = newest_first(&images).into_iter().filter(|i| !validated_only || i.is_validated()).collect();
+        let chosen: Vec<_> = newest_first(&images)
+            .into_iter()
+            .filter(|i| !validated_only || i.is_validated())
+            .collect();
         let names: Vec<String> = chosen.iter().map(|i| i.name().to_string()).collect();
         Some(ImagesState {
             id: Value::Value(format!("{kind}/{family}")),

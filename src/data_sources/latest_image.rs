@@ -52,42 +52,117 @@ impl DataSource for LatestImageDataSource {
             vec![
                 ("platform", attr(T::String, C::Required, "`local`.")),
                 ("family", attr(T::String, C::Required, "The image family.")),
-                ("validated_only", attr(T::Bool, C::Optional, "Only images that passed their smoke test (default `true`).")),
+                (
+                    "validated_only",
+                    attr(
+                        T::Bool,
+                        C::Optional,
+                        "Only images that passed their smoke test (default `true`).",
+                    ),
+                ),
                 ("id", attr(T::String, C::Computed, "`<platform>/<name>`.")),
-                ("name", attr(T::String, C::Computed, "Image name, `{family}-{YYYYMMDD}-{NNN}`.")),
-                ("image_id", attr(T::String, C::Computed, "Platform identifier (a file path on `local`).")),
-                ("status", attr(T::String, C::Computed, "`validated`, `candidate` or `failed`.")),
-                ("build_date", attr(T::String, C::Computed, "UTC build date, `YYYYMMDD`.")),
-                ("build_number", attr(T::Number, C::Computed, "Build number within the day.")),
-                ("recipe_hash", attr(T::String, C::Computed, "Hash of the recipe that built it.")),
-                ("validated_at", attr(T::String, C::Computed, "When it passed its smoke test (RFC 3339).")),
-                ("tags", attr(T::Map(Box::new(T::String)), C::Computed, "The user tags on the image.")),
+                (
+                    "name",
+                    attr(
+                        T::String,
+                        C::Computed,
+                        "Image name, `{family}-{YYYYMMDD}-{NNN}`.",
+                    ),
+                ),
+                (
+                    "image_id",
+                    attr(
+                        T::String,
+                        C::Computed,
+                        "Platform identifier (a file path on `local`).",
+                    ),
+                ),
+                (
+                    "status",
+                    attr(
+                        T::String,
+                        C::Computed,
+                        "`validated`, `candidate` or `failed`.",
+                    ),
+                ),
+                (
+                    "build_date",
+                    attr(T::String, C::Computed, "UTC build date, `YYYYMMDD`."),
+                ),
+                (
+                    "build_number",
+                    attr(T::Number, C::Computed, "Build number within the day."),
+                ),
+                (
+                    "recipe_hash",
+                    attr(T::String, C::Computed, "Hash of the recipe that built it."),
+                ),
+                (
+                    "validated_at",
+                    attr(
+                        T::String,
+                        C::Computed,
+                        "When it passed its smoke test (RFC 3339).",
+                    ),
+                ),
+                (
+                    "tags",
+                    attr(
+                        T::Map(Box::new(T::String)),
+                        C::Computed,
+                        "The user tags on the image.",
+                    ),
+                ),
             ],
             "The newest image of a golden family. By default only validated images are considered.",
         );
-        Some(Schema { version: 1, block: b })
+        Some(Schema {
+            version: 1,
+            block: b,
+        })
     }
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: LatestImageState) -> Option<()> {
         lookup_target(&config.platform, &config.family, diags).map(|_| ())
     }
 
-    async fn read<'a>(&self, diags: &mut Diagnostics, config: LatestImageState, _meta: ValueEmpty) -> Option<LatestImageState> {
+    async fn read<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        config: LatestImageState,
+        _meta: ValueEmpty,
+    ) -> Option<LatestImageState> {
         let (kind, family) = lookup_target(&config.platform, &config.family, diags)??;
-        let platform = self.shared.platform(&kind, diags, AttributePath::new("platform"))?;
-        let validated_only = config.validated_only.as_ref_option().copied().unwrap_or(true);
+        let platform = self
+            .shared
+            .platform(&kind, diags, AttributePath::new("platform"))?;
+        let validated_only = config
+            .validated_only
+            .as_ref_option()
+            .copied()
+            .unwrap_or(true);
         let images = match platform.list_images(&family).await {
             Ok(v) => v,
             Err(e) => {
-                diags.root_error(format!("Unable to Read Image Family {family}"), e.to_string());
+                diags.root_error(
+                    format!("Unable to Read Image Family {family}"),
+                    e.to_string(),
+                );
                 return None;
             }
         };
         let Some(image) = latest(&images, validated_only) else {
-            let what = if validated_only { "no validated image" } else { "no image" };
+            let what = if validated_only {
+                "no validated image"
+            } else {
+                "no image"
+            };
             diags.root_error(
                 "Image Not Found",
-                format!("family {family:?} on platform {kind:?} has {what} ({} image(s) of any status)", images.len()),
+                format!(
+                    "family {family:?} on platform {kind:?} has {what} ({} image(s) of any status)",
+                    images.len()
+                ),
             );
             return None;
         };

@@ -21,7 +21,10 @@ pub(crate) fn lookup_target(
         if !SUPPORTED_PLATFORMS.contains(&p.as_str()) {
             diags.error(
                 "Unsupported Platform",
-                format!("platform {p:?} is not supported; supported: {}", SUPPORTED_PLATFORMS.join(", ")),
+                format!(
+                    "platform {p:?} is not supported; supported: {}",
+                    SUPPORTED_PLATFORMS.join(", ")
+                ),
                 AttributePath::new("platform"),
             );
             ok = false;
@@ -29,11 +32,17 @@ pub(crate) fn lookup_target(
     }
     let mut fam = None;
     if let Value::Value(f) = family {
-        let rules = NamingRules { allow_dot: platform.as_ref_option().map(String::as_str) != Some("gcp") };
+        let rules = NamingRules {
+            allow_dot: platform.as_ref_option().map(String::as_str) != Some("gcp"),
+        };
         match Family::parse(f, rules) {
             Ok(f) => fam = Some(f),
             Err(e) => {
-                diags.error("Invalid Family Name", format!("family {f:?} {e}"), AttributePath::new("family"));
+                diags.error(
+                    "Invalid Family Name",
+                    format!("family {f:?} {e}"),
+                    AttributePath::new("family"),
+                );
                 ok = false;
             }
         }

@@ -47,13 +47,20 @@ mod tests {
 
     #[test]
     fn next_is_one_past_the_highest_even_with_gaps() {
-        let existing = names(&["base-20260102-001", "base-20260102-005", "base-20260102-003"]);
+        let existing = names(&[
+            "base-20260102-001",
+            "base-20260102-005",
+            "base-20260102-003",
+        ]);
         assert_eq!(next_build_number(&existing, day("20260102")), Ok(6));
     }
 
     #[test]
     fn exhausted_after_999() {
         let existing = names(&["base-20260102-999"]);
-        assert_eq!(next_build_number(&existing, day("20260102")), Err(Exhausted(day("20260102"))));
+        assert_eq!(
+            next_build_number(&existing, day("20260102")),
+            Err(Exhausted(day("20260102")))
+        );
     }
 }

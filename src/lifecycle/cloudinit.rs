@@ -34,7 +34,12 @@ pub fn parse_provision_marker(log: &str) -> Option<ProvisionResult> {
     log.lines().rev().find_map(|line| {
         let rest = &line[line.find(PROVISION_MARKER)? + PROVISION_MARKER.len()..];
         let rest = rest.trim();
-        let rc = rest.strip_prefix("rc=")?.split_whitespace().next()?.parse().ok()?;
+        let rc = rest
+            .strip_prefix("rc=")?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
         let step = rest.split_once("step=").map(|(_, s)| s.trim().to_owned())?;
         Some(ProvisionResult { rc, step })
     })
@@ -74,10 +79,18 @@ pub fn provision_script(p: &Provision) -> String {
         );
     }
     for (i, cmd) in p.commands.iter().enumerate() {
-        s += &format!("step {} /bin/sh -c {}\n", sh_quote(&format!("commands[{i}]")), sh_quote(cmd));
+        s += &format!(
+            "step {} /bin/sh -c {}\n",
+            sh_quote(&format!("commands[{i}]")),
+            sh_quote(cmd)
+        );
     }
     for svc in &p.services {
-        s += &format!("step {} systemctl enable {}\n", sh_quote(&format!("enable service {svc}")), sh_quote(svc));
+        s += &format!(
+            "step {} systemctl enable {}\n",
+            sh_quote(&format!("enable service {svc}")),
+            sh_quote(svc)
+        );
     }
     s += "step 'clean apt caches' sh -c 'command -v apt-get >/dev/null || exit 0; apt-get clean; rm -rf /var/lib/apt/lists/*'\n\
           step 'reset cloud-init' sh -c 'command -v cloud-init >/dev/null || exit 0; cloud-init clean --logs'\n\
@@ -203,15 +216,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.sh");
         std::fs::write(&path, provision_script(&provision())).unwrap();
-        let out = std::process::Command::new("sh").arg("-n").arg(&path).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("sh")
+            .arg("-n")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]
     fn marker_parsing() {
         let log = "boot...\n[  5.0] cloud-init[1]: golden: commands[0]\nGOLDEN-PROVISION rc=3 step=commands[1]\n";
-        assert_eq!(parse_provision_marker(log), Some(ProvisionResult { rc: 3, step: "commands[1]".into() }));
-        assert_eq!(parse_provision_marker("GOLDEN-PROVISION rc=0 step=done").unwrap().ok(), true);
+        assert_eq!(
+            parse_provision_marker(log),
+            Some(ProvisionResult {
+                rc: 3,
+                step: "commands[1]".into()
+            })
+        );
+        assert!(parse_provision_marker("GOLDEN-PROVISION rc=0 step=done")
+            .unwrap()
+            .ok());
         assert_eq!(parse_provision_marker("nothing here"), None);
     }
 
@@ -219,6 +248,9 @@ mod tests {
     fn smoke_user_data_injects_key_for_throwaway_user() {
         let doc = parse_doc(&smoke_user_data("ssh-ed25519 AAAA test\n"));
         assert_eq!(doc["users"][1]["name"], SMOKE_USER);
-        assert_eq!(doc["users"][1]["ssh_authorized_keys"], json!(["ssh-ed25519 AAAA test"]));
+        assert_eq!(
+            doc["users"][1]["ssh_authorized_keys"],
+            json!(["ssh-ed25519 AAAA test"])
+        );
     }
 }

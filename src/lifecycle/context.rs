@@ -20,13 +20,21 @@ pub struct Cx {
 
 impl Cx {
     pub fn new(cancel: CancellationToken, timeout: Duration, ledger: Ledger) -> Self {
-        Cx { cancel, deadline: Instant::now() + timeout, ledger: Arc::new(Mutex::new(ledger)) }
+        Cx {
+            cancel,
+            deadline: Instant::now() + timeout,
+            ledger: Arc::new(Mutex::new(ledger)),
+        }
     }
 
     /// A context for cleanup: a fresh token and its own deadline, so a cancelled
     /// or timed-out run still cleans up.
     pub fn for_cleanup(&self, timeout: Duration) -> Cx {
-        Cx { cancel: CancellationToken::new(), deadline: Instant::now() + timeout, ledger: self.ledger.clone() }
+        Cx {
+            cancel: CancellationToken::new(),
+            deadline: Instant::now() + timeout,
+            ledger: self.ledger.clone(),
+        }
     }
 
     pub fn remaining(&self) -> Duration {
@@ -86,7 +94,11 @@ mod tests {
 
     #[tokio::test]
     async fn run_stops_at_cancellation() {
-        let cx = Cx::new(CancellationToken::new(), Duration::from_secs(60), Ledger::in_memory());
+        let cx = Cx::new(
+            CancellationToken::new(),
+            Duration::from_secs(60),
+            Ledger::in_memory(),
+        );
         let c = cx.cancel.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -101,15 +113,26 @@ mod tests {
 
     #[tokio::test]
     async fn run_stops_at_deadline_and_names_the_step() {
-        let cx = Cx::new(CancellationToken::new(), Duration::from_millis(20), Ledger::in_memory());
-        let err = cx.sleep("waiting for the guest agent", Duration::from_secs(30)).await.unwrap_err();
+        let cx = Cx::new(
+            CancellationToken::new(),
+            Duration::from_millis(20),
+            Ledger::in_memory(),
+        );
+        let err = cx
+            .sleep("waiting for the guest agent", Duration::from_secs(30))
+            .await
+            .unwrap_err();
         assert!(err.is_timeout());
         assert!(err.to_string().contains("waiting for the guest agent"));
     }
 
     #[tokio::test]
     async fn cleanup_context_is_not_cancelled() {
-        let cx = Cx::new(CancellationToken::new(), Duration::from_secs(1), Ledger::in_memory());
+        let cx = Cx::new(
+            CancellationToken::new(),
+            Duration::from_secs(1),
+            Ledger::in_memory(),
+        );
         cx.cancel.cancel();
         let clean = cx.for_cleanup(Duration::from_secs(5));
         assert!(clean.check("cleanup").is_ok());

@@ -27,7 +27,10 @@ pub fn parse(raw: &str) -> Result<Duration, DurationError> {
             _ => return Err(err()),
         };
         let n: u64 = digits.parse().map_err(|_| err())?;
-        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(err)?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(err)?;
         digits.clear();
     }
     if !digits.is_empty() {
@@ -59,7 +62,13 @@ mod tests {
 
     #[test]
     fn parses_go_style_durations() {
-        for (raw, secs) in [("720h", 720 * 3600), ("10m", 600), ("1h30m", 5400), ("45s", 45), ("0s", 0)] {
+        for (raw, secs) in [
+            ("720h", 720 * 3600),
+            ("10m", 600),
+            ("1h30m", 5400),
+            ("45s", 45),
+            ("0s", 0),
+        ] {
             assert_eq!(parse(raw).unwrap(), Duration::from_secs(secs), "{raw}");
         }
     }

@@ -41,11 +41,19 @@ impl Ledger {
     pub fn persisted(dir: &Path) -> Self {
         let owner = ProcessId::current();
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        Ledger { file: Some(dir.join(format!("run-{}-{n}.json", owner.pid))), owner, entries: Vec::new() }
+        Ledger {
+            file: Some(dir.join(format!("run-{}-{n}.json", owner.pid))),
+            owner,
+            entries: Vec::new(),
+        }
     }
 
     pub fn in_memory() -> Self {
-        Ledger { file: None, owner: ProcessId::current(), entries: Vec::new() }
+        Ledger {
+            file: None,
+            owner: ProcessId::current(),
+            entries: Vec::new(),
+        }
     }
 
     pub fn push(&mut self, action: UndoAction) {
@@ -98,8 +106,13 @@ impl Ledger {
             let _ = std::fs::remove_file(path);
             return;
         }
-        let body = LedgerFile { owner: self.owner, entries: self.entries.clone() };
-        if let Err(e) = crate::fsutil::write_atomic(path, &serde_json::to_vec_pretty(&body).unwrap_or_default()) {
+        let body = LedgerFile {
+            owner: self.owner,
+            entries: self.entries.clone(),
+        };
+        if let Err(e) =
+            crate::fsutil::write_atomic(path, &serde_json::to_vec_pretty(&body).unwrap_or_default())
+        {
             tracing::warn!(error = %e, path = %path.display(), "could not persist the cleanup ledger");
         }
     }
@@ -107,15 +120,21 @@ impl Ledger {
 
 /// Ledgers left by runs whose process is gone: (file, actions newest first).
 pub fn orphaned(dir: &Path) -> Vec<(PathBuf, Vec<UndoAction>)> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for entry in rd.flatten() {
         let path = entry.path();
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let Ok(bytes) = std::fs::read(&path) else { continue };
-        let Ok(file) = serde_json::from_slice::<LedgerFile>(&bytes) else { continue };
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok(file) = serde_json::from_slice::<LedgerFile>(&bytes) else {
+            continue;
+        };
         if file.owner.is_alive() {
             continue;
         }
@@ -134,11 +153,20 @@ mod tests {
     fn persisted_ledger_tracks_entries_and_vanishes_when_closed() {
         let dir = tempfile::tempdir().unwrap();
         let mut l = Ledger::persisted(dir.path());
-        l.push(UndoAction::RemovePath { path: "/tmp/a".into() });
-        l.push(UndoAction::RemovePath { path: "/tmp/b".into() });
+        l.push(UndoAction::RemovePath {
+            path: "/tmp/a".into(),
+        });
+        l.push(UndoAction::RemovePath {
+            path: "/tmp/b".into(),
+        });
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         let drained = l.drain_reverse();
-        assert_eq!(drained[0], UndoAction::RemovePath { path: "/tmp/b".into() });
+        assert_eq!(
+            drained[0],
+            UndoAction::RemovePath {
+                path: "/tmp/b".into()
+            }
+        );
         l.close();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
@@ -146,7 +174,10 @@ mod tests {
     #[test]
     fn forget_keeps_what_is_meant_to_stay() {
         let mut l = Ledger::in_memory();
-        let cand = UndoAction::DiscardCandidate { family: "f".into(), name: "f-20260101-001".into() };
+        let cand = UndoAction::DiscardCandidate {
+            family: "f".into(),
+            name: "f-20260101-001".into(),
+        };
         l.push(cand.clone());
         l.forget(&cand);
         assert!(l.is_empty());
@@ -155,14 +186,31 @@ mod tests {
     #[test]
     fn orphaned_finds_only_dead_owners() {
         let dir = tempfile::tempdir().unwrap();
-        let live = LedgerFile { owner: ProcessId::current(), entries: vec![UndoAction::RemovePath { path: "/x".into() }] };
-        let dead_owner = ProcessId { pid: std::process::id(), start_ticks: 1 };
+        let live = LedgerFile {
+            owner: ProcessId::current(),
+            entries: vec![UndoAction::RemovePath { path: "/x".into() }],
+        };
+        let dead_owner = ProcessId {
+            pid: std::process::id(),
+            start_ticks: 1,
+        };
         let dead = LedgerFile {
             owner: dead_owner,
-            entries: vec![UndoAction::RemovePath { path: "/1".into() }, UndoAction::RemovePath { path: "/2".into() }],
+            entries: vec![
+                UndoAction::RemovePath { path: "/1".into() },
+                UndoAction::RemovePath { path: "/2".into() },
+            ],
         };
-        std::fs::write(dir.path().join("live.json"), serde_json::to_vec(&live).unwrap()).unwrap();
-        std::fs::write(dir.path().join("dead.json"), serde_json::to_vec(&dead).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join("live.json"),
+            serde_json::to_vec(&live).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("dead.json"),
+            serde_json::to_vec(&dead).unwrap(),
+        )
+        .unwrap();
         let found = orphaned(dir.path());
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].1[0], UndoAction::RemovePath { path: "/2".into() });

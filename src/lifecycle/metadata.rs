@@ -119,7 +119,8 @@ impl Metadata {
             return Err(DecodeError::NotOurs);
         }
         let get = |k: &'static str| m.get(k).ok_or(DecodeError::Malformed(k));
-        let date = BuildDate::parse(get(KEY_BUILD_DATE)?).ok_or(DecodeError::Malformed(KEY_BUILD_DATE))?;
+        let date =
+            BuildDate::parse(get(KEY_BUILD_DATE)?).ok_or(DecodeError::Malformed(KEY_BUILD_DATE))?;
         let build: u16 = get(KEY_BUILD_NUMBER)?
             .parse()
             .map_err(|_| DecodeError::Malformed(KEY_BUILD_NUMBER))?;
@@ -153,7 +154,10 @@ mod tests {
             recipe_hash: "abc123".into(),
             status: Status::Validated,
             validated_at: Some("2026-11-24T10:00:00Z".into()),
-            tags: BTreeMap::from([("os".into(), "debian-12".into()), ("team".into(), "platform".into())]),
+            tags: BTreeMap::from([
+                ("os".into(), "debian-12".into()),
+                ("team".into(), "platform".into()),
+            ]),
         }
     }
 
@@ -172,8 +176,14 @@ mod tests {
     fn foreign_or_other_family_is_not_ours() {
         let m = sample();
         let other = Family::parse("debian-12", NamingRules { allow_dot: true }).unwrap();
-        assert_eq!(Metadata::decode(&m.encode(), &other), Err(DecodeError::NotOurs));
-        assert_eq!(Metadata::decode(&BTreeMap::new(), m.family()), Err(DecodeError::NotOurs));
+        assert_eq!(
+            Metadata::decode(&m.encode(), &other),
+            Err(DecodeError::NotOurs)
+        );
+        assert_eq!(
+            Metadata::decode(&BTreeMap::new(), m.family()),
+            Err(DecodeError::NotOurs)
+        );
     }
 
     #[test]
@@ -181,7 +191,10 @@ mod tests {
         let m = sample();
         let mut flat = m.encode();
         flat.insert(KEY_STATUS.into(), "shiny".into());
-        assert_eq!(Metadata::decode(&flat, m.family()), Err(DecodeError::Malformed(KEY_STATUS)));
+        assert_eq!(
+            Metadata::decode(&flat, m.family()),
+            Err(DecodeError::Malformed(KEY_STATUS))
+        );
     }
 
     #[test]

@@ -47,7 +47,10 @@ impl Family {
         }
         let dot = if rules.allow_dot { " or '.'" } else { "" };
         for c in raw.chars() {
-            let ok = c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (c == '.' && rules.allow_dot);
+            let ok = c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || c == '-'
+                || (c == '.' && rules.allow_dot);
             if !ok {
                 return Err(NameError::BadChar { found: c, dot });
             }
@@ -95,7 +98,11 @@ pub struct BuildDate {
 impl BuildDate {
     pub fn from_offset(t: time::OffsetDateTime) -> Self {
         let t = t.to_offset(time::UtcOffset::UTC);
-        BuildDate { year: t.year() as u16, month: t.month() as u8, day: t.day() }
+        BuildDate {
+            year: t.year() as u16,
+            month: t.month() as u8,
+            day: t.day(),
+        }
     }
 
     pub fn today() -> Self {
@@ -143,7 +150,11 @@ pub struct ImageName {
 
 impl ImageName {
     pub fn new(family: Family, date: BuildDate, build: u16) -> Self {
-        ImageName { family, date, build }
+        ImageName {
+            family,
+            date,
+            build,
+        }
     }
 
     /// Parses a name that must belong to `family`. A name of another family that
@@ -164,7 +175,11 @@ impl ImageName {
         if build == 0 {
             return Err(err());
         }
-        Ok(ImageName { family: family.clone(), date, build })
+        Ok(ImageName {
+            family: family.clone(),
+            date,
+            build,
+        })
     }
 
     pub fn version(&self) -> (BuildDate, u16) {
@@ -208,11 +223,25 @@ mod tests {
         let cases: &[(&str, NamingRules, Option<NameError>)] = &[
             ("debian-12-minimal", RFC1035, None),
             ("ubuntu-24.04-minimal", DOTS, None),
-            ("ubuntu-24.04-minimal", RFC1035, Some(NameError::BadChar { found: '.', dot: "" })),
+            (
+                "ubuntu-24.04-minimal",
+                RFC1035,
+                Some(NameError::BadChar {
+                    found: '.',
+                    dot: "",
+                }),
+            ),
             ("", DOTS, Some(NameError::Empty)),
             ("12-debian", DOTS, Some(NameError::BadStart)),
             ("Debian", DOTS, Some(NameError::BadStart)),
-            ("debian_12", DOTS, Some(NameError::BadChar { found: '_', dot: " or '.'" })),
+            (
+                "debian_12",
+                DOTS,
+                Some(NameError::BadChar {
+                    found: '_',
+                    dot: " or '.'",
+                }),
+            ),
             ("debian-", DOTS, Some(NameError::BadEnd)),
             ("debian.", DOTS, Some(NameError::BadEnd)),
         ];
@@ -265,13 +294,24 @@ mod tests {
     #[test]
     fn version_order_is_date_then_build_number() {
         let f = fam("base");
-        let mut names: Vec<ImageName> = ["base-20260102-001", "base-20260101-010", "base-20260101-002"]
-            .iter()
-            .map(|s| ImageName::parse(s, &f).unwrap())
-            .collect();
+        let mut names: Vec<ImageName> = [
+            "base-20260102-001",
+            "base-20260101-010",
+            "base-20260101-002",
+        ]
+        .iter()
+        .map(|s| ImageName::parse(s, &f).unwrap())
+        .collect();
         names.sort();
         let got: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        assert_eq!(got, ["base-20260101-002", "base-20260101-010", "base-20260102-001"]);
+        assert_eq!(
+            got,
+            [
+                "base-20260101-002",
+                "base-20260101-010",
+                "base-20260102-001"
+            ]
+        );
     }
 
     #[test]

@@ -76,12 +76,24 @@ pub async fn build_and_publish(
     result
 }
 
-async fn run_steps(platform: &dyn Platform, req: &BuildRequest<'_>, cx: &Cx) -> Result<BuildOutcome, PipelineError> {
-    platform.sweep().await.map_err(PipelineError::step("sweep"))?;
+async fn run_steps(
+    platform: &dyn Platform,
+    req: &BuildRequest<'_>,
+    cx: &Cx,
+) -> Result<BuildOutcome, PipelineError> {
+    platform
+        .sweep()
+        .await
+        .map_err(PipelineError::step("sweep"))?;
 
-    let candidate = reserve_candidate(platform, req, cx).await.map_err(PipelineError::step("reserve"))?;
+    let candidate = reserve_candidate(platform, req, cx)
+        .await
+        .map_err(PipelineError::step("reserve"))?;
     let name = candidate.name().to_string();
-    let discard = UndoAction::DiscardCandidate { family: req.family.to_string(), name: name.clone() };
+    let discard = UndoAction::DiscardCandidate {
+        family: req.family.to_string(),
+        name: name.clone(),
+    };
 
     let built = platform
         .build(&candidate, req.recipe, cx)
@@ -98,13 +110,20 @@ async fn run_steps(platform: &dyn Platform, req: &BuildRequest<'_>, cx: &Cx) -> 
 
     if !report.passed() {
         warn!(image = %name, "smoke test failed; marking the candidate failed");
-        platform.mark_failed(&built, &report).await.map_err(PipelineError::step("mark failed"))?;
+        platform
+            .mark_failed(&built, &report)
+            .await
+            .map_err(PipelineError::step("mark failed"))?;
         cx.forget(&discard);
-        return Err(PipelineError::SmokeTest { image: name, report });
+        return Err(PipelineError::SmokeTest {
+            image: name,
+            report,
+        });
     }
 
     // Past this point the image is a good one: nothing may remove it.
-    cx.check("publish").map_err(PipelineError::step("publish"))?;
+    cx.check("publish")
+        .map_err(PipelineError::step("publish"))?;
     let published = platform
         .publish(&built, &report)
         .instrument(tracing::info_span!("publish", image = %name))
@@ -114,13 +133,21 @@ async fn run_steps(platform: &dyn Platform, req: &BuildRequest<'_>, cx: &Cx) -> 
     info!(image = %name, "published");
 
     let prune = prune(platform, req.family, req.planned_prune).await;
-    Ok(BuildOutcome { image: published, report, prune })
+    Ok(BuildOutcome {
+        image: published,
+        report,
+        prune,
+    })
 }
 
 /// Allocates the next build number and claims it. Two applies racing for the
 /// same number both compute it, one wins the create-if-absent, the other moves
 /// on to the next number.
-async fn reserve_candidate(platform: &dyn Platform, req: &BuildRequest<'_>, cx: &Cx) -> Result<Image, Error> {
+async fn reserve_candidate(
+    platform: &dyn Platform,
+    req: &BuildRequest<'_>,
+    cx: &Cx,
+) -> Result<Image, Error> {
     let mut floor = 1u16;
     for _ in 0..50 {
         cx.check("reserve")?;
@@ -139,7 +166,10 @@ async fn reserve_candidate(platform: &dyn Platform, req: &BuildRequest<'_>, cx: 
         };
         match platform.reserve(&meta, cx).await {
             Ok(image) => {
-                cx.record(UndoAction::DiscardCandidate { family: req.family.to_string(), name: meta.name.to_string() });
+                cx.record(UndoAction::DiscardCandidate {
+                    family: req.family.to_string(),
+                    name: meta.name.to_string(),
+                });
                 info!(image = %meta.name, "reserved candidate");
                 return Ok(image);
             }
@@ -150,7 +180,10 @@ async fn reserve_candidate(platform: &dyn Platform, req: &BuildRequest<'_>, cx: 
             Err(e) => return Err(e),
         }
     }
-    Err(Error::other("reserve", anyhow::anyhow!("could not claim a build number after 50 attempts")))
+    Err(Error::other(
+        "reserve",
+        anyhow::anyhow!("could not claim a build number after 50 attempts"),
+    ))
 }
 
 /// Deletes the planned names that are still safe to delete (see
@@ -164,7 +197,10 @@ pub async fn prune(platform: &dyn Platform, family: &Family, planned: &[String])
     let images = match platform.list_images(family).await {
         Ok(v) => v,
         Err(e) => {
-            outcome.skipped = planned.iter().map(|n| (n.clone(), format!("listing failed: {e}"))).collect();
+            outcome.skipped = planned
+                .iter()
+                .map(|n| (n.clone(), format!("listing failed: {e}")))
+                .collect();
             return outcome;
         }
     };
@@ -201,7 +237,11 @@ pub async fn cleanup(platform: &dyn Platform, cx: &Cx) {
     let actions = clean.with_ledger(|l| l.drain_reverse());
     let mut failed = Vec::new();
     for action in actions {
-        let r = clean.run("cleanup", async { platform.undo(&action).await.map_err(anyhow::Error::from) }).await;
+        let r = clean
+            .run("cleanup", async {
+                platform.undo(&action).await.map_err(anyhow::Error::from)
+            })
+            .await;
         if let Err(e) = r {
             warn!(?action, error = %e, "cleanup step failed; the next run's sweep will retry it");
             failed.push(action);
@@ -265,7 +305,9 @@ mod tests {
             *seq += 1;
             let id = format!("{what}-{seq}");
             self.live.lock().unwrap().insert(id.clone());
-            cx.record(UndoAction::RemovePath { path: PathBuf::from(id) });
+            cx.record(UndoAction::RemovePath {
+                path: PathBuf::from(id),
+            });
         }
 
         fn add(&self, name: &str, status: Status) {
@@ -278,11 +320,23 @@ mod tests {
                 validated_at: None,
                 tags: BTreeMap::new(),
             };
-            self.images.lock().unwrap().push(Image { meta, id: name.into(), size_bytes: None, in_progress: false, protected: None });
+            self.images.lock().unwrap().push(Image {
+                meta,
+                id: name.into(),
+                size_bytes: None,
+                in_progress: false,
+                protected: None,
+            });
         }
 
         fn statuses(&self) -> Vec<(String, Status)> {
-            let mut v: Vec<_> = self.images.lock().unwrap().iter().map(|i| (i.name().to_string(), i.status())).collect();
+            let mut v: Vec<_> = self
+                .images
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|i| (i.name().to_string(), i.status()))
+                .collect();
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         }
@@ -320,7 +374,13 @@ mod tests {
             if images.iter().any(|i| i.meta.name == meta.name) {
                 return Err(Error::already_exists(meta.name.to_string()));
             }
-            let image = Image { meta: meta.clone(), id: meta.name.to_string(), size_bytes: None, in_progress: true, protected: None };
+            let image = Image {
+                meta: meta.clone(),
+                id: meta.name.to_string(),
+                size_bytes: None,
+                in_progress: true,
+                protected: None,
+            };
             images.push(image.clone());
             Ok(image)
         }
@@ -332,7 +392,8 @@ mod tests {
                 FailAt::Build => Err(fail("build")),
                 FailAt::CancelDuringBuild => {
                     self.cancel.cancel();
-                    cx.sleep("build", std::time::Duration::from_secs(30)).await?;
+                    cx.sleep("build", std::time::Duration::from_secs(30))
+                        .await?;
                     unreachable!()
                 }
                 _ => Ok(candidate.clone()),
@@ -340,10 +401,15 @@ mod tests {
         }
         async fn smoke_test(&self, image: &Image, _spec: &SmokeSpec, cx: &Cx) -> Result<Report> {
             self.temp(cx, "smoke-vm");
-            let mut r = Report { image: image.name().to_string(), ..Default::default() };
+            let mut r = Report {
+                image: image.name().to_string(),
+                ..Default::default()
+            };
             match self.fail {
                 FailAt::SmokeError => return Err(fail("smoke test")),
-                FailAt::SmokeReport => r.push("commands[0]", false, std::time::Duration::ZERO, "exit 1"),
+                FailAt::SmokeReport => {
+                    r.push("commands[0]", false, std::time::Duration::ZERO, "exit 1")
+                }
                 _ => r.push("boot", true, std::time::Duration::ZERO, "ok"),
             }
             Ok(r)
@@ -365,7 +431,10 @@ mod tests {
             Ok(())
         }
         async fn delete(&self, image: &Image) -> Result<()> {
-            self.images.lock().unwrap().retain(|i| i.name() != image.name());
+            self.images
+                .lock()
+                .unwrap()
+                .retain(|i| i.name() != image.name());
             Ok(())
         }
         async fn undo(&self, action: &UndoAction) -> Result<()> {
@@ -375,7 +444,9 @@ mod tests {
                 }
                 UndoAction::DiscardCandidate { name, .. } => {
                     let mut images = self.images.lock().unwrap();
-                    images.retain(|i| !(i.name().to_string() == *name && i.status() == Status::Candidate));
+                    images.retain(|i| {
+                        !(i.name().to_string() == *name && i.status() == Status::Candidate)
+                    });
                 }
                 UndoAction::KillProcess { .. } => {}
             }
@@ -393,14 +464,25 @@ mod tests {
     }
 
     fn recipe() -> Recipe {
-        Recipe { source: Source::Path("/base.qcow2".into()), provision: Provision::default(), smoke_test: SmokeSpec::default() }
+        Recipe {
+            source: Source::Path("/base.qcow2".into()),
+            provision: Provision::default(),
+            smoke_test: SmokeSpec::default(),
+        }
     }
 
-    async fn run(fake: &Fake, planned_prune: &[String]) -> (std::result::Result<BuildOutcome, PipelineError>, Cx) {
+    async fn run(
+        fake: &Fake,
+        planned_prune: &[String],
+    ) -> (std::result::Result<BuildOutcome, PipelineError>, Cx) {
         let family = Family::parse("fam", NamingRules { allow_dot: true }).unwrap();
         let recipe = recipe();
         let tags = BTreeMap::new();
-        let cx = Cx::new(fake.cancel.clone(), std::time::Duration::from_secs(60), Ledger::in_memory());
+        let cx = Cx::new(
+            fake.cancel.clone(),
+            std::time::Duration::from_secs(60),
+            Ledger::in_memory(),
+        );
         let req = BuildRequest {
             family: &family,
             recipe: &recipe,
@@ -427,12 +509,23 @@ mod tests {
             match r {
                 Err(PipelineError::Step { step: s, error }) => {
                     assert_eq!(s, step, "{fail_at:?}");
-                    assert_eq!(error.is_cancelled(), fail_at == FailAt::CancelDuringBuild, "{fail_at:?}: {error}");
+                    assert_eq!(
+                        error.is_cancelled(),
+                        fail_at == FailAt::CancelDuringBuild,
+                        "{fail_at:?}: {error}"
+                    );
                 }
                 other => panic!("{fail_at:?}: expected a step error, got {other:?}"),
             }
-            assert!(cx.with_ledger(|l| l.is_empty()), "{fail_at:?}: ledger not drained");
-            assert!(fake.live.lock().unwrap().is_empty(), "{fail_at:?}: leaked {:?}", fake.live.lock().unwrap());
+            assert!(
+                cx.with_ledger(|l| l.is_empty()),
+                "{fail_at:?}: ledger not drained"
+            );
+            assert!(
+                fake.live.lock().unwrap().is_empty(),
+                "{fail_at:?}: leaked {:?}",
+                fake.live.lock().unwrap()
+            );
             assert_eq!(
                 fake.statuses(),
                 [("fam-20260101-001".to_string(), Status::Validated)],
@@ -451,7 +544,10 @@ mod tests {
         assert!(fake.live.lock().unwrap().is_empty());
         assert_eq!(
             fake.statuses(),
-            [("fam-20260101-001".to_string(), Status::Validated), ("fam-20260102-001".to_string(), Status::Failed)]
+            [
+                ("fam-20260101-001".to_string(), Status::Validated),
+                ("fam-20260102-001".to_string(), Status::Failed)
+            ]
         );
     }
 
@@ -468,7 +564,10 @@ mod tests {
         assert!(fake.live.lock().unwrap().is_empty());
         assert_eq!(
             fake.statuses(),
-            [("fam-20260101-002".to_string(), Status::Validated), ("fam-20260102-001".to_string(), Status::Validated)]
+            [
+                ("fam-20260101-002".to_string(), Status::Validated),
+                ("fam-20260102-001".to_string(), Status::Validated)
+            ]
         );
     }
 
@@ -476,7 +575,10 @@ mod tests {
     async fn concurrent_pipelines_get_distinct_build_numbers() {
         let fake = Fake::new(FailAt::Nothing);
         let (a, b) = tokio::join!(run(&fake, &[]), run(&fake, &[]));
-        let mut got = vec![a.0.unwrap().image.name().build, b.0.unwrap().image.name().build];
+        let mut got = vec![
+            a.0.unwrap().image.name().build,
+            b.0.unwrap().image.name().build,
+        ];
         got.sort();
         assert_eq!(got, [1, 2]);
     }

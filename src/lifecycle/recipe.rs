@@ -42,12 +42,17 @@ impl Checksum {
             .split_once(':')
             .ok_or_else(|| format!("{raw:?} must look like \"sha256:<64 hex digits>\""))?;
         if algo != "sha256" {
-            return Err(format!("unsupported checksum algorithm {algo:?}: use sha256"));
+            return Err(format!(
+                "unsupported checksum algorithm {algo:?}: use sha256"
+            ));
         }
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("a sha256 checksum has exactly 64 hex digits".into());
         }
-        Ok(Checksum { algorithm: algo.into(), hex: hex.to_ascii_lowercase() })
+        Ok(Checksum {
+            algorithm: algo.into(),
+            hex: hex.to_ascii_lowercase(),
+        })
     }
 }
 
@@ -133,8 +138,11 @@ impl Recipe {
         }
         // serde_json writes struct fields in declaration order and BTree maps
         // sorted, so the encoding is canonical.
-        let bytes = serde_json::to_vec(&Hashed { builder_major: BUILDER_MAJOR, recipe: self })
-            .unwrap_or_default();
+        let bytes = serde_json::to_vec(&Hashed {
+            builder_major: BUILDER_MAJOR,
+            recipe: self,
+        })
+        .unwrap_or_default();
         let digest = Sha256::digest(&bytes);
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }

@@ -36,7 +36,13 @@ impl Report {
         self.checks.iter().find(|c| !c.ok)
     }
 
-    pub fn push(&mut self, name: impl Into<String>, ok: bool, took: Duration, detail: impl Into<String>) {
+    pub fn push(
+        &mut self,
+        name: impl Into<String>,
+        ok: bool,
+        took: Duration,
+        detail: impl Into<String>,
+    ) {
         self.checks.push(CheckResult {
             name: name.into(),
             ok,
@@ -50,7 +56,12 @@ impl Report {
         let mut s = String::new();
         for c in &self.checks {
             let mark = if c.ok { "ok    " } else { "FAILED" };
-            s += &format!("  {mark} {:<12} {:>6.1}s  {}\n", c.name, c.duration_ms as f64 / 1000.0, c.detail);
+            s += &format!(
+                "  {mark} {:<12} {:>6.1}s  {}\n",
+                c.name,
+                c.duration_ms as f64 / 1000.0,
+                c.detail
+            );
         }
         if !self.passed() && !self.console_tail.is_empty() {
             s += "\nSerial console (last lines):\n";
@@ -80,7 +91,12 @@ mod tests {
     fn report_passes_only_when_every_check_passed() {
         let mut r = Report::default();
         assert!(!r.passed(), "an empty report proves nothing");
-        r.push("boot", true, Duration::from_secs(40), "login prompt on serial");
+        r.push(
+            "boot",
+            true,
+            Duration::from_secs(40),
+            "login prompt on serial",
+        );
         assert!(r.passed());
         r.push("commands[0]", false, Duration::from_secs(1), "exit 1: boom");
         assert!(!r.passed());
@@ -89,7 +105,10 @@ mod tests {
 
     #[test]
     fn summary_names_failed_check_and_shows_console() {
-        let mut r = Report { console_tail: "last line".into(), ..Default::default() };
+        let mut r = Report {
+            console_tail: "last line".into(),
+            ..Default::default()
+        };
         r.push("ssh", false, Duration::from_secs(3), "connection refused");
         let s = r.summary();
         assert!(s.contains("FAILED ssh"));

@@ -46,7 +46,10 @@ pub fn plan_prune(images: &[Image], policy: RetentionPolicy, incoming: bool) -> 
     let newest_validated = if incoming {
         None
     } else {
-        ordered.iter().find(|i| i.is_validated()).map(|i| i.name().clone())
+        ordered
+            .iter()
+            .find(|i| i.is_validated())
+            .map(|i| i.name().clone())
     };
 
     let mut candidates_for_deletion: Vec<&Image> = Vec::new();
@@ -79,7 +82,9 @@ pub fn plan_prune(images: &[Image], policy: RetentionPolicy, incoming: bool) -> 
             break;
         }
         if let Some(why) = &image.protected {
-            decision.kept.push((image.name().clone(), KeepReason::Protected(why.clone())));
+            decision
+                .kept
+                .push((image.name().clone(), KeepReason::Protected(why.clone())));
             continue;
         }
         chosen.push(image.name().clone());
@@ -102,7 +107,10 @@ pub fn plan_prune(images: &[Image], policy: RetentionPolicy, incoming: bool) -> 
 /// between); this never deletes more than planned and never the newest
 /// validated image, an image in progress, or a protected one.
 pub fn still_deletable<'a>(planned: &[String], images: &'a [Image]) -> Vec<&'a Image> {
-    let newest_validated = newest_first(images).into_iter().find(|i| i.is_validated()).map(|i| i.name().clone());
+    let newest_validated = newest_first(images)
+        .into_iter()
+        .find(|i| i.is_validated())
+        .map(|i| i.name().clone());
     images
         .iter()
         .filter(|i| planned.contains(&i.name().to_string()))
@@ -129,13 +137,22 @@ mod tests {
             img("base-20260102-001", Status::Validated),
             img("base-20260103-001", Status::Validated),
         ];
-        assert_eq!(names(&plan_prune(&images, KEEP2, false)), ["base-20260101-001"]);
+        assert_eq!(
+            names(&plan_prune(&images, KEEP2, false)),
+            ["base-20260101-001"]
+        );
     }
 
     #[test]
     fn incoming_build_takes_a_slot() {
-        let images = vec![img("base-20260101-001", Status::Validated), img("base-20260102-001", Status::Validated)];
-        assert_eq!(names(&plan_prune(&images, KEEP2, true)), ["base-20260101-001"]);
+        let images = vec![
+            img("base-20260101-001", Status::Validated),
+            img("base-20260102-001", Status::Validated),
+        ];
+        assert_eq!(
+            names(&plan_prune(&images, KEEP2, true)),
+            ["base-20260101-001"]
+        );
         assert!(names(&plan_prune(&images, KEEP2, false)).is_empty());
     }
 
@@ -146,7 +163,10 @@ mod tests {
             img("base-20260102-001", Status::Validated),
             img("base-20260102-002", Status::Failed),
         ];
-        assert_eq!(names(&plan_prune(&images, KEEP2, false)), ["base-20260102-002"]);
+        assert_eq!(
+            names(&plan_prune(&images, KEEP2, false)),
+            ["base-20260102-002"]
+        );
     }
 
     #[test]
@@ -158,7 +178,9 @@ mod tests {
         ];
         let d = plan_prune(&images, RetentionPolicy { keep: 1 }, false);
         assert_eq!(names(&d), ["base-20260102-001", "base-20260103-001"]);
-        assert!(d.kept.contains(&(images[0].name().clone(), KeepReason::NewestValidated)));
+        assert!(d
+            .kept
+            .contains(&(images[0].name().clone(), KeepReason::NewestValidated)));
     }
 
     #[test]
@@ -172,7 +194,10 @@ mod tests {
         ];
         let d = plan_prune(&images, KEEP2, false);
         assert!(names(&d).is_empty());
-        assert!(d.kept.iter().any(|(_, r)| *r == KeepReason::BuildInProgress));
+        assert!(d
+            .kept
+            .iter()
+            .any(|(_, r)| *r == KeepReason::BuildInProgress));
     }
 
     #[test]
@@ -182,7 +207,10 @@ mod tests {
             img("base-20260102-001", Status::Validated),
             img("base-20260103-001", Status::Candidate),
         ];
-        assert_eq!(names(&plan_prune(&images, KEEP2, false)), ["base-20260103-001"]);
+        assert_eq!(
+            names(&plan_prune(&images, KEEP2, false)),
+            ["base-20260103-001"]
+        );
     }
 
     #[test]
@@ -197,21 +225,40 @@ mod tests {
         ];
         let d = plan_prune(&images, KEEP2, false);
         assert_eq!(names(&d), ["base-20260102-001", "base-20260103-001"]);
-        assert!(d.kept.iter().any(|(n, r)| n.to_string() == "base-20260101-001"
-            && *r == KeepReason::Protected("2 linked clones".into())));
+        assert!(d
+            .kept
+            .iter()
+            .any(|(n, r)| n.to_string() == "base-20260101-001"
+                && *r == KeepReason::Protected("2 linked clones".into())));
     }
 
     #[test]
     fn keep_zero_is_treated_as_one() {
-        let images = vec![img("base-20260101-001", Status::Validated), img("base-20260102-001", Status::Validated)];
-        assert_eq!(names(&plan_prune(&images, RetentionPolicy { keep: 0 }, false)), ["base-20260101-001"]);
+        let images = vec![
+            img("base-20260101-001", Status::Validated),
+            img("base-20260102-001", Status::Validated),
+        ];
+        assert_eq!(
+            names(&plan_prune(&images, RetentionPolicy { keep: 0 }, false)),
+            ["base-20260101-001"]
+        );
     }
 
     #[test]
     fn apply_never_deletes_beyond_plan_or_the_newest_validated() {
-        let images = vec![img("base-20260101-001", Status::Validated), img("base-20260102-001", Status::Validated)];
-        let planned = vec!["base-20260101-001".to_string(), "base-20260102-001".to_string(), "base-x".to_string()];
-        let ok: Vec<String> = still_deletable(&planned, &images).iter().map(|i| i.name().to_string()).collect();
+        let images = vec![
+            img("base-20260101-001", Status::Validated),
+            img("base-20260102-001", Status::Validated),
+        ];
+        let planned = vec![
+            "base-20260101-001".to_string(),
+            "base-20260102-001".to_string(),
+            "base-x".to_string(),
+        ];
+        let ok: Vec<String> = still_deletable(&planned, &images)
+            .iter()
+            .map(|i| i.name().to_string())
+            .collect();
         assert_eq!(ok, ["base-20260101-001"]);
     }
 }

@@ -51,8 +51,14 @@ pub(crate) mod tests {
             img("base-20260102-002", Status::Failed),
             img("base-20260103-001", Status::Candidate),
         ];
-        assert_eq!(latest(&images, true).unwrap().name().to_string(), "base-20260102-001");
-        assert_eq!(latest(&images, false).unwrap().name().to_string(), "base-20260103-001");
+        assert_eq!(
+            latest(&images, true).unwrap().name().to_string(),
+            "base-20260102-001"
+        );
+        assert_eq!(
+            latest(&images, false).unwrap().name().to_string(),
+            "base-20260103-001"
+        );
     }
 
     #[test]
@@ -69,7 +75,17 @@ pub(crate) mod tests {
             img("base-20260102-001", Status::Validated),
             img("base-20260101-002", Status::Validated),
         ];
-        let names: Vec<String> = newest_first(&images).iter().map(|i| i.name().to_string()).collect();
-        assert_eq!(names, ["base-20260102-001", "base-20260101-010", "base-20260101-002"]);
+        let names: Vec<String> = newest_first(&images)
+            .iter()
+            .map(|i| i.name().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "base-20260102-001",
+                "base-20260101-010",
+                "base-20260101-002"
+            ]
+        );
     }
 }

@@ -91,17 +91,33 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, context: impl Into<String>) -> Self {
-        Error { kind, context: context.into(), source: None, detail: None }
+        Error {
+            kind,
+            context: context.into(),
+            source: None,
+            detail: None,
+        }
     }
 
     pub fn other(context: impl Into<String>, source: anyhow::Error) -> Self {
         // Keep the kind of a platform error raised further down.
-        let kind = source.downcast_ref::<Error>().map(|e| e.kind).unwrap_or(ErrorKind::Other);
-        Error { kind, context: context.into(), source: Some(source), detail: None }
+        let kind = source
+            .downcast_ref::<Error>()
+            .map(|e| e.kind)
+            .unwrap_or(ErrorKind::Other);
+        Error {
+            kind,
+            context: context.into(),
+            source: Some(source),
+            detail: None,
+        }
     }
 
     pub fn cancelled(step: &str) -> Self {
-        Error::new(ErrorKind::Cancelled, format!("{step}: cancelled (interrupt or StopProvider)"))
+        Error::new(
+            ErrorKind::Cancelled,
+            format!("{step}: cancelled (interrupt or StopProvider)"),
+        )
     }
 
     pub fn timeout(step: &str) -> Self {

@@ -47,7 +47,12 @@ impl Accel {
             Accel::Kvm => vec!["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()],
             // Multi-threaded TCG uses every vCPU thread; `max` gives the guest
             // every feature TCG can emulate.
-            Accel::Tcg => vec!["-accel".into(), "tcg,thread=multi".into(), "-cpu".into(), "max".into()],
+            Accel::Tcg => vec![
+                "-accel".into(),
+                "tcg,thread=multi".into(),
+                "-cpu".into(),
+                "max".into(),
+            ],
         }
     }
 }
@@ -58,7 +63,11 @@ pub fn resolve(choice: AccelChoice) -> Result<Accel, String> {
     match choice {
         AccelChoice::Tcg => Ok(Accel::Tcg),
         AccelChoice::Kvm => kvm_probe().map(|_| Accel::Kvm),
-        AccelChoice::Auto => Ok(if kvm_probe().is_ok() { Accel::Kvm } else { Accel::Tcg }),
+        AccelChoice::Auto => Ok(if kvm_probe().is_ok() {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        }),
     }
 }
 
@@ -86,12 +95,17 @@ fn probe_uncached() -> Result<(), String> {
     // SAFETY: ioctls on a file descriptor we own, with no pointer arguments.
     let version = unsafe { libc::ioctl(dev.as_raw_fd(), KVM_GET_API_VERSION, 0) };
     if version != 12 {
-        return Err(format!("/dev/kvm reports API version {version}, expected 12"));
+        return Err(format!(
+            "/dev/kvm reports API version {version}, expected 12"
+        ));
     }
     // SAFETY: as above; the returned descriptor is closed right away.
     let vm = unsafe { libc::ioctl(dev.as_raw_fd(), KVM_CREATE_VM, 0) };
     if vm < 0 {
-        return Err(format!("KVM_CREATE_VM failed: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "KVM_CREATE_VM failed: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     // SAFETY: `vm` is a descriptor the kernel just gave us.
     unsafe { libc::close(vm) };

@@ -27,7 +27,9 @@ async fn qemu_img(args: &[&std::ffi::OsStr]) -> Result<Vec<u8>> {
     if !out.status.success() {
         bail!(
             "qemu-img {} failed: {}",
-            args.first().map(|a| a.to_string_lossy()).unwrap_or_default(),
+            args.first()
+                .map(|a| a.to_string_lossy())
+                .unwrap_or_default(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -35,8 +37,15 @@ async fn qemu_img(args: &[&std::ffi::OsStr]) -> Result<Vec<u8>> {
 }
 
 pub async fn info(path: &Path) -> Result<ImageInfo> {
-    let out = qemu_img(&["info".as_ref(), "--output=json".as_ref(), "-U".as_ref(), path.as_os_str()]).await?;
-    serde_json::from_slice(&out).with_context(|| format!("parsing qemu-img info of {}", path.display()))
+    let out = qemu_img(&[
+        "info".as_ref(),
+        "--output=json".as_ref(),
+        "-U".as_ref(),
+        path.as_os_str(),
+    ])
+    .await?;
+    serde_json::from_slice(&out)
+        .with_context(|| format!("parsing qemu-img info of {}", path.display()))
 }
 
 /// A copy-on-write overlay on `backing`: the backing file is never written.
@@ -53,7 +62,13 @@ pub async fn create_overlay(backing: &Path, backing_format: &str, overlay: &Path
         overlay.as_os_str(),
     ])
     .await
-    .with_context(|| format!("creating overlay {} on {}", overlay.display(), backing.display()))?;
+    .with_context(|| {
+        format!(
+            "creating overlay {} on {}",
+            overlay.display(),
+            backing.display()
+        )
+    })?;
     Ok(())
 }
 
@@ -83,9 +98,16 @@ mod tests {
     async fn overlay_and_flatten_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base.qcow2");
-        qemu_img(&["create".as_ref(), "-q".as_ref(), "-f".as_ref(), "qcow2".as_ref(), base.as_os_str(), "64M".as_ref()])
-            .await
-            .unwrap();
+        qemu_img(&[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            base.as_os_str(),
+            "64M".as_ref(),
+        ])
+        .await
+        .unwrap();
         let ov = dir.path().join("ov.qcow2");
         create_overlay(&base, "qcow2", &ov).await.unwrap();
         let i = info(&ov).await.unwrap();
@@ -95,12 +117,18 @@ mod tests {
         let flat = dir.path().join("flat.qcow2");
         flatten(&ov, &flat).await.unwrap();
         let f = info(&flat).await.unwrap();
-        assert!(f.backing_filename.is_none(), "flattened image must be standalone");
+        assert!(
+            f.backing_filename.is_none(),
+            "flattened image must be standalone"
+        );
     }
 
     #[tokio::test]
     async fn errors_carry_qemu_img_message() {
         let err = info(Path::new("/nonexistent/x.qcow2")).await.unwrap_err();
-        assert!(format!("{err:#}").contains("qemu-img info failed"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("qemu-img info failed"),
+            "{err:#}"
+        );
     }
 }

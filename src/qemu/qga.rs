@@ -56,19 +56,26 @@ impl Qga {
             .await
             .with_context(|| format!("connecting to guest agent socket {}", socket.display()))?;
         let (r, w) = stream.into_split();
-        let mut qga = Qga { lines: BufReader::new(r).lines(), writer: w };
+        let mut qga = Qga {
+            lines: BufReader::new(r).lines(),
+            writer: w,
+        };
         qga.sync(timeout).await?;
         Ok(qga)
     }
 
     async fn sync(&mut self, timeout: Duration) -> Result<()> {
-        let id = SYNC_ID.fetch_add(1, Ordering::Relaxed) + u64::from(std::process::id()) * 1_000_000;
-        self.send(&json!({"execute": "guest-sync", "arguments": {"id": id}})).await?;
+        let id =
+            SYNC_ID.fetch_add(1, Ordering::Relaxed) + u64::from(std::process::id()) * 1_000_000;
+        self.send(&json!({"execute": "guest-sync", "arguments": {"id": id}}))
+            .await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let v = tokio::time::timeout_at(deadline, self.read())
                 .await
-                .map_err(|_| anyhow!("guest agent did not answer guest-sync within {timeout:?}"))??;
+                .map_err(|_| {
+                    anyhow!("guest agent did not answer guest-sync within {timeout:?}")
+                })??;
             if v.get("return").and_then(Value::as_u64) == Some(id) {
                 return Ok(());
             }
@@ -82,7 +89,11 @@ impl Qga {
 
     async fn read(&mut self) -> Result<Value> {
         loop {
-            let line = self.lines.next_line().await?.context("guest agent channel closed")?;
+            let line = self
+                .lines
+                .next_line()
+                .await?
+                .context("guest agent channel closed")?;
             // The agent may emit a 0xFF sentinel or partial lines after a reset.
             let trimmed = line.trim_start_matches(|c: char| !c.is_ascii() || c == '\u{ff}');
             if let Ok(v) = serde_json::from_str::<Value>(trimmed) {
@@ -92,7 +103,12 @@ impl Qga {
     }
 
     /// One request, one answer.
-    pub async fn call(&mut self, execute: &str, arguments: Value, timeout: Duration) -> Result<Value> {
+    pub async fn call(
+        &mut self,
+        execute: &str,
+        arguments: Value,
+        timeout: Duration,
+    ) -> Result<Value> {
         let mut req = json!({ "execute": execute });
         if !arguments.is_null() {
             req["arguments"] = arguments;
@@ -102,18 +118,28 @@ impl Qga {
             .await
             .map_err(|_| anyhow!("guest agent: no answer to {execute} within {timeout:?}"))??;
         if let Some(err) = v.get("error") {
-            bail!("guest agent {execute}: {}", err.get("desc").and_then(Value::as_str).unwrap_or("error"));
+            bail!(
+                "guest agent {execute}: {}",
+                err.get("desc").and_then(Value::as_str).unwrap_or("error")
+            );
         }
         Ok(v.get("return").cloned().unwrap_or(Value::Null))
     }
 
     pub async fn ping(&mut self) -> Result<()> {
-        self.call("guest-ping", Value::Null, Duration::from_secs(5)).await.map(|_| ())
+        self.call("guest-ping", Value::Null, Duration::from_secs(5))
+            .await
+            .map(|_| ())
     }
 
     /// Runs `path args...` in the guest and waits for it (polling
     /// `guest-exec-status`) at most `timeout`.
-    pub async fn exec(&mut self, path: &str, args: &[&str], timeout: Duration) -> Result<ExecOutput> {
+    pub async fn exec(
+        &mut self,
+        path: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
         let started = self
             .call(
                 "guest-exec",
@@ -121,10 +147,19 @@ impl Qga {
                 Duration::from_secs(10),
             )
             .await?;
-        let pid = started.get("pid").and_then(Value::as_i64).context("guest-exec returned no pid")?;
+        let pid = started
+            .get("pid")
+            .and_then(Value::as_i64)
+            .context("guest-exec returned no pid")?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let st = self.call("guest-exec-status", json!({"pid": pid}), Duration::from_secs(10)).await?;
+            let st = self
+                .call(
+                    "guest-exec-status",
+                    json!({"pid": pid}),
+                    Duration::from_secs(10),
+                )
+                .await?;
             if st.get("exited").and_then(Value::as_bool) == Some(true) {
                 let field = |k: &str| {
                     st.get(k)
@@ -138,7 +173,11 @@ impl Qga {
                     .and_then(Value::as_i64)
                     .or_else(|| st.get("signal").and_then(Value::as_i64).map(|s| 128 + s))
                     .unwrap_or(-1);
-                return Ok(ExecOutput { exit_code, stdout: field("out-data"), stderr: field("err-data") });
+                return Ok(ExecOutput {
+                    exit_code,
+                    stdout: field("out-data"),
+                    stderr: field("err-data"),
+                });
             }
             if tokio::time::Instant::now() >= deadline {
                 bail!("{path} {} still running after {timeout:?}", args.join(" "));
@@ -150,7 +189,8 @@ impl Qga {
     /// Asks the guest to power off. The agent may close the channel before it
     /// answers; that counts as accepted.
     pub async fn shutdown(&mut self) -> Result<()> {
-        self.send(&json!({"execute": "guest-shutdown", "arguments": {"mode": "powerdown"}})).await
+        self.send(&json!({"execute": "guest-shutdown", "arguments": {"mode": "powerdown"}}))
+            .await
     }
 }
 

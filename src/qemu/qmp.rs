@@ -20,11 +20,18 @@ async fn command_inner(socket: &Path, execute: &str) -> Result<Value> {
         .with_context(|| format!("connecting to QMP socket {}", socket.display()))?;
     let (r, mut w) = stream.into_split();
     let mut lines = BufReader::new(r).lines();
-    let _greeting = lines.next_line().await?.context("QMP closed before its greeting")?;
+    let _greeting = lines
+        .next_line()
+        .await?
+        .context("QMP closed before its greeting")?;
     for cmd in ["qmp_capabilities", execute] {
-        w.write_all(format!("{}\n", json!({ "execute": cmd })).as_bytes()).await?;
+        w.write_all(format!("{}\n", json!({ "execute": cmd })).as_bytes())
+            .await?;
         loop {
-            let line = lines.next_line().await?.context("QMP closed the connection")?;
+            let line = lines
+                .next_line()
+                .await?
+                .context("QMP closed the connection")?;
             let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
             if v.get("event").is_some() {
                 continue;

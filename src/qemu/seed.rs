@@ -29,7 +29,10 @@ pub async fn make_seed(dir: &Path, user_data: &str, meta_data: &str) -> Result<P
         .await
         .with_context(|| format!("running {tool}"))?;
     if !out.status.success() {
-        bail!("{tool} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     tokio::fs::remove_dir_all(&src).await.ok();
     Ok(iso)
@@ -48,12 +51,17 @@ mod tests {
     #[tokio::test]
     async fn seed_is_an_iso_labelled_cidata() {
         let dir = tempfile::tempdir().unwrap();
-        let iso = make_seed(dir.path(), "#cloud-config\n{}\n", "instance-id: i-1\n").await.unwrap();
+        let iso = make_seed(dir.path(), "#cloud-config\n{}\n", "instance-id: i-1\n")
+            .await
+            .unwrap();
         let bytes = std::fs::read(&iso).unwrap();
         // The primary volume descriptor sits at sector 16; its volume id at offset 40.
         let pvd = &bytes[16 * 2048..17 * 2048];
         assert_eq!(&pvd[1..6], b"CD001");
         assert_eq!(std::str::from_utf8(&pvd[40..46]).unwrap(), "cidata");
-        assert!(!dir.path().join("seed").exists(), "staging dir must be removed");
+        assert!(
+            !dir.path().join("seed").exists(),
+            "staging dir must be removed"
+        );
     }
 }

@@ -60,33 +60,76 @@ impl Vm {
         let qmp_socket = spec.workdir.join("qmp.sock");
         let qga_socket = spec.workdir.join("qga.sock");
         if qga_socket.as_os_str().len() > 100 {
-            bail!("work directory path too long for a UNIX socket: {}", spec.workdir.display());
+            bail!(
+                "work directory path too long for a UNIX socket: {}",
+                spec.workdir.display()
+            );
         }
-        let ssh_port = if spec.forward_ssh { Some(free_port()?) } else { None };
+        let ssh_port = if spec.forward_ssh {
+            Some(free_port()?)
+        } else {
+            None
+        };
         let mut netdev = "user,id=n0".to_owned();
         if let Some(p) = ssh_port {
             netdev += &format!(",hostfwd=tcp:127.0.0.1:{p}-:22");
         }
-        let cache = if spec.scratch_disk { "unsafe" } else { "writeback" };
+        let cache = if spec.scratch_disk {
+            "unsafe"
+        } else {
+            "writeback"
+        };
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-name", &spec.name, "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none"])
-            .args(spec.accel.qemu_args())
-            .args(["-m", &spec.memory_mib.to_string(), "-smp", &spec.cpus.to_string()])
-            .arg("-serial")
-            .arg(format!("file:{}", serial_log.display()))
-            .arg("-drive")
-            .arg(format!("file={},if=virtio,format=qcow2,cache={cache},discard=unmap", spec.disk.display()))
-            .args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"])
-            .arg("-chardev")
-            .arg(format!("socket,path={},server=on,wait=off,id=qga0", qga_socket.display()))
-            .args(["-device", "virtio-serial", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"])
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", qmp_socket.display()))
-            .args(["-device", "virtio-rng-pci"]);
+        cmd.args([
+            "-name",
+            &spec.name,
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-vga",
+            "none",
+        ])
+        .args(spec.accel.qemu_args())
+        .args([
+            "-m",
+            &spec.memory_mib.to_string(),
+            "-smp",
+            &spec.cpus.to_string(),
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", serial_log.display()))
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=virtio,format=qcow2,cache={cache},discard=unmap",
+            spec.disk.display()
+        ))
+        .args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"])
+        .arg("-chardev")
+        .arg(format!(
+            "socket,path={},server=on,wait=off,id=qga0",
+            qga_socket.display()
+        ))
+        .args([
+            "-device",
+            "virtio-serial",
+            "-device",
+            "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+        ])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp_socket.display()))
+        .args(["-device", "virtio-rng-pci"]);
         if let Some(seed) = &spec.seed {
-            cmd.arg("-drive").arg(format!("file={},if=virtio,format=raw,readonly=on", seed.display()));
+            cmd.arg("-drive").arg(format!(
+                "file={},if=virtio,format=raw,readonly=on",
+                seed.display()
+            ));
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).process_group(0);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
         // SAFETY: prctl is async-signal-safe; it runs in the child before exec.
         unsafe {
             cmd.pre_exec(|| {
@@ -96,9 +139,14 @@ impl Vm {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().context("starting qemu-system-x86_64 (install Debian's qemu-system-x86)")?;
+        let mut child = cmd
+            .spawn()
+            .context("starting qemu-system-x86_64 (install Debian's qemu-system-x86)")?;
         let pid = child.id().context("QEMU exited at once")?;
-        let process = ProcessId::of(pid).unwrap_or(ProcessId { pid, start_ticks: 0 });
+        let process = ProcessId::of(pid).unwrap_or(ProcessId {
+            pid,
+            start_ticks: 0,
+        });
         // QEMU creates its sockets during start-up; a bad argument makes it exit.
         for _ in 0..100 {
             if let Some(status) = child.try_wait()? {
@@ -115,7 +163,14 @@ impl Vm {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tracing::debug!(pid, accel = %spec.accel, ?ssh_port, "QEMU started");
-        Ok(Vm { child, process, serial_log, qmp_socket, agent: AgentChannel { socket: qga_socket }, ssh_port })
+        Ok(Vm {
+            child,
+            process,
+            serial_log,
+            qmp_socket,
+            agent: AgentChannel { socket: qga_socket },
+            ssh_port,
+        })
     }
 
     /// Everything the guest has written to its serial console so far.
@@ -129,7 +184,9 @@ impl Vm {
 
     /// Waits for the guest to power off by itself.
     pub async fn wait_exit(&mut self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.child.wait()).await.is_ok()
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .is_ok()
     }
 
     pub async fn agent(&self, deadline: tokio::time::Instant) -> Result<Qga> {
@@ -147,7 +204,11 @@ impl Vm {
                 return Stopped::PoweredOff;
             }
         }
-        if qmp::command(&self.qmp_socket, "system_powerdown").await.is_ok() && self.wait_exit(grace).await {
+        if qmp::command(&self.qmp_socket, "system_powerdown")
+            .await
+            .is_ok()
+            && self.wait_exit(grace).await
+        {
             return Stopped::PoweredOff;
         }
         self.kill().await;
@@ -167,5 +228,7 @@ impl Drop for Vm {
 }
 
 pub fn read_lossy(path: &Path) -> String {
-    std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }

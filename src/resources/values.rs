@@ -56,7 +56,11 @@ pub fn to_value_list(v: &[String]) -> Value<Vec<Value<String>>> {
 }
 
 pub fn to_value_map(m: &BTreeMap<String, String>) -> Value<BTreeMap<String, Value<String>>> {
-    Value::Value(m.iter().map(|(k, v)| (k.clone(), Value::Value(v.clone()))).collect())
+    Value::Value(
+        m.iter()
+            .map(|(k, v)| (k.clone(), Value::Value(v.clone())))
+            .collect(),
+    )
 }
 
 /// One entry of `images`, as both the resource and `golden_images` expose it.

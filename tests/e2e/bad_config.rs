@@ -36,8 +36,12 @@ fn bad_configs_fail_at_plan_naming_the_attribute() {
     let tf = TfDir::new();
     let store = tf.path().join("store");
     for case in cases {
-        let (mut extra, mut source, mut family, mut platform) =
-            (case.body.to_owned(), SOURCE.to_owned(), "bad-config", "local");
+        let (mut extra, mut source, mut family, mut platform) = (
+            case.body.to_owned(),
+            SOURCE.to_owned(),
+            "bad-config",
+            "local",
+        );
         if let Some(v) = case.body.strip_prefix("family_override = ") {
             family = v.trim_matches('"');
             extra.clear();
@@ -47,21 +51,37 @@ fn bad_configs_fail_at_plan_naming_the_attribute() {
             extra.clear();
         }
         if let Some(v) = case.body.strip_prefix("source_override = ") {
-            source = v.trim_matches('"').replace("\\n", "\n").replace("\\\"", "\"");
+            source = v
+                .trim_matches('"')
+                .replace("\\n", "\n")
+                .replace("\\\"", "\"");
             extra.clear();
         }
-        let body = resource(&extra, &source).replace("\"bad-config\"", &format!("\"{family}\"")).replace(
-            "platform = \"local\"",
-            &format!("platform = \"{platform}\""),
-        );
+        let body = resource(&extra, &source)
+            .replace("\"bad-config\"", &format!("\"{family}\""))
+            .replace(
+                "platform = \"local\"",
+                &format!("platform = \"{platform}\""),
+            );
         tf.write(&store, &body);
         let out = tf.fails(&["plan", "-no-color", "-input=false"]);
         for want in case.expect {
-            assert!(out.contains(want), "case {:?}: diagnostic lacks {want:?}:\n{out}", case.what);
+            assert!(
+                out.contains(want),
+                "case {:?}: diagnostic lacks {want:?}:\n{out}",
+                case.what
+            );
         }
-        assert!(!out.contains("tf_provider::"), "case {:?}: diagnostic carries a backtrace", case.what);
+        assert!(
+            !out.contains("tf_provider::"),
+            "case {:?}: diagnostic carries a backtrace",
+            case.what
+        );
     }
-    assert!(!store.join("bad-config").exists(), "a failed plan must not touch the store");
+    assert!(
+        !store.join("bad-config").exists(),
+        "a failed plan must not touch the store"
+    );
 }
 
 #[test]
@@ -72,7 +92,10 @@ fn bad_accelerator_fails_at_plan() {
                data \"golden_images\" \"all\" {\n  platform = \"local\"\n  family = \"x\"\n}\n";
     std::fs::write(tf.path().join("main.tf"), hcl).unwrap();
     let out = tf.fails(&["plan", "-no-color", "-input=false"]);
-    assert!(out.contains("Invalid accelerator") && out.contains("accelerator"), "{out}");
+    assert!(
+        out.contains("Invalid accelerator") && out.contains("accelerator"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -81,8 +104,17 @@ fn data_sources_on_an_empty_family() {
     let store = tf.path().join("store");
     tf.write(&store, "data \"golden_images\" \"all\" {\n  platform = \"local\"\n  family = \"empty\"\n}\noutput \"names\" { value = data.golden_images.all.names }\n");
     let out = tf.ok(&["apply", "-auto-approve", "-no-color", "-input=false"]);
-    assert!(out.contains("names = []") || out.contains("names = tolist([])"), "{out}");
-    tf.write(&store, "data \"golden_latest_image\" \"x\" {\n  platform = \"local\"\n  family = \"empty\"\n}\n");
+    assert!(
+        out.contains("names = []") || out.contains("names = tolist([])"),
+        "{out}"
+    );
+    tf.write(
+        &store,
+        "data \"golden_latest_image\" \"x\" {\n  platform = \"local\"\n  family = \"empty\"\n}\n",
+    );
     let out = tf.fails(&["plan", "-no-color", "-input=false"]);
-    assert!(out.contains("Image Not Found") && out.contains("no validated image"), "{out}");
+    assert!(
+        out.contains("Image Not Found") && out.contains("no validated image"),
+        "{out}"
+    );
 }

@@ -29,8 +29,14 @@ fn ctrl_c_during_build_leaves_nothing_behind() {
     let started = Instant::now();
     let needle = store.display().to_string();
     while qemu_processes(&needle).is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(120), "the build VM never started");
-        assert!(child.try_wait().unwrap().is_none(), "terraform exited before the build VM started");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the build VM never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "terraform exited before the build VM started"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(8));
@@ -41,12 +47,19 @@ fn ctrl_c_during_build_leaves_nothing_behind() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(started.elapsed() < Duration::from_secs(300), "terraform did not stop after Ctrl-C");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "terraform did not stop after Ctrl-C"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(!status.success(), "an interrupted apply must fail");
     // The provider may finish its cleanup a moment after terraform exits.
     std::thread::sleep(Duration::from_secs(2));
-    assert!(store_images(&store, "interrupted").is_empty(), "a candidate was left: {:?}", store_images(&store, "interrupted"));
+    assert!(
+        store_images(&store, "interrupted").is_empty(),
+        "a candidate was left: {:?}",
+        store_images(&store, "interrupted")
+    );
     assert_nothing_leaked(&store, &tf);
 }

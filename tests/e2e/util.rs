@@ -8,17 +8,24 @@ use serde_json::Value;
 
 /// The provider binary cargo built for this test run.
 pub fn provider_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_terraform-provider-golden")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_BIN_EXE_terraform-provider-golden"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The offline Debian 12 base image. A missing image is a failure, not a skip.
 pub fn base_image() -> PathBuf {
-    let p = std::env::var_os("GOLDEN_BASE_IMAGE").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("GOLDEN_CACHE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/golden"));
-        cache.join("base/debian-12.qcow2")
-    });
+    let p = std::env::var_os("GOLDEN_BASE_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("GOLDEN_CACHE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/golden")
+                });
+            cache.join("base/debian-12.qcow2")
+        });
     assert!(
         p.is_file(),
         "base image {} is missing: run scripts/make-base-image.sh (make test does) or set GOLDEN_BASE_IMAGE",
@@ -28,8 +35,15 @@ pub fn base_image() -> PathBuf {
 }
 
 pub fn terraform_available() {
-    let ok = Command::new("terraform").arg("version").output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "the terraform CLI is not on PATH: install terraform >= 1.5 (make test checks this first)");
+    let ok = Command::new("terraform")
+        .arg("version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "the terraform CLI is not on PATH: install terraform >= 1.5 (make test checks this first)"
+    );
 }
 
 pub struct TfDir {
@@ -39,7 +53,10 @@ pub struct TfDir {
 impl TfDir {
     pub fn new() -> Self {
         terraform_available();
-        let dir = tempfile::Builder::new().prefix("golden-e2e-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("golden-e2e-")
+            .tempdir()
+            .unwrap();
         let cli = format!(
             "provider_installation {{\n  dev_overrides {{\n    \"registry.terraform.io/golden/golden\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
             provider_dir().display()
@@ -103,8 +120,16 @@ impl TfDir {
     /// Runs terraform and asserts failure, returning stdout+stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(!out.status.success(), "terraform {} unexpectedly succeeded", args.join(" "));
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        assert!(
+            !out.status.success(),
+            "terraform {} unexpectedly succeeded",
+            args.join(" ")
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
 
     pub fn apply(&self) -> String {
@@ -144,7 +169,9 @@ pub fn actions(plan: &Value, address: &str) -> Vec<String> {
 }
 
 pub fn strings(v: &Value) -> Vec<String> {
-    v.as_array().map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
 }
 
 /// Attribute values of a resource or data source in `terraform show -json` state.
@@ -162,16 +189,24 @@ pub fn resource<'a>(state: &'a Value, address: &str) -> &'a Value {
 pub fn store_images(store: &Path, family: &str) -> Vec<(String, String)> {
     let dir = store.join(family);
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(&dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return out;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.extension().and_then(|x| x.to_str()) != Some("json") {
             continue;
         }
         let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-        let status = v["metadata"]["golden-status"].as_str().unwrap_or("").to_owned();
+        let status = v["metadata"]["golden-status"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
         let name = p.file_stem().unwrap().to_str().unwrap().to_owned();
-        assert!(dir.join(format!("{name}.qcow2")).is_file() || status == "candidate", "{name} has no image file");
+        assert!(
+            dir.join(format!("{name}.qcow2")).is_file() || status == "candidate",
+            "{name} has no image file"
+        );
         out.push((name, status));
     }
     out.sort();
@@ -186,8 +221,12 @@ pub fn names(v: &[(String, String)]) -> Vec<String> {
 pub fn qemu_processes(needle: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_str().unwrap_or("").parse::<u32>() else { continue };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(pid) = e.file_name().to_str().unwrap_or("").parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if cmd.contains("qemu-system") && cmd.contains(needle) {
             pids.push(pid);
@@ -200,10 +239,16 @@ pub fn qemu_processes(needle: &str) -> Vec<u32> {
 /// work directory, no ledger, no partial file, nothing in the provider's TMPDIR.
 pub fn assert_nothing_leaked(store: &Path, tf: &TfDir) {
     let needle = store.display().to_string();
-    assert!(qemu_processes(&needle).is_empty(), "QEMU processes left: {:?}", qemu_processes(&needle));
+    assert!(
+        qemu_processes(&needle).is_empty(),
+        "QEMU processes left: {:?}",
+        qemu_processes(&needle)
+    );
     for sub in ["work", "runs"] {
         let d = store.join(".golden").join(sub);
-        let left: Vec<_> = std::fs::read_dir(&d).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        let left: Vec<_> = std::fs::read_dir(&d)
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
         assert!(left.is_empty(), "left in {}: {left:?}", d.display());
     }
     for fam in std::fs::read_dir(store).unwrap().flatten() {
@@ -212,15 +257,28 @@ pub fn assert_nothing_leaked(store: &Path, tf: &TfDir) {
         }
         for f in std::fs::read_dir(fam.path()).unwrap().flatten() {
             let n = f.file_name().to_string_lossy().into_owned();
-            assert!(!n.contains(".partial") && !n.contains(".tmp-") && !n.contains(".new-"), "temporary file left: {n}");
+            assert!(
+                !n.contains(".partial") && !n.contains(".tmp-") && !n.contains(".new-"),
+                "temporary file left: {n}"
+            );
         }
     }
-    let tmp: Vec<_> = std::fs::read_dir(tf.tmp()).unwrap().flatten().map(|e| e.path()).collect();
-    let ours: Vec<_> = tmp.iter().filter(|p| !p.to_string_lossy().contains("terraform")).collect();
+    let tmp: Vec<_> = std::fs::read_dir(tf.tmp())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let ours: Vec<_> = tmp
+        .iter()
+        .filter(|p| !p.to_string_lossy().contains("terraform"))
+        .collect();
     assert!(ours.is_empty(), "provider temp files left: {ours:?}");
 }
 
 pub fn today() -> String {
-    let out = Command::new("date").args(["-u", "+%Y%m%d"]).output().unwrap();
+    let out = Command::new("date")
+        .args(["-u", "+%Y%m%d"])
+        .output()
+        .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

@@ -22,16 +22,29 @@ pub async fn run(p: &LocalPlatform, candidate: &Image, recipe: &Recipe, cx: &Cx)
     let family = candidate.meta.name.family.to_string();
     let started = Instant::now();
 
-    let src = cx.run("resolving the source", source::resolve(p.store(), &recipe.source, cx)).await?;
+    let src = cx
+        .run(
+            "resolving the source",
+            source::resolve(p.store(), &recipe.source, cx),
+        )
+        .await?;
     info!(source = %src.description, format = %src.format, "source resolved");
 
     let work = p.workdir(&format!("build-{name}"), cx)?;
     let overlay = work.join("disk.qcow2");
-    cx.run("creating the build overlay", img::create_overlay(&src.path, &src.format, &overlay)).await?;
+    cx.run(
+        "creating the build overlay",
+        img::create_overlay(&src.path, &src.format, &overlay),
+    )
+    .await?;
     let seed = cx
         .run(
             "writing the cloud-init seed",
-            seed::make_seed(&work, &build_user_data(&recipe.provision), &meta_data(&format!("build-{name}"), &family)),
+            seed::make_seed(
+                &work,
+                &build_user_data(&recipe.provision),
+                &meta_data(&format!("build-{name}"), &family),
+            ),
         )
         .await?;
 
@@ -47,7 +60,9 @@ pub async fn run(p: &LocalPlatform, candidate: &Image, recipe: &Recipe, cx: &Cx)
         scratch_disk: false,
     };
     let mut vm = Vm::launch(&spec).await.ctx("starting the build VM")?;
-    cx.record(UndoAction::KillProcess { process: vm.process });
+    cx.record(UndoAction::KillProcess {
+        process: vm.process,
+    });
     info!(pid = vm.process.pid, accel = %p.accel(), "build VM booting; provisioning through cloud-init");
     let boot_started = Instant::now();
 
@@ -57,14 +72,24 @@ pub async fn run(p: &LocalPlatform, candidate: &Image, recipe: &Recipe, cx: &Cx)
         vm.kill().await;
         return Err(e);
     }
-    info!(seconds = provision_secs, "guest provisioned and powered off");
+    info!(
+        seconds = provision_secs,
+        "guest provisioned and powered off"
+    );
 
-    let partial = p.store().family_dir(&family).join(format!(".{name}.qcow2.partial"));
-    cx.record(UndoAction::RemovePath { path: partial.clone() });
+    let partial = p
+        .store()
+        .family_dir(&family)
+        .join(format!(".{name}.qcow2.partial"));
+    cx.record(UndoAction::RemovePath {
+        path: partial.clone(),
+    });
     let flatten_started = Instant::now();
-    cx.run("flattening the image", img::flatten(&overlay, &partial)).await?;
+    cx.run("flattening the image", img::flatten(&overlay, &partial))
+        .await?;
     let target = p.store().image_path(&family, &name);
-    std::fs::rename(&partial, &target).ctx(format!("moving the image into {}", target.display()))?;
+    std::fs::rename(&partial, &target)
+        .ctx(format!("moving the image into {}", target.display()))?;
     info!(
         seconds = flatten_started.elapsed().as_secs_f64(),
         total_seconds = started.elapsed().as_secs_f64(),
@@ -110,11 +135,17 @@ async fn wait_for_provisioning(vm: &mut Vm, cx: &Cx) -> Result<()> {
 }
 
 fn console(vm: &Vm) -> String {
-    format!("Serial console (last lines):\n{}", tail_lines(&vm.serial(), 30))
+    format!(
+        "Serial console (last lines):\n{}",
+        tail_lines(&vm.serial(), 30)
+    )
 }
 
 fn provision_failed(vm: &Vm, step: &str, rc: i32) -> Error {
-    Error::other("provisioning", anyhow::anyhow!("step {step:?} exited with {rc}\n{}", console(vm)))
+    Error::other(
+        "provisioning",
+        anyhow::anyhow!("step {step:?} exited with {rc}\n{}", console(vm)),
+    )
 }
 
 fn with_console(e: Error, vm: &Vm) -> Error {

@@ -39,7 +39,10 @@ const CPUS: u32 = 2;
 
 impl LocalPlatform {
     pub fn new(store_dir: PathBuf, accel: Accel) -> Self {
-        LocalPlatform { store: Store::new(store_dir), accel }
+        LocalPlatform {
+            store: Store::new(store_dir),
+            accel,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -56,13 +59,20 @@ impl LocalPlatform {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let dir = self.store.internal("work").join(format!("{label}-{}-{n:x}", std::process::id()));
+        let dir = self
+            .store
+            .internal("work")
+            .join(format!("{label}-{}-{n:x}", std::process::id()));
         std::fs::create_dir_all(&dir).ctx(format!("creating {}", dir.display()))?;
         cx.record(UndoAction::RemovePath { path: dir.clone() });
         Ok(dir)
     }
 
-    fn update_sidecar(&self, image: &Image, f: impl FnOnce(&mut Sidecar, &mut Metadata)) -> Result<Image> {
+    fn update_sidecar(
+        &self,
+        image: &Image,
+        f: impl FnOnce(&mut Sidecar, &mut Metadata),
+    ) -> Result<Image> {
         let family = image.meta.name.family.to_string();
         let name = image.name().to_string();
         let mut sidecar = self
@@ -74,7 +84,9 @@ impl LocalPlatform {
             .map_err(|e| Error::other(format!("metadata of {name}"), e.into()))?;
         f(&mut sidecar, &mut meta);
         sidecar.metadata = meta.encode();
-        self.store.write_sidecar(&family, &name, &sidecar).ctx(format!("writing metadata of {name}"))?;
+        self.store
+            .write_sidecar(&family, &name, &sidecar)
+            .ctx(format!("writing metadata of {name}"))?;
         Ok(self.store.image_from(meta, &sidecar))
     }
 }
@@ -96,13 +108,21 @@ impl Platform for LocalPlatform {
     }
 
     async fn list_images(&self, family: &Family) -> Result<Vec<Image>> {
-        self.store.list(family).ctx(format!("listing family {family} in {}", self.store.root().display()))
+        self.store.list(family).ctx(format!(
+            "listing family {family} in {}",
+            self.store.root().display()
+        ))
     }
 
     async fn reserve(&self, meta: &Metadata, _cx: &Cx) -> Result<Image> {
-        let sidecar = Sidecar { metadata: meta.encode(), builder: Some(ProcessId::current()), validation: None };
+        let sidecar = Sidecar {
+            metadata: meta.encode(),
+            builder: Some(ProcessId::current()),
+            validation: None,
+        };
         let family = meta.name.family.to_string();
-        self.store.create_sidecar(&family, &meta.name.to_string(), &sidecar)?;
+        self.store
+            .create_sidecar(&family, &meta.name.to_string(), &sidecar)?;
         Ok(self.store.image_from(meta.clone(), &sidecar))
     }
 
@@ -133,12 +153,15 @@ impl Platform for LocalPlatform {
     }
 
     async fn retag(&self, image: &Image, tags: &BTreeMap<String, String>) -> Result<()> {
-        self.update_sidecar(image, |_, m| m.tags = tags.clone()).map(|_| ())
+        self.update_sidecar(image, |_, m| m.tags = tags.clone())
+            .map(|_| ())
     }
 
     async fn delete(&self, image: &Image) -> Result<()> {
         let name = image.name().to_string();
-        self.store.remove(image.meta.name.family.as_str(), &name).ctx(format!("deleting {name}"))
+        self.store
+            .remove(image.meta.name.family.as_str(), &name)
+            .ctx(format!("deleting {name}"))
     }
 
     async fn undo(&self, action: &UndoAction) -> Result<()> {
@@ -148,7 +171,11 @@ impl Platform for LocalPlatform {
                 Ok(())
             }
             UndoAction::RemovePath { path } => {
-                let r = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+                let r = if path.is_dir() {
+                    std::fs::remove_dir_all(path)
+                } else {
+                    std::fs::remove_file(path)
+                };
                 match r {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         Err(e).ctx(format!("removing {}", path.display()))
@@ -158,14 +185,23 @@ impl Platform for LocalPlatform {
             }
             UndoAction::DiscardCandidate { family, name } => {
                 // Only a candidate: a failed or published image stays.
-                let sidecar = self.store.read_sidecar(family, name).ctx(format!("reading {name}"))?;
+                let sidecar = self
+                    .store
+                    .read_sidecar(family, name)
+                    .ctx(format!("reading {name}"))?;
                 let is_candidate = sidecar
-                    .and_then(|s| s.metadata.get(crate::lifecycle::metadata::KEY_STATUS).cloned())
+                    .and_then(|s| {
+                        s.metadata
+                            .get(crate::lifecycle::metadata::KEY_STATUS)
+                            .cloned()
+                    })
                     .map(|s| s == Status::Candidate.as_str())
                     .unwrap_or(false);
                 if is_candidate {
                     tracing::info!(image = %name, "discarding candidate");
-                    self.store.remove(family, name).ctx(format!("discarding candidate {name}"))?;
+                    self.store
+                        .remove(family, name)
+                        .ctx(format!("discarding candidate {name}"))?;
                 }
                 Ok(())
             }
@@ -189,7 +225,9 @@ impl Platform for LocalPlatform {
         // Candidates whose builder died without a ledger entry (e.g. killed
         // between reserve and record) are abandoned: remove them too.
         for family in self.store.families() {
-            let Ok(fam) = Family::try_from(family.clone()) else { continue };
+            let Ok(fam) = Family::try_from(family.clone()) else {
+                continue;
+            };
             for image in self.store.list(&fam).unwrap_or_default() {
                 if image.status() == Status::Candidate && !image.in_progress {
                     tracing::info!(image = %image.name(), "removing abandoned candidate");
@@ -206,7 +244,10 @@ impl Platform for LocalPlatform {
 
     async fn report(&self, image: &Image) -> Result<Option<Report>> {
         let family = image.meta.name.family.to_string();
-        let s = self.store.read_sidecar(&family, &image.name().to_string()).ctx("reading sidecar")?;
+        let s = self
+            .store
+            .read_sidecar(&family, &image.name().to_string())
+            .ctx("reading sidecar")?;
         Ok(s.and_then(|s| s.validation))
     }
 }

@@ -29,12 +29,24 @@ pub async fn run(p: &LocalPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) ->
     let started = std::time::Instant::now();
     let work = p.workdir(&format!("smoke-{name}"), cx)?;
     let overlay = work.join("disk.qcow2");
-    cx.run("creating the smoke-test overlay", img::create_overlay(Path::new(&image.id), "qcow2", &overlay))
+    cx.run(
+        "creating the smoke-test overlay",
+        img::create_overlay(Path::new(&image.id), "qcow2", &overlay),
+    )
+    .await?;
+    let public_key = cx
+        .run("creating a throwaway SSH key", ssh_keygen(&work))
         .await?;
-    let public_key = cx.run("creating a throwaway SSH key", ssh_keygen(&work)).await?;
     let instance = format!("smoke-{name}-{}", std::process::id());
     let seed = cx
-        .run("writing the smoke-test seed", seed::make_seed(&work, &smoke_user_data(&public_key), &meta_data(&instance, "golden-smoke")))
+        .run(
+            "writing the smoke-test seed",
+            seed::make_seed(
+                &work,
+                &smoke_user_data(&public_key),
+                &meta_data(&instance, "golden-smoke"),
+            ),
+        )
         .await?;
     let mut vm = Vm::launch(&VmSpec {
         name: format!("golden-smoke-{name}"),
@@ -49,11 +61,16 @@ pub async fn run(p: &LocalPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) ->
     })
     .await
     .ctx("starting the smoke-test VM")?;
-    cx.record(UndoAction::KillProcess { process: vm.process });
+    cx.record(UndoAction::KillProcess {
+        process: vm.process,
+    });
     tracing::info!(pid = vm.process.pid, ssh_port = ?vm.ssh_port, "smoke-test VM booting");
 
     let deadline = Instant::now() + spec.timeout.min(cx.remaining());
-    let mut report = Report { image: name, ..Default::default() };
+    let mut report = Report {
+        image: name,
+        ..Default::default()
+    };
     let outcome = tokio::select! {
         _ = cx.cancel.cancelled() => Err(Error::cancelled("smoke test")),
         _ = checks(&mut vm, spec, &work, deadline, &mut report) => Ok(()),
@@ -65,7 +82,11 @@ pub async fn run(p: &LocalPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) ->
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     report.finished_at = super::now_rfc3339();
-    tracing::info!(passed = report.passed(), seconds = started.elapsed().as_secs_f64(), "smoke test finished");
+    tracing::info!(
+        passed = report.passed(),
+        seconds = started.elapsed().as_secs_f64(),
+        "smoke test finished"
+    );
     Ok(report)
 }
 
@@ -77,9 +98,14 @@ async fn ssh_keygen(dir: &Path) -> anyhow::Result<String> {
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| anyhow::anyhow!("running ssh-keygen (install Debian's openssh-client): {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!("running ssh-keygen (install Debian's openssh-client): {e}")
+        })?;
     if !out.status.success() {
-        anyhow::bail!("ssh-keygen failed: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::bail!(
+            "ssh-keygen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(std::fs::read_to_string(key.with_extension("pub"))?)
 }
@@ -95,9 +121,12 @@ impl Channel {
         match self {
             Channel::Agent(q) => q.exec("/bin/sh", &["-c", script], timeout).await,
             Channel::Ssh { port, key } => {
-                let out = tokio::time::timeout(timeout, ssh(*port, key, &format!("sudo -n /bin/sh -c {}", quote(script))))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("still running after {timeout:?}"))??;
+                let out = tokio::time::timeout(
+                    timeout,
+                    ssh(*port, key, &format!("sudo -n /bin/sh -c {}", quote(script))),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("still running after {timeout:?}"))??;
                 Ok(out)
             }
         }
@@ -117,10 +146,22 @@ fn quote(s: &str) -> String {
 
 async fn ssh(port: u16, key: &Path, remote: &str) -> anyhow::Result<ExecOutput> {
     let out = tokio::process::Command::new("ssh")
-        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
         .args(["-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "-i"])
         .arg(key)
-        .args(["-p", &port.to_string(), &format!("{SMOKE_USER}@127.0.0.1"), remote])
+        .args([
+            "-p",
+            &port.to_string(),
+            &format!("{SMOKE_USER}@127.0.0.1"),
+            remote,
+        ])
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -137,7 +178,13 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-async fn checks(vm: &mut Vm, spec: &SmokeSpec, work: &Path, deadline: Instant, report: &mut Report) {
+async fn checks(
+    vm: &mut Vm,
+    spec: &SmokeSpec,
+    work: &Path,
+    deadline: Instant,
+    report: &mut Report,
+) {
     let wants = |c: Check| spec.checks.contains(&c);
 
     // boot: always waited for (everything else needs it), reported when asked.
@@ -161,8 +208,14 @@ async fn checks(vm: &mut Vm, spec: &SmokeSpec, work: &Path, deadline: Instant, r
             let exec = q.exec("/bin/true", &[], remaining(deadline)).await;
             if wants(Check::GuestAgent) {
                 let (ok, detail) = match exec {
-                    Ok(o) if o.success() => (true, "guest-ping and guest-exec answered over virtio-serial".to_owned()),
-                    Ok(o) => (false, format!("guest-exec of /bin/true exited {}", o.exit_code)),
+                    Ok(o) if o.success() => (
+                        true,
+                        "guest-ping and guest-exec answered over virtio-serial".to_owned(),
+                    ),
+                    Ok(o) => (
+                        false,
+                        format!("guest-exec of /bin/true exited {}", o.exit_code),
+                    ),
                     Err(e) => (false, format!("guest-exec failed: {e:#}")),
                 };
                 report.push("guest_agent", ok, t.elapsed(), detail);
@@ -177,15 +230,24 @@ async fn checks(vm: &mut Vm, spec: &SmokeSpec, work: &Path, deadline: Instant, r
                 report.push("guest_agent", false, t.elapsed(), format!("{e:#}"));
                 return;
             }
-            vm.ssh_port.map(|port| Channel::Ssh { port, key: work.join("id_ed25519") })
+            vm.ssh_port.map(|port| Channel::Ssh {
+                port,
+                key: work.join("id_ed25519"),
+            })
         }
     };
 
     if wants(Check::CloudInit) {
         let t = Instant::now();
         let (ok, detail) = match channel.as_mut() {
-            None => (false, "no channel into the guest (no guest agent, no ssh port)".to_owned()),
-            Some(ch) => match ch.run("cloud-init status --wait --long", remaining(deadline)).await {
+            None => (
+                false,
+                "no channel into the guest (no guest agent, no ssh port)".to_owned(),
+            ),
+            Some(ch) => match ch
+                .run("cloud-init status --wait --long", remaining(deadline))
+                .await
+            {
                 Ok(o) => judge_cloud_init(&o, spec.allow_degraded, ch.how()),
                 Err(e) => (false, format!("cloud-init status {}: {e:#}", ch.how())),
             },
@@ -209,10 +271,20 @@ async fn checks(vm: &mut Vm, spec: &SmokeSpec, work: &Path, deadline: Instant, r
         let t = Instant::now();
         let label = format!("commands[{i}]");
         let (ok, detail) = match channel.as_mut() {
-            None => (false, "no channel into the guest to run the command".to_owned()),
+            None => (
+                false,
+                "no channel into the guest to run the command".to_owned(),
+            ),
             Some(ch) => match ch.run(cmd, remaining(deadline)).await {
                 Ok(o) if o.success() => (true, format!("{cmd:?} exited 0 {}", ch.how())),
-                Ok(o) => (false, format!("{cmd:?} exited {}: {}", o.exit_code, tail_lines(&o.combined(), 15))),
+                Ok(o) => (
+                    false,
+                    format!(
+                        "{cmd:?} exited {}: {}",
+                        o.exit_code,
+                        tail_lines(&o.combined(), 15)
+                    ),
+                ),
                 Err(e) => (false, format!("{cmd:?}: {e:#}")),
             },
         };
@@ -223,7 +295,10 @@ async fn checks(vm: &mut Vm, spec: &SmokeSpec, work: &Path, deadline: Instant, r
     }
 }
 
-async fn wait_for_userspace(vm: &mut Vm, deadline: Instant) -> std::result::Result<&'static str, String> {
+async fn wait_for_userspace(
+    vm: &mut Vm,
+    deadline: Instant,
+) -> std::result::Result<&'static str, String> {
     loop {
         let log = vm.serial();
         if let Some(m) = USERSPACE_MARKERS.into_iter().find(|m| log.contains(m)) {
@@ -233,7 +308,9 @@ async fn wait_for_userspace(vm: &mut Vm, deadline: Instant) -> std::result::Resu
             return Err("the VM stopped before reaching userspace".into());
         }
         if Instant::now() >= deadline {
-            return Err("no sign of userspace on the serial console before the smoke-test timeout".into());
+            return Err(
+                "no sign of userspace on the serial console before the smoke-test timeout".into(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -243,29 +320,53 @@ async fn wait_for_userspace(vm: &mut Vm, deadline: Instant) -> std::result::Resu
 /// errors ("degraded"), 1 on error.
 fn judge_cloud_init(o: &ExecOutput, allow_degraded: bool, how: &str) -> (bool, String) {
     let text = o.combined();
-    let status = text.lines().find_map(|l| l.trim().strip_prefix("status:")).map(str::trim).unwrap_or("unknown");
+    let status = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("status:"))
+        .map(str::trim)
+        .unwrap_or("unknown");
     let degraded = o.exit_code == 2 || status.contains("degraded");
     match (o.exit_code, degraded) {
         (0, false) => (true, format!("status: {status} ({how})")),
-        (_, true) if allow_degraded => (true, format!("status: {status}, degraded tolerated by allow_degraded ({how})")),
-        _ => (false, format!("status: {status}, exit {} ({how}):\n{}", o.exit_code, tail_lines(&text, 15))),
+        (_, true) if allow_degraded => (
+            true,
+            format!("status: {status}, degraded tolerated by allow_degraded ({how})"),
+        ),
+        _ => (
+            false,
+            format!(
+                "status: {status}, exit {} ({how}):\n{}",
+                o.exit_code,
+                tail_lines(&text, 15)
+            ),
+        ),
     }
 }
 
 async fn ssh_check(port: Option<u16>, key: &Path, deadline: Instant) -> (bool, String) {
-    let Some(port) = port else { return (false, "no ssh port forwarded".into()) };
+    let Some(port) = port else {
+        return (false, "no ssh port forwarded".into());
+    };
     let mut last = String::from("no attempt made");
     while Instant::now() < deadline {
         match ssh(port, key, "true").await {
             Ok(o) if o.success() => {
-                return (true, format!("login as {SMOKE_USER} with a throwaway ed25519 key on forwarded port {port}"))
+                return (
+                    true,
+                    format!(
+                    "login as {SMOKE_USER} with a throwaway ed25519 key on forwarded port {port}"
+                ),
+                )
             }
             Ok(o) => last = format!("exit {}: {}", o.exit_code, o.stderr.trim()),
             Err(e) => last = format!("{e:#}"),
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    (false, format!("ssh never accepted the throwaway key: {last}"))
+    (
+        false,
+        format!("ssh never accepted the throwaway key: {last}"),
+    )
 }
 
 #[cfg(test)]
@@ -273,14 +374,32 @@ mod tests {
     use super::*;
 
     fn out(code: i64, text: &str) -> ExecOutput {
-        ExecOutput { exit_code: code, stdout: text.into(), stderr: String::new() }
+        ExecOutput {
+            exit_code: code,
+            stdout: text.into(),
+            stderr: String::new(),
+        }
     }
 
     #[test]
     fn cloud_init_verdicts() {
         assert!(judge_cloud_init(&out(0, "\nstatus: done\n"), false, "x").0);
         assert!(!judge_cloud_init(&out(1, "status: error"), false, "x").0);
-        assert!(!judge_cloud_init(&out(2, "status: done\nextended_status: degraded done"), false, "x").0);
-        assert!(judge_cloud_init(&out(2, "status: done\nextended_status: degraded done"), true, "x").0);
+        assert!(
+            !judge_cloud_init(
+                &out(2, "status: done\nextended_status: degraded done"),
+                false,
+                "x"
+            )
+            .0
+        );
+        assert!(
+            judge_cloud_init(
+                &out(2, "status: done\nextended_status: degraded done"),
+                true,
+                "x"
+            )
+            .0
+        );
     }
 }

@@ -25,26 +25,44 @@ pub async fn resolve(store: &Store, source: &Source, cx: &Cx) -> Result<Resolved
     let (path, description) = match source {
         Source::Path(p) => {
             if !p.is_file() {
-                bail!("source.path {} does not exist or is not a file", p.display());
+                bail!(
+                    "source.path {} does not exist or is not a file",
+                    p.display()
+                );
             }
             (p.canonicalize()?, format!("file {}", p.display()))
         }
-        Source::Url { url, checksum } => (download_cached(store, url, checksum, cx).await?, format!("url {url}")),
+        Source::Url { url, checksum } => (
+            download_cached(store, url, checksum, cx).await?,
+            format!("url {url}"),
+        ),
         Source::Family(family) => {
             let images = store.list(family)?;
             let parent = latest(&images, true).with_context(|| {
                 format!("source.family {family:?} has no validated image on the local platform yet")
             })?;
-            (PathBuf::from(&parent.id), format!("family {family} ({})", parent.name()))
+            (
+                PathBuf::from(&parent.id),
+                format!("family {family} ({})", parent.name()),
+            )
         }
     };
     let info = img::info(&path).await?;
-    Ok(ResolvedSource { path, format: info.format, description })
+    Ok(ResolvedSource {
+        path,
+        format: info.format,
+        description,
+    })
 }
 
 /// Downloads `url` once into the store's source cache, keyed by checksum, and
 /// verifies it before it can be used.
-async fn download_cached(store: &Store, url: &str, checksum: &Checksum, cx: &Cx) -> Result<PathBuf> {
+async fn download_cached(
+    store: &Store,
+    url: &str,
+    checksum: &Checksum,
+    cx: &Cx,
+) -> Result<PathBuf> {
     let cache = store.internal("sources");
     let target = cache.join(format!("{}-{}.img", checksum.algorithm, checksum.hex));
     if target.is_file() {
@@ -53,18 +71,27 @@ async fn download_cached(store: &Store, url: &str, checksum: &Checksum, cx: &Cx)
     }
     tokio::fs::create_dir_all(&cache).await?;
     let partial = cache.join(format!(".{}.partial-{}", checksum.hex, std::process::id()));
-    cx.record(crate::lifecycle::ledger::UndoAction::RemovePath { path: partial.clone() });
+    cx.record(crate::lifecycle::ledger::UndoAction::RemovePath {
+        path: partial.clone(),
+    });
     tracing::info!(url, "downloading source image");
-    let digest = cx.run("downloading source.url", fetch(url, &partial)).await?;
+    let digest = cx
+        .run("downloading source.url", fetch(url, &partial))
+        .await?;
     if digest != checksum.hex {
-        bail!("source.url {url}: checksum mismatch: expected sha256:{}, got sha256:{digest}", checksum.hex);
+        bail!(
+            "source.url {url}: checksum mismatch: expected sha256:{}, got sha256:{digest}",
+            checksum.hex
+        );
     }
     tokio::fs::rename(&partial, &target).await?;
     Ok(target)
 }
 
 async fn fetch(url: &str, dest: &Path) -> Result<String> {
-    let resp = reqwest::get(url).await.with_context(|| format!("GET {url}"))?;
+    let resp = reqwest::get(url)
+        .await
+        .with_context(|| format!("GET {url}"))?;
     if !resp.status().is_success() {
         bail!("GET {url}: HTTP {}", resp.status());
     }
@@ -77,7 +104,11 @@ async fn fetch(url: &str, dest: &Path) -> Result<String> {
         file.write_all(&chunk).await?;
     }
     file.sync_all().await?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 #[cfg(test)]
@@ -102,7 +133,10 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
                     let _ = sock.read(&mut buf).await;
-                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
                     let _ = sock.write_all(head.as_bytes()).await;
                     let _ = sock.write_all(&body).await;
                 });
@@ -112,11 +146,18 @@ mod tests {
     }
 
     fn cx() -> Cx {
-        Cx::new(CancellationToken::new(), Duration::from_secs(30), Ledger::in_memory())
+        Cx::new(
+            CancellationToken::new(),
+            Duration::from_secs(30),
+            Ledger::in_memory(),
+        )
     }
 
     fn sha(b: &[u8]) -> String {
-        Sha256::digest(b).iter().map(|b| format!("{b:02x}")).collect()
+        Sha256::digest(b)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     #[tokio::test]
@@ -126,11 +167,19 @@ mod tests {
         let body = b"not really a disk".to_vec();
         let (url, hits) = serve(body.clone()).await;
         let checksum = Checksum::parse(&format!("sha256:{}", sha(&body))).unwrap();
-        let a = download_cached(&store, &url, &checksum, &cx()).await.unwrap();
-        let b = download_cached(&store, &url, &checksum, &cx()).await.unwrap();
+        let a = download_cached(&store, &url, &checksum, &cx())
+            .await
+            .unwrap();
+        let b = download_cached(&store, &url, &checksum, &cx())
+            .await
+            .unwrap();
         assert_eq!(a, b);
         assert_eq!(std::fs::read(&a).unwrap(), body);
-        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "second use must hit the cache");
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "second use must hit the cache"
+        );
     }
 
     #[tokio::test]
@@ -140,11 +189,15 @@ mod tests {
         let (url, _) = serve(b"tampered".to_vec()).await;
         let checksum = Checksum::parse(&format!("sha256:{}", "0".repeat(64))).unwrap();
         let c = cx();
-        let err = download_cached(&store, &url, &checksum, &c).await.unwrap_err();
+        let err = download_cached(&store, &url, &checksum, &c)
+            .await
+            .unwrap_err();
         assert!(format!("{err:#}").contains("checksum mismatch"), "{err:#}");
         let local = super::super::LocalPlatform::new(dir.path().into(), crate::qemu::Accel::Tcg);
         crate::lifecycle::pipeline::cleanup(&local, &c).await;
-        let left: Vec<_> = std::fs::read_dir(store.internal("sources")).unwrap().collect();
+        let left: Vec<_> = std::fs::read_dir(store.internal("sources"))
+            .unwrap()
+            .collect();
         assert!(left.is_empty(), "partial download left behind: {left:?}");
     }
 }

@@ -73,14 +73,17 @@ impl Store {
     /// Creates the sidecar only if no image of that name exists.
     pub fn create_sidecar(&self, family: &str, name: &str, sidecar: &Sidecar) -> Result<(), Error> {
         let dir = self.family_dir(family);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::other(format!("creating {}", dir.display()), e.into()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::other(format!("creating {}", dir.display()), e.into()))?;
         let target = self.sidecar_path(family, name);
         if self.image_path(family, name).exists() {
             return Err(Error::already_exists(format!("{name} exists in the store")));
         }
         let tmp = dir.join(format!(".{name}.json.new-{}", std::process::id()));
-        let bytes = serde_json::to_vec_pretty(sidecar).map_err(|e| Error::other("encoding sidecar", e.into()))?;
-        std::fs::write(&tmp, bytes).map_err(|e| Error::other(format!("writing {}", tmp.display()), e.into()))?;
+        let bytes = serde_json::to_vec_pretty(sidecar)
+            .map_err(|e| Error::other("encoding sidecar", e.into()))?;
+        std::fs::write(&tmp, bytes)
+            .map_err(|e| Error::other(format!("writing {}", tmp.display()), e.into()))?;
         let linked = std::fs::hard_link(&tmp, &target);
         let _ = std::fs::remove_file(&tmp);
         match linked {
@@ -88,7 +91,10 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(Error::already_exists(format!("{name} is already taken")))
             }
-            Err(e) => Err(Error::other(format!("creating {}", target.display()), e.into())),
+            Err(e) => Err(Error::other(
+                format!("creating {}", target.display()),
+                e.into(),
+            )),
         }
     }
 
@@ -105,12 +111,20 @@ impl Store {
         for entry in rd.flatten() {
             let path = entry.path();
             let is_sidecar = path.extension().and_then(|e| e.to_str()) == Some("json")
-                && !path.file_name().and_then(|n| n.to_str()).unwrap_or("").starts_with('.');
+                && !path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("")
+                    .starts_with('.');
             if !is_sidecar {
                 continue;
             }
-            let Ok(Some(sidecar)) = read_sidecar(&path) else { continue };
-            let Ok(meta) = Metadata::decode(&sidecar.metadata, family) else { continue };
+            let Ok(Some(sidecar)) = read_sidecar(&path) else {
+                continue;
+            };
+            let Ok(meta) = Metadata::decode(&sidecar.metadata, family) else {
+                continue;
+            };
             // The file name must agree with the metadata, or it is not ours.
             if path.file_stem().and_then(|s| s.to_str()) != Some(&meta.name.to_string()) {
                 continue;
@@ -123,15 +137,24 @@ impl Store {
     pub fn image_from(&self, meta: Metadata, sidecar: &Sidecar) -> Image {
         let path = self.image_path(meta.name.family.as_str(), &meta.name.to_string());
         let size_bytes = std::fs::metadata(&path).ok().map(|m| m.len());
-        let in_progress =
-            meta.status == Status::Candidate && sidecar.builder.map(|b| b.is_alive()).unwrap_or(false);
-        Image { meta, id: path.display().to_string(), size_bytes, in_progress, protected: None }
+        let in_progress = meta.status == Status::Candidate
+            && sidecar.builder.map(|b| b.is_alive()).unwrap_or(false);
+        Image {
+            meta,
+            id: path.display().to_string(),
+            size_bytes,
+            in_progress,
+            protected: None,
+        }
     }
 
     /// Removes the image file, then its sidecar: a crash in between leaves a
     /// listed image with no file, which the next delete finishes.
     pub fn remove(&self, family: &str, name: &str) -> Result<()> {
-        for p in [self.image_path(family, name), self.sidecar_path(family, name)] {
+        for p in [
+            self.image_path(family, name),
+            self.sidecar_path(family, name),
+        ] {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -143,7 +166,9 @@ impl Store {
 
     /// Families present in the store (for the start-of-run sweep).
     pub fn families(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(&self.root) else { return Vec::new() };
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
         rd.flatten()
             .filter(|e| e.path().is_dir())
             .filter_map(|e| e.file_name().to_str().map(str::to_owned))
@@ -154,7 +179,10 @@ impl Store {
 
 fn read_sidecar(path: &Path) -> Result<Option<Sidecar>> {
     match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?)),
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -183,7 +211,11 @@ mod tests {
     }
 
     fn sidecar(m: &Metadata) -> Sidecar {
-        Sidecar { metadata: m.encode(), builder: None, validation: None }
+        Sidecar {
+            metadata: m.encode(),
+            builder: None,
+            validation: None,
+        }
     }
 
     #[test]
@@ -192,10 +224,16 @@ mod tests {
         let store = Store::new(dir.path().into());
         let fam = Family::parse("base", NamingRules { allow_dot: true }).unwrap();
         let m = meta(&fam, 1, Status::Validated);
-        store.create_sidecar("base", &m.name.to_string(), &sidecar(&m)).unwrap();
+        store
+            .create_sidecar("base", &m.name.to_string(), &sidecar(&m))
+            .unwrap();
         // A user's own file in the family directory, and a stray sidecar-looking file.
         std::fs::write(store.family_dir("base").join("handmade.qcow2"), b"x").unwrap();
-        std::fs::write(store.family_dir("base").join("notes.json"), b"{\"metadata\":{}}").unwrap();
+        std::fs::write(
+            store.family_dir("base").join("notes.json"),
+            b"{\"metadata\":{}}",
+        )
+        .unwrap();
         let listed = store.list(&fam).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].name().to_string(), "base-20260101-001");
@@ -207,8 +245,12 @@ mod tests {
         let store = Store::new(dir.path().into());
         let fam = Family::parse("base", NamingRules { allow_dot: true }).unwrap();
         let m = meta(&fam, 1, Status::Candidate);
-        store.create_sidecar("base", "base-20260101-001", &sidecar(&m)).unwrap();
-        let err = store.create_sidecar("base", "base-20260101-001", &sidecar(&m)).unwrap_err();
+        store
+            .create_sidecar("base", "base-20260101-001", &sidecar(&m))
+            .unwrap();
+        let err = store
+            .create_sidecar("base", "base-20260101-001", &sidecar(&m))
+            .unwrap_err();
         assert!(err.is_already_exists());
     }
 
@@ -220,10 +262,17 @@ mod tests {
         let m = meta(&fam, 1, Status::Candidate);
         let mut s = sidecar(&m);
         s.builder = Some(ProcessId::current());
-        store.create_sidecar("base", "base-20260101-001", &s).unwrap();
+        store
+            .create_sidecar("base", "base-20260101-001", &s)
+            .unwrap();
         assert!(store.list(&fam).unwrap()[0].in_progress);
-        s.builder = Some(ProcessId { pid: std::process::id(), start_ticks: 1 });
-        store.write_sidecar("base", "base-20260101-001", &s).unwrap();
+        s.builder = Some(ProcessId {
+            pid: std::process::id(),
+            start_ticks: 1,
+        });
+        store
+            .write_sidecar("base", "base-20260101-001", &s)
+            .unwrap();
         assert!(!store.list(&fam).unwrap()[0].in_progress);
     }
 }

@@ -30,16 +30,22 @@ fn require_desired(config: &ImageState, diags: &mut Diagnostics) -> Option<Desir
     match desired(config, diags) {
         Ok(Some(d)) if d.recipe.is_some() => Some(d),
         Ok(_) => {
-            diags.root_error_short("Unable to Build Image: the configuration still has unknown values at apply time");
+            diags.root_error_short(
+                "Unable to Build Image: the configuration still has unknown values at apply time",
+            );
             None
         }
-        Err(()) => None,
+        Err(_) => None,
     }
 }
 
 fn context(shared: &Shared, platform: &dyn Platform, timeout: Duration) -> Cx {
     let _ = std::fs::create_dir_all(platform.ledger_dir());
-    Cx::new(shared.cancel.child_token(), timeout, Ledger::persisted(&platform.ledger_dir()))
+    Cx::new(
+        shared.cancel.child_token(),
+        timeout,
+        Ledger::persisted(&platform.ledger_dir()),
+    )
 }
 
 fn warn_skipped(diags: &mut Diagnostics, prune: &PruneOutcome) {
@@ -48,16 +54,27 @@ fn warn_skipped(diags: &mut Diagnostics, prune: &PruneOutcome) {
     }
 }
 
-async fn read_back(platform: &dyn Platform, d: &Desired, mut state: ImageState, diags: &mut Diagnostics) -> Option<ImageState> {
+async fn read_back(
+    platform: &dyn Platform,
+    d: &Desired,
+    mut state: ImageState,
+    diags: &mut Diagnostics,
+) -> Option<ImageState> {
     let images = match platform.list_images(&d.family).await {
         Ok(v) => v,
         Err(e) => {
-            diags.root_error(format!("Unable to Read Image Family {}", d.family), e.to_string());
+            diags.root_error(
+                format!("Unable to Read Image Family {}", d.family),
+                e.to_string(),
+            );
             return None;
         }
     };
     if let Err(e) = listing::fill(&mut state, platform, &images).await {
-        diags.root_error(format!("Unable to Read Image Family {}", d.family), e.to_string());
+        diags.root_error(
+            format!("Unable to Read Image Family {}", d.family),
+            e.to_string(),
+        );
         return None;
     }
     Some(state)
@@ -102,12 +119,21 @@ async fn build(
     let prune = planned_prune(&planned);
     let cx = context(shared, platform.as_ref(), timeout);
     let _running = shared.begin_run();
-    let req = BuildRequest { family: &d.family, recipe, tags: &tags, planned_prune: &prune, date: BuildDate::today() };
+    let req = BuildRequest {
+        family: &d.family,
+        recipe,
+        tags: &tags,
+        planned_prune: &prune,
+        date: BuildDate::today(),
+    };
     match pipeline::build_and_publish(platform.as_ref(), req, &cx).await {
         Ok(outcome) => {
             warn_skipped(diags, &outcome.prune);
             let state = read_back(platform.as_ref(), d, planned.clone(), diags).await?;
-            Some(ImageState { prune: planned.prune, ..state })
+            Some(ImageState {
+                prune: planned.prune,
+                ..state
+            })
         }
         Err(e) => {
             report_pipeline_error(diags, d.family.as_str(), e);
@@ -116,7 +142,12 @@ async fn build(
     }
 }
 
-pub async fn create(shared: &Arc<Shared>, diags: &mut Diagnostics, planned: ImageState, config: ImageState) -> Option<ImageState> {
+pub async fn create(
+    shared: &Arc<Shared>,
+    diags: &mut Diagnostics,
+    planned: ImageState,
+    config: ImageState,
+) -> Option<ImageState> {
     let d = require_desired(&config, diags)?;
     build(shared, diags, &d, planned, d.timeouts.create).await
 }
@@ -137,7 +168,8 @@ pub async fn update(
         };
     }
     let platform = shared.platform(&d.platform, diags, AttributePath::new("platform"))?;
-    if let (Known::Yes(new), Known::Yes(old)) = (string_map(&planned.tags), string_map(&prior.tags)) {
+    if let (Known::Yes(new), Known::Yes(old)) = (string_map(&planned.tags), string_map(&prior.tags))
+    {
         if new != old {
             retag(platform.as_ref(), &d, &new, diags).await;
         }
@@ -146,25 +178,43 @@ pub async fn update(
     let outcome = pipeline::prune(platform.as_ref(), &d.family, &prune).await;
     warn_skipped(diags, &outcome);
     let state = read_back(platform.as_ref(), &d, planned.clone(), diags).await?;
-    Some(ImageState { prune: planned.prune, ..state })
+    Some(ImageState {
+        prune: planned.prune,
+        ..state
+    })
 }
 
-async fn retag(platform: &dyn Platform, d: &Desired, tags: &std::collections::BTreeMap<String, String>, diags: &mut Diagnostics) {
+async fn retag(
+    platform: &dyn Platform,
+    d: &Desired,
+    tags: &std::collections::BTreeMap<String, String>,
+    diags: &mut Diagnostics,
+) {
     let images = match platform.list_images(&d.family).await {
         Ok(v) => v,
         Err(e) => {
-            diags.root_error(format!("Unable to Re-Tag Images of Family {}", d.family), e.to_string());
+            diags.root_error(
+                format!("Unable to Re-Tag Images of Family {}", d.family),
+                e.to_string(),
+            );
             return;
         }
     };
     for image in images.iter().filter(|i| !i.in_progress) {
         if let Err(e) = platform.retag(image, tags).await {
-            diags.root_error(format!("Unable to Re-Tag Image {}", image.name()), e.to_string());
+            diags.root_error(
+                format!("Unable to Re-Tag Image {}", image.name()),
+                e.to_string(),
+            );
         }
     }
 }
 
-pub async fn destroy(shared: &Arc<Shared>, diags: &mut Diagnostics, prior: ImageState) -> Option<()> {
+pub async fn destroy(
+    shared: &Arc<Shared>,
+    diags: &mut Diagnostics,
+    prior: ImageState,
+) -> Option<()> {
     let on_destroy = match prior.on_destroy.as_ref_option().map(String::as_str) {
         Some("delete") => OnDestroy::Delete,
         _ => OnDestroy::Keep,
@@ -173,20 +223,29 @@ pub async fn destroy(shared: &Arc<Shared>, diags: &mut Diagnostics, prior: Image
         tracing::info!("destroy: on_destroy = keep, images stay in place");
         return Some(());
     }
-    let (Value::Value(kind), Value::Value(family)) = (&prior.platform, &prior.family) else { return Some(()) };
-    let Ok(family) = crate::lifecycle::naming::Family::try_from(family.clone()) else { return Some(()) };
+    let (Value::Value(kind), Value::Value(family)) = (&prior.platform, &prior.family) else {
+        return Some(());
+    };
+    let Ok(family) = crate::lifecycle::naming::Family::try_from(family.clone()) else {
+        return Some(());
+    };
     let platform = shared.platform(kind, diags, AttributePath::new("platform"))?;
     let images = match platform.list_images(&family).await {
         Ok(v) => v,
         Err(e) => {
-            diags.root_error(format!("Unable to Delete Images of Family {family}"), e.to_string());
+            diags.root_error(
+                format!("Unable to Delete Images of Family {family}"),
+                e.to_string(),
+            );
             return None;
         }
     };
     let mut failed = false;
     for image in images.iter().filter(|i| !i.in_progress) {
         if shared.cancel.is_cancelled() {
-            diags.root_error_short(format!("Unable to Delete Images of Family {family}: cancelled"));
+            diags.root_error_short(format!(
+                "Unable to Delete Images of Family {family}: cancelled"
+            ));
             return None;
         }
         match platform.delete(image).await {
@@ -194,7 +253,10 @@ pub async fn destroy(shared: &Arc<Shared>, diags: &mut Diagnostics, prior: Image
             Err(e) if e.is_not_found() => {}
             Err(e) => {
                 failed = true;
-                diags.root_error(format!("Unable to Delete Image {}", image.name()), e.to_string());
+                diags.root_error(
+                    format!("Unable to Delete Image {}", image.name()),
+                    e.to_string(),
+                );
             }
         }
     }

@@ -21,6 +21,10 @@ pub const SUPPORTED_PLATFORMS: &[&str] = &["local"];
 pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_DELETE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// The config has errors; they are in the diagnostics, each with its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidConfig;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnDestroy {
     Keep,
@@ -68,7 +72,10 @@ fn known<T>(k: Known<T>) -> Option<T> {
 /// is invalid, and `Some` with unknown parts left as `None` otherwise. When
 /// `platform` or `family` themselves are unknown there is nothing to plan yet,
 /// which is reported as `Ok(None)`.
-pub fn desired(cfg: &ImageState, diags: &mut Diagnostics) -> Result<Option<Desired>, ()> {
+pub fn desired(
+    cfg: &ImageState,
+    diags: &mut Diagnostics,
+) -> Result<Option<Desired>, InvalidConfig> {
     let errors_before = diags.errors.len();
     let platform = match &cfg.platform {
         Value::Value(p) => {
@@ -90,12 +97,18 @@ pub fn desired(cfg: &ImageState, diags: &mut Diagnostics) -> Result<Option<Desir
         }
         Value::Unknown => None,
     };
-    let rules = NamingRules { allow_dot: platform.as_deref() != Some("gcp") };
+    let rules = NamingRules {
+        allow_dot: platform.as_deref() != Some("gcp"),
+    };
     let family = match &cfg.family {
         Value::Value(f) => match Family::parse(f, rules) {
             Ok(f) => Some(f),
             Err(e) => {
-                diags.error("Invalid Family Name", format!("family {f:?} {e}"), path("family"));
+                diags.error(
+                    "Invalid Family Name",
+                    format!("family {f:?} {e}"),
+                    path("family"),
+                );
                 None
             }
         },
@@ -111,7 +124,11 @@ pub fn desired(cfg: &ImageState, diags: &mut Diagnostics) -> Result<Option<Desir
         Value::Value(s) if s == "delete" => OnDestroy::Delete,
         Value::Value(s) if s == "keep" => OnDestroy::Keep,
         Value::Value(s) => {
-            diags.error("Invalid on_destroy", format!("on_destroy must be \"keep\" or \"delete\", got {s:?}"), path("on_destroy"));
+            diags.error(
+                "Invalid on_destroy",
+                format!("on_destroy must be \"keep\" or \"delete\", got {s:?}"),
+                path("on_destroy"),
+            );
             OnDestroy::Keep
         }
         _ => OnDestroy::Keep,
@@ -121,18 +138,28 @@ pub fn desired(cfg: &ImageState, diags: &mut Diagnostics) -> Result<Option<Desir
     if let Some(tags) = &tags {
         for k in tags.keys() {
             if k.starts_with("golden-") {
-                diags.error("Reserved Tag", format!("tag {k:?}: keys starting with golden- are golden's own metadata"), path("tags").key(k.clone()));
+                diags.error(
+                    "Reserved Tag",
+                    format!("tag {k:?}: keys starting with golden- are golden's own metadata"),
+                    path("tags").key(k.clone()),
+                );
             }
         }
     }
     let triggers = known(string_map(&cfg.triggers));
 
     if diags.errors.len() > errors_before {
-        return Err(());
+        return Err(InvalidConfig);
     }
-    let (Some(platform), Some(family)) = (platform, family) else { return Ok(None) };
+    let (Some(platform), Some(family)) = (platform, family) else {
+        return Ok(None);
+    };
     let recipe = match (source, provision, smoke) {
-        (Some(Some(source)), Some(provision), Some(smoke_test)) => Some(Recipe { source, provision, smoke_test }),
+        (Some(Some(source)), Some(provision), Some(smoke_test)) => Some(Recipe {
+            source,
+            provision,
+            smoke_test,
+        }),
         _ => None,
     };
     Ok(Some(Desired {
@@ -164,7 +191,10 @@ fn source(cfg: &ImageState, diags: &mut Diagnostics) -> Option<Option<Source>> {
         );
         return Some(None);
     };
-    if [&b.path, &b.url, &b.checksum, &b.family].iter().any(|v| v.is_unknown()) {
+    if [&b.path, &b.url, &b.checksum, &b.family]
+        .iter()
+        .any(|v| v.is_unknown())
+    {
         return None;
     }
     let set: Vec<&str> = [("path", &b.path), ("url", &b.url), ("family", &b.family)]
@@ -175,7 +205,14 @@ fn source(cfg: &ImageState, diags: &mut Diagnostics) -> Option<Option<Source>> {
     if set.len() != 1 {
         diags.error(
             "Invalid source Block",
-            format!("set exactly one of path, url or family in source (found: {})", if set.is_empty() { "none".into() } else { set.join(", ") }),
+            format!(
+                "set exactly one of path, url or family in source (found: {})",
+                if set.is_empty() {
+                    "none".into()
+                } else {
+                    set.join(", ")
+                }
+            ),
             path("source").index(0),
         );
         return Some(None);
@@ -184,11 +221,18 @@ fn source(cfg: &ImageState, diags: &mut Diagnostics) -> Option<Option<Source>> {
         "path" => Source::Path(b.path.as_ref_option().cloned().unwrap_or_default().into()),
         "url" => {
             let Value::Value(raw) = &b.checksum else {
-                diags.error("Missing Checksum", "source.url needs checksum = \"sha256:<hex>\" so the download can be verified", block_path("source", "checksum"));
+                diags.error(
+                    "Missing Checksum",
+                    "source.url needs checksum = \"sha256:<hex>\" so the download can be verified",
+                    block_path("source", "checksum"),
+                );
                 return Some(None);
             };
             match Checksum::parse(raw) {
-                Ok(checksum) => Source::Url { url: b.url.as_ref_option().cloned().unwrap_or_default(), checksum },
+                Ok(checksum) => Source::Url {
+                    url: b.url.as_ref_option().cloned().unwrap_or_default(),
+                    checksum,
+                },
                 Err(e) => {
                     diags.error("Invalid Checksum", e, block_path("source", "checksum"));
                     return Some(None);
@@ -200,14 +244,22 @@ fn source(cfg: &ImageState, diags: &mut Diagnostics) -> Option<Option<Source>> {
             match Family::parse(&raw, NamingRules { allow_dot: true }) {
                 Ok(f) => Source::Family(f),
                 Err(e) => {
-                    diags.error("Invalid Source Family", format!("source.family {raw:?} {e}"), block_path("source", "family"));
+                    diags.error(
+                        "Invalid Source Family",
+                        format!("source.family {raw:?} {e}"),
+                        block_path("source", "family"),
+                    );
                     return Some(None);
                 }
             }
         }
     };
     if b.checksum.is_value() && set[0] != "url" {
-        diags.error("Invalid source Block", "checksum only applies to url", block_path("source", "checksum"));
+        diags.error(
+            "Invalid source Block",
+            "checksum only applies to url",
+            block_path("source", "checksum"),
+        );
         return Some(None);
     }
     Some(Some(source))
@@ -221,7 +273,10 @@ fn provision(cfg: &ImageState) -> Option<Provision> {
         Value::Value(v) => v.first().cloned(),
     };
     let Some(b) = block else {
-        return Some(Provision { packages, ..Default::default() });
+        return Some(Provision {
+            packages,
+            ..Default::default()
+        });
     };
     Some(Provision {
         packages,
@@ -237,7 +292,9 @@ fn smoke(cfg: &ImageState, diags: &mut Diagnostics) -> Option<SmokeSpec> {
         Value::Null => None,
         Value::Value(v) => v.first().cloned(),
     };
-    let Some(b) = block else { return Some(SmokeSpec::default()) };
+    let Some(b) = block else {
+        return Some(SmokeSpec::default());
+    };
     let mut spec = SmokeSpec::default();
     if let Value::Value(_) = &b.checks {
         let names = known(string_list(&b.checks))?;
@@ -261,7 +318,10 @@ fn smoke(cfg: &ImageState, diags: &mut Diagnostics) -> Option<SmokeSpec> {
     spec.commands = known(string_list(&b.commands))?;
     if let Some(t) = opt_duration(&b.timeout, block_path("smoke_test", "timeout"), diags) {
         if t.is_zero() {
-            diags.error_short("smoke_test.timeout must be longer than 0s", block_path("smoke_test", "timeout"));
+            diags.error_short(
+                "smoke_test.timeout must be longer than 0s",
+                block_path("smoke_test", "timeout"),
+            );
         }
         spec.timeout = t;
     }
@@ -273,10 +333,12 @@ fn smoke(cfg: &ImageState, diags: &mut Diagnostics) -> Option<SmokeSpec> {
 }
 
 fn retention(cfg: &ImageState, diags: &mut Diagnostics) -> Option<RetentionPolicy> {
-    let Value::Value(blocks) = &cfg.retention else { return None };
+    let Value::Value(blocks) = &cfg.retention else {
+        return None;
+    };
     let b = blocks.first()?;
     match b.keep {
-        Value::Value(k) if k >= 1 && k <= 1000 => Some(RetentionPolicy { keep: k as u32 }),
+        Value::Value(k) if (1..=1000).contains(&k) => Some(RetentionPolicy { keep: k as u32 }),
         Value::Value(k) => {
             diags.error(
                 "Invalid retention.keep",
@@ -301,8 +363,14 @@ fn opt_duration(v: &Value<String>, at: AttributePath, diags: &mut Diagnostics) -
 }
 
 fn timeouts(cfg: &ImageState, diags: &mut Diagnostics) -> Timeouts {
-    let mut t = Timeouts { create: DEFAULT_CREATE_TIMEOUT, update: DEFAULT_CREATE_TIMEOUT, delete: DEFAULT_DELETE_TIMEOUT };
-    let Value::Value(blocks) = &cfg.timeouts else { return t };
+    let mut t = Timeouts {
+        create: DEFAULT_CREATE_TIMEOUT,
+        update: DEFAULT_CREATE_TIMEOUT,
+        delete: DEFAULT_DELETE_TIMEOUT,
+    };
+    let Value::Value(blocks) = &cfg.timeouts else {
+        return t;
+    };
     let Some(b) = blocks.first() else { return t };
     if let Some(d) = opt_duration(&b.create, block_path("timeouts", "create"), diags) {
         t.create = d;

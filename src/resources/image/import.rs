@@ -12,7 +12,11 @@ use super::state::ImageState;
 use crate::lifecycle::naming::{Family, NamingRules};
 use crate::provider::Shared;
 
-pub async fn import(shared: &Arc<Shared>, diags: &mut Diagnostics, id: String) -> Option<ImageState> {
+pub async fn import(
+    shared: &Arc<Shared>,
+    diags: &mut Diagnostics,
+    id: String,
+) -> Option<ImageState> {
     let Some((kind, family)) = id.split_once('/') else {
         diags.root_error(
             "Invalid Import ID",
@@ -21,10 +25,21 @@ pub async fn import(shared: &Arc<Shared>, diags: &mut Diagnostics, id: String) -
         return None;
     };
     if !SUPPORTED_PLATFORMS.contains(&kind) {
-        diags.root_error("Invalid Import ID", format!("platform {kind:?} is not one of {}", SUPPORTED_PLATFORMS.join(", ")));
+        diags.root_error(
+            "Invalid Import ID",
+            format!(
+                "platform {kind:?} is not one of {}",
+                SUPPORTED_PLATFORMS.join(", ")
+            ),
+        );
         return None;
     }
-    let family = match Family::parse(family, NamingRules { allow_dot: kind != "gcp" }) {
+    let family = match Family::parse(
+        family,
+        NamingRules {
+            allow_dot: kind != "gcp",
+        },
+    ) {
         Ok(f) => f,
         Err(e) => {
             diags.root_error("Invalid Import ID", format!("family {family:?} {e}"));
@@ -35,7 +50,10 @@ pub async fn import(shared: &Arc<Shared>, diags: &mut Diagnostics, id: String) -
     let images = match platform.list_images(&family).await {
         Ok(v) => v,
         Err(e) => {
-            diags.root_error(format!("Unable to Import Image Family {family}"), e.to_string());
+            diags.root_error(
+                format!("Unable to Import Image Family {family}"),
+                e.to_string(),
+            );
             return None;
         }
     };
@@ -60,7 +78,10 @@ pub async fn import(shared: &Arc<Shared>, diags: &mut Diagnostics, id: String) -
         }
     }
     if let Err(e) = listing::fill(&mut state, platform.as_ref(), &images).await {
-        diags.root_error(format!("Unable to Import Image Family {family}"), e.to_string());
+        diags.root_error(
+            format!("Unable to Import Image Family {family}"),
+            e.to_string(),
+        );
         return None;
     }
     Some(state)

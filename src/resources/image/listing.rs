@@ -34,7 +34,12 @@ pub fn validation(r: &Report) -> Validation {
 /// the newest validated one; with none, `validated` is false and the next plan
 /// rebuilds.
 pub async fn fill(state: &mut ImageState, platform: &dyn Platform, images: &[Image]) -> Result<()> {
-    state.images = Value::Value(newest_first(images).into_iter().map(ImageEntry::from_image).collect());
+    state.images = Value::Value(
+        newest_first(images)
+            .into_iter()
+            .map(ImageEntry::from_image)
+            .collect(),
+    );
     match latest(images, true) {
         Some(current) => {
             state.name = Value::Value(current.name().to_string());

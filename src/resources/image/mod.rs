@@ -50,7 +50,9 @@ impl Resource for ImageResource {
         private: ValueEmpty,
         _meta: ValueEmpty,
     ) -> Option<(ImageState, ValueEmpty)> {
-        plan::read(&self.shared, diags, state).await.map(|s| (s, private))
+        plan::read(&self.shared, diags, state)
+            .await
+            .map(|s| (s, private))
     }
 
     async fn plan_create<'a>(
@@ -60,7 +62,9 @@ impl Resource for ImageResource {
         config: ImageState,
         _meta: ValueEmpty,
     ) -> Option<(ImageState, ValueEmpty)> {
-        plan::plan_create(&self.shared, diags, proposed, config).await.map(|s| (s, ValueEmpty::default()))
+        plan::plan_create(&self.shared, diags, proposed, config)
+            .await
+            .map(|s| (s, ValueEmpty::default()))
     }
 
     async fn plan_update<'a>(
@@ -73,7 +77,9 @@ impl Resource for ImageResource {
         _meta: ValueEmpty,
     ) -> Option<(ImageState, ValueEmpty, Vec<AttributePath>)> {
         // Never a replacement: a rebuild is an in-place update (DESIGN section 2).
-        plan::plan_update(&self.shared, diags, prior, proposed, config).await.map(|s| (s, private, Vec::new()))
+        plan::plan_update(&self.shared, diags, prior, proposed, config)
+            .await
+            .map(|s| (s, private, Vec::new()))
     }
 
     async fn plan_destroy<'a>(
@@ -94,7 +100,9 @@ impl Resource for ImageResource {
         private: ValueEmpty,
         _meta: ValueEmpty,
     ) -> Option<(ImageState, ValueEmpty)> {
-        apply::create(&self.shared, diags, planned, config).await.map(|s| (s, private))
+        apply::create(&self.shared, diags, planned, config)
+            .await
+            .map(|s| (s, private))
     }
 
     async fn update<'a>(
@@ -106,7 +114,9 @@ impl Resource for ImageResource {
         private: ValueEmpty,
         _meta: ValueEmpty,
     ) -> Option<(ImageState, ValueEmpty)> {
-        apply::update(&self.shared, diags, prior, planned, config).await.map(|s| (s, private))
+        apply::update(&self.shared, diags, prior, planned, config)
+            .await
+            .map(|s| (s, private))
     }
 
     async fn destroy<'a>(
@@ -119,7 +129,13 @@ impl Resource for ImageResource {
         apply::destroy(&self.shared, diags, prior).await
     }
 
-    async fn import<'a>(&self, diags: &mut Diagnostics, id: String) -> Option<(ImageState, ValueEmpty)> {
-        import::import(&self.shared, diags, id).await.map(|s| (s, ValueEmpty::default()))
+    async fn import<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        id: String,
+    ) -> Option<(ImageState, ValueEmpty)> {
+        import::import(&self.shared, diags, id)
+            .await
+            .map(|s| (s, ValueEmpty::default()))
     }
 }

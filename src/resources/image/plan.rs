@@ -18,23 +18,41 @@ use crate::platforms::Platform;
 use crate::provider::Shared;
 use crate::resources::values::{to_value_list, ImageEntry};
 
-async fn list(platform: &dyn Platform, family: &Family, diags: &mut Diagnostics) -> Option<Vec<Image>> {
+async fn list(
+    platform: &dyn Platform,
+    family: &Family,
+    diags: &mut Diagnostics,
+) -> Option<Vec<Image>> {
     match platform.list_images(family).await {
         Ok(v) => Some(v),
         Err(e) => {
-            diags.root_error(format!("Unable to List Images of Family {family}"), e.to_string());
+            diags.root_error(
+                format!("Unable to List Images of Family {family}"),
+                e.to_string(),
+            );
             None
         }
     }
 }
 
-pub async fn read(shared: &Arc<Shared>, diags: &mut Diagnostics, mut state: ImageState) -> Option<ImageState> {
-    let (Value::Value(kind), Value::Value(family)) = (&state.platform, &state.family) else { return Some(state) };
-    let Ok(family) = Family::try_from(family.clone()) else { return Some(state) };
+pub async fn read(
+    shared: &Arc<Shared>,
+    diags: &mut Diagnostics,
+    mut state: ImageState,
+) -> Option<ImageState> {
+    let (Value::Value(kind), Value::Value(family)) = (&state.platform, &state.family) else {
+        return Some(state);
+    };
+    let Ok(family) = Family::try_from(family.clone()) else {
+        return Some(state);
+    };
     let platform = shared.platform(kind, diags, AttributePath::new("platform"))?;
     let images = list(platform.as_ref(), &family, diags).await?;
     if let Err(e) = listing::fill(&mut state, platform.as_ref(), &images).await {
-        diags.root_error(format!("Unable to Read Image Family {family}"), e.to_string());
+        diags.root_error(
+            format!("Unable to Read Image Family {family}"),
+            e.to_string(),
+        );
         return None;
     }
     // `prune` is what an apply deletes; nothing is pending after a refresh.
@@ -68,7 +86,11 @@ pub async fn plan_create(
 
 /// `Some(None)` when the provider is not configured yet (its config depends on
 /// values known only at apply); `None` on error.
-async fn listing_if_configured(shared: &Arc<Shared>, d: &Desired, diags: &mut Diagnostics) -> Option<Option<Vec<Image>>> {
+async fn listing_if_configured(
+    shared: &Arc<Shared>,
+    d: &Desired,
+    diags: &mut Diagnostics,
+) -> Option<Option<Vec<Image>>> {
     if !shared.is_configured() {
         return Some(None);
     }
@@ -77,7 +99,12 @@ async fn listing_if_configured(shared: &Arc<Shared>, d: &Desired, diags: &mut Di
 }
 
 /// Why a plan rebuilds, for the log; empty when it does not.
-fn rebuild_reasons(prior: &ImageState, config: &ImageState, d: &Desired, images: Option<&[Image]>) -> Vec<String> {
+fn rebuild_reasons(
+    prior: &ImageState,
+    config: &ImageState,
+    d: &Desired,
+    images: Option<&[Image]>,
+) -> Vec<String> {
     let mut why = Vec::new();
     match &d.recipe {
         None => why.push("part of the recipe is known only after apply".to_owned()),
@@ -85,13 +112,20 @@ fn rebuild_reasons(prior: &ImageState, config: &ImageState, d: &Desired, images:
             if prior.recipe_hash.as_ref_option() != Some(&r.hash()) {
                 why.push(format!(
                     "recipe changed ({} -> {})",
-                    prior.recipe_hash.as_ref_option().map(String::as_str).unwrap_or("none"),
+                    prior
+                        .recipe_hash
+                        .as_ref_option()
+                        .map(String::as_str)
+                        .unwrap_or("none"),
                     r.hash()
                 ));
             }
         }
     }
-    if config.triggers.is_unknown() || (config.triggers != prior.triggers && !(config.triggers.is_null() && is_empty_map(&prior.triggers))) {
+    if config.triggers.is_unknown()
+        || (config.triggers != prior.triggers
+            && !(config.triggers.is_null() && is_empty_map(&prior.triggers)))
+    {
         why.push("triggers changed".to_owned());
     }
     if prior.validated.as_ref_option() != Some(&true) || prior.name.is_null() {
@@ -103,7 +137,10 @@ fn rebuild_reasons(prior: &ImageState, config: &ImageState, d: &Desired, images:
                 .meta
                 .validated_at
                 .as_deref()
-                .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+                .and_then(|t| {
+                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
                 .unwrap_or_else(|| current.name().date.start());
             let age = time::OffsetDateTime::now_utc() - built;
             if age.whole_seconds() >= max_age.as_secs() as i64 {
@@ -143,7 +180,11 @@ pub async fn plan_update(
     if rebuild {
         tracing::info!(family = %d.family, reasons = ?reasons, "plan: rebuild");
         planned.unknown_build_outputs();
-        planned.recipe_hash = d.recipe.as_ref().map(|r| Value::Value(r.hash())).unwrap_or(Value::Unknown);
+        planned.recipe_hash = d
+            .recipe
+            .as_ref()
+            .map(|r| Value::Value(r.hash()))
+            .unwrap_or(Value::Unknown);
     } else {
         planned.copy_current_from(&prior);
         planned.recipe_hash = prior.recipe_hash.clone();
@@ -160,7 +201,12 @@ pub async fn plan_update(
                 if let Value::Value(entries) = &prior.images {
                     let left: Vec<ImageEntry> = entries
                         .iter()
-                        .filter(|e| !e.name.as_ref_option().map(|n| names.contains(n)).unwrap_or(false))
+                        .filter(|e| {
+                            !e.name
+                                .as_ref_option()
+                                .map(|n| names.contains(n))
+                                .unwrap_or(false)
+                        })
                         .cloned()
                         .collect();
                     planned.images = Value::Value(left);

@@ -3,13 +3,19 @@
 use std::collections::HashMap;
 
 use tf_provider::schema::{
-    Attribute, AttributeConstraint as C, AttributeType as T, Block, Description, NestedBlock, Schema,
+    Attribute, AttributeConstraint as C, AttributeType as T, Block, Description, NestedBlock,
+    Schema,
 };
 
 use crate::resources::values::ImageEntry;
 
 pub(crate) fn attr(t: T, c: C, doc: &str) -> Attribute {
-    Attribute { attr_type: t, description: Description::markdown(doc), constraint: c, ..Default::default() }
+    Attribute {
+        attr_type: t,
+        description: Description::markdown(doc),
+        constraint: c,
+        ..Default::default()
+    }
 }
 
 fn list_str() -> T {
@@ -31,7 +37,12 @@ pub(crate) fn block(attrs: Vec<(&str, Attribute)>, doc: &str) -> Block {
 }
 
 fn object(fields: &[(&str, T)]) -> T {
-    T::Object(fields.iter().map(|(k, t)| ((*k).to_owned(), t.clone())).collect())
+    T::Object(
+        fields
+            .iter()
+            .map(|(k, t)| ((*k).to_owned(), t.clone()))
+            .collect(),
+    )
 }
 
 pub fn schema() -> Schema {
@@ -46,18 +57,63 @@ pub fn schema() -> Schema {
     );
     let provision = block(
         vec![
-            ("files", attr(map_str(), C::Optional, "Guest path => file content, written before `commands` run.")),
-            ("commands", attr(list_str(), C::Optional, "Shell commands run as root in order; the first that fails fails the build.")),
-            ("services", attr(list_str(), C::Optional, "systemd units to enable.")),
+            (
+                "files",
+                attr(
+                    map_str(),
+                    C::Optional,
+                    "Guest path => file content, written before `commands` run.",
+                ),
+            ),
+            (
+                "commands",
+                attr(
+                    list_str(),
+                    C::Optional,
+                    "Shell commands run as root in order; the first that fails fails the build.",
+                ),
+            ),
+            (
+                "services",
+                attr(list_str(), C::Optional, "systemd units to enable."),
+            ),
         ],
         "Provisioning steps, run by cloud-init in the build VM after `packages` are installed.",
     );
     let smoke = block(
         vec![
-            ("checks", attr(list_str(), C::Optional, "Any of `boot`, `cloud_init`, `guest_agent`, `ssh`. Default: all four.")),
-            ("commands", attr(list_str(), C::Optional, "Shell commands run as root in the test VM; each must exit 0.")),
-            ("timeout", attr(T::String, C::Optional, "How long the whole smoke test may take, e.g. `10m` (default).")),
-            ("allow_degraded", attr(T::Bool, C::Optional, "Accept cloud-init's `degraded` result (recoverable errors). Default false.")),
+            (
+                "checks",
+                attr(
+                    list_str(),
+                    C::Optional,
+                    "Any of `boot`, `cloud_init`, `guest_agent`, `ssh`. Default: all four.",
+                ),
+            ),
+            (
+                "commands",
+                attr(
+                    list_str(),
+                    C::Optional,
+                    "Shell commands run as root in the test VM; each must exit 0.",
+                ),
+            ),
+            (
+                "timeout",
+                attr(
+                    T::String,
+                    C::Optional,
+                    "How long the whole smoke test may take, e.g. `10m` (default).",
+                ),
+            ),
+            (
+                "allow_degraded",
+                attr(
+                    T::Bool,
+                    C::Optional,
+                    "Accept cloud-init's `degraded` result (recoverable errors). Default false.",
+                ),
+            ),
         ],
         "The boot test every new image must pass before it is published.",
     );
@@ -73,7 +129,12 @@ pub fn schema() -> Schema {
         ],
         "Operation timeouts as durations (`30m`, `1h`).",
     );
-    let check = object(&[("name", T::String), ("ok", T::Bool), ("duration_ms", T::Number), ("detail", T::String)]);
+    let check = object(&[
+        ("name", T::String),
+        ("ok", T::Bool),
+        ("duration_ms", T::Number),
+        ("detail", T::String),
+    ]);
     let validation = object(&[
         ("passed", T::Bool),
         ("checks", T::List(Box::new(check))),
@@ -108,5 +169,8 @@ pub fn schema() -> Schema {
         ("retention".to_owned(), NestedBlock::Optional(retention)),
         ("timeouts".to_owned(), NestedBlock::Optional(timeouts)),
     ]);
-    Schema { version: 1, block: b }
+    Schema {
+        version: 1,
+        block: b,
+    }
 }
