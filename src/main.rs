@@ -27,8 +27,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let cancel = CancellationToken::new();
-        signals::install(cancel.clone())?;
         let provider = GoldenProvider::new(cancel.clone());
+        signals::install(cancel.clone(), provider.shared().active.clone())?;
         signals::exit_when_orphaned(cancel, provider.shared().active.clone());
         tf_provider::serve("golden", provider).await
     });

@@ -3,30 +3,46 @@
 //! kill it mid-step, leaking VMs and overlays. Instead the signal cancels the
 //! running pipeline, which cleans up and returns an error diagnostic.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
-pub fn install(cancel: CancellationToken) -> std::io::Result<()> {
-    for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
-        let mut s = signal(kind)?;
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            while s.recv().await.is_some() {
-                tracing::warn!(signal = ?kind, "interrupted: cancelling running builds and cleaning up");
-                cancel.cancel();
-            }
-        });
-    }
+pub fn install(cancel: CancellationToken, active: Arc<AtomicUsize>) -> std::io::Result<()> {
+    // SIGINT: terraform is still there and will collect our error diagnostics.
+    let mut int = signal(SignalKind::interrupt())?;
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        while int.recv().await.is_some() {
+            tracing::warn!("interrupted: cancelling running builds and cleaning up");
+            c.cancel();
+        }
+    });
+    // SIGTERM: someone wants the process gone; clean up first, then exit.
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        if term.recv().await.is_some() {
+            tracing::warn!("terminated: cancelling running builds, cleaning up and exiting");
+            exit_after_cleanup(cancel, active).await;
+        }
+    });
     Ok(())
+}
+
+async fn exit_after_cleanup(cancel: CancellationToken, active: Arc<AtomicUsize>) {
+    cancel.cancel();
+    let deadline = tokio::time::Instant::now() + crate::lifecycle::pipeline::CLEANUP_TIMEOUT;
+    while active.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    std::process::exit(1);
 }
 
 /// Exits when terraform itself is gone (killed, or a second Ctrl-C): the
 /// provider is then an orphan nobody will call again. Running builds are
 /// cancelled first and given time to clean up (`active` counts them).
-pub fn exit_when_orphaned(
-    cancel: CancellationToken,
-    active: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
+pub fn exit_when_orphaned(cancel: CancellationToken, active: Arc<AtomicUsize>) {
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() };
     tokio::spawn(async move {
@@ -38,13 +54,6 @@ pub fn exit_when_orphaned(
             }
         }
         tracing::warn!("terraform exited; cancelling running builds and exiting");
-        cancel.cancel();
-        let deadline = tokio::time::Instant::now() + crate::lifecycle::pipeline::CLEANUP_TIMEOUT;
-        while active.load(std::sync::atomic::Ordering::SeqCst) > 0
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-        std::process::exit(1);
+        exit_after_cleanup(cancel, active).await;
     });
 }
