@@ -19,7 +19,6 @@ fn ctrl_c_during_build_leaves_nothing_behind() {
             base.display()
         ),
     );
-    tf.ok(&["init", "-no-color", "-input=false"]);
     let mut cmd = tf.command(&["apply", "-auto-approve", "-no-color", "-input=false"]);
     cmd.process_group(0);
     let mut child = cmd.spawn().unwrap();

@@ -141,7 +141,6 @@ fn lifecycle_on_local() {
         on_destroy: "keep",
     };
     a.write(&store, &config(&base, &v1));
-    a.ok(&["init", "-no-color", "-input=false"]);
 
     // 1. First apply builds -001, validates it and publishes it.
     a.apply();
@@ -300,7 +299,6 @@ fn lifecycle_on_local() {
     a.write(&store, &config(&base, &v5));
     let b = TfDir::new();
     b.write(&store, &config(&base, &v5));
-    b.ok(&["init", "-no-color", "-input=false"]);
     let args = ["apply", "-auto-approve", "-no-color", "-input=false"];
     let (ra, rb) = std::thread::scope(|s| {
         let ta = s.spawn(|| a.run(&args));
