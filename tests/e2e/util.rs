@@ -185,7 +185,7 @@ pub fn resource<'a>(state: &'a Value, address: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{address} not in state"))["values"]
 }
 
-/// Image names in `<store>/<family>/`, by status from their sidecars.
+/// golden's images in `<store>/<family>/` with their status, from their sidecars.
 pub fn store_images(store: &Path, family: &str) -> Vec<(String, String)> {
     let dir = store.join(family);
     let mut out = Vec::new();
@@ -198,6 +198,10 @@ pub fn store_images(store: &Path, family: &str) -> Vec<(String, String)> {
             continue;
         }
         let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        // Only golden's own images: a sidecar without golden metadata is someone else's.
+        if v["metadata"]["golden-family"] != family {
+            continue;
+        }
         let status = v["metadata"]["golden-status"]
             .as_str()
             .unwrap_or("")

@@ -217,3 +217,138 @@ pub async fn plan_update(
     };
     Some(planned)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::metadata::{Metadata, Status};
+    use crate::lifecycle::naming::{BuildDate, ImageName, NamingRules};
+    use crate::lifecycle::recipe::{Provision, Recipe, SmokeSpec, Source};
+    use crate::lifecycle::retention::RetentionPolicy;
+    use crate::resources::image::config::{OnDestroy, Timeouts};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn recipe() -> Recipe {
+        Recipe {
+            source: Source::Path("/base.qcow2".into()),
+            provision: Provision::default(),
+            smoke_test: SmokeSpec::default(),
+        }
+    }
+
+    fn desired(rebuild_after: Option<Duration>) -> Desired {
+        Desired {
+            platform: "local".into(),
+            family: Family::parse("fam", NamingRules { allow_dot: true }).unwrap(),
+            recipe: Some(recipe()),
+            tags: Some(BTreeMap::new()),
+            retention: RetentionPolicy { keep: 3 },
+            rebuild_after,
+            triggers: Some(BTreeMap::new()),
+            on_destroy: OnDestroy::Keep,
+            timeouts: Timeouts {
+                create: Duration::from_secs(1),
+                update: Duration::from_secs(1),
+                delete: Duration::from_secs(1),
+            },
+        }
+    }
+
+    fn prior() -> ImageState {
+        ImageState {
+            recipe_hash: Value::Value(recipe().hash()),
+            validated: Value::Value(true),
+            name: Value::Value("fam-20260101-001".into()),
+            ..Default::default()
+        }
+    }
+
+    fn image(validated_at: &str) -> Image {
+        let family = Family::parse("fam", NamingRules { allow_dot: true }).unwrap();
+        Image {
+            meta: Metadata {
+                name: ImageName::new(family, BuildDate::parse("20260101").unwrap(), 1),
+                builder_version: "0".into(),
+                recipe_hash: recipe().hash(),
+                status: Status::Validated,
+                validated_at: Some(validated_at.into()),
+                tags: BTreeMap::new(),
+            },
+            id: "x".into(),
+            size_bytes: None,
+            in_progress: false,
+            protected: None,
+        }
+    }
+
+    fn now_minus(secs: i64) -> String {
+        (time::OffsetDateTime::now_utc() - time::Duration::seconds(secs))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    }
+
+    #[test]
+    fn unchanged_recipe_does_not_rebuild() {
+        let config = ImageState::default();
+        assert!(rebuild_reasons(
+            &prior(),
+            &config,
+            &desired(None),
+            Some(&[image(&now_minus(10))])
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn recipe_change_rebuilds() {
+        let mut p = prior();
+        p.recipe_hash = Value::Value("0000000000000000".into());
+        let why = rebuild_reasons(&p, &ImageState::default(), &desired(None), None);
+        assert!(why[0].starts_with("recipe changed"), "{why:?}");
+    }
+
+    #[test]
+    fn trigger_change_rebuilds_and_null_equals_empty() {
+        let mut config = ImageState::default();
+        config.triggers = Value::Value(BTreeMap::from([(
+            "v".to_owned(),
+            Value::Value("2".to_owned()),
+        )]));
+        assert_eq!(
+            rebuild_reasons(&prior(), &config, &desired(None), None),
+            ["triggers changed"]
+        );
+        let mut p = prior();
+        p.triggers = Value::Value(BTreeMap::new());
+        assert!(rebuild_reasons(&p, &ImageState::default(), &desired(None), None).is_empty());
+    }
+
+    #[test]
+    fn no_validated_image_rebuilds() {
+        let mut p = prior();
+        p.validated = Value::Value(false);
+        p.name = Value::Null;
+        assert_eq!(
+            rebuild_reasons(&p, &ImageState::default(), &desired(None), None),
+            ["the family has no validated image"]
+        );
+    }
+
+    #[test]
+    fn rebuild_after_expires_on_the_newest_validated_image() {
+        let d = desired(Some(Duration::from_secs(3600)));
+        let fresh = [image(&now_minus(60))];
+        let stale = [image(&now_minus(7200))];
+        assert!(rebuild_reasons(&prior(), &ImageState::default(), &d, Some(&fresh)).is_empty());
+        let why = rebuild_reasons(&prior(), &ImageState::default(), &d, Some(&stale));
+        assert!(why[0].contains("older than rebuild_after"), "{why:?}");
+    }
+
+    #[test]
+    fn unknown_recipe_rebuilds() {
+        let mut d = desired(None);
+        d.recipe = None;
+        assert!(!rebuild_reasons(&prior(), &ImageState::default(), &d, None).is_empty());
+    }
+}
