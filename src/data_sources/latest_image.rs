@@ -160,7 +160,7 @@ impl DataSource for LatestImageDataSource {
             diags.root_error(
                 "Image Not Found",
                 format!(
-                    "family {family:?} on platform {kind:?} has {what} ({} image(s) of any status)",
+                    "family \"{family}\" on platform {kind:?} has {what} ({} image(s) of any status)",
                     images.len()
                 ),
             );

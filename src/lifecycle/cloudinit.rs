@@ -146,6 +146,7 @@ pub fn smoke_user_data(ssh_public_key: &str) -> String {
             "name": SMOKE_USER,
             "shell": "/bin/sh",
             "lock_passwd": true,
+            "sudo": "ALL=(ALL) NOPASSWD:ALL",
             "ssh_authorized_keys": [ssh_public_key.trim()],
         }],
     }))

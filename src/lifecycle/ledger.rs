@@ -76,7 +76,8 @@ impl Ledger {
         &self.entries
     }
 
-    /// Takes every entry, newest first, and removes the ledger file.
+    /// Takes every entry, newest first. The file stays until `close`, so a
+    /// crash during cleanup leaves the actions for the next sweep.
     pub fn drain_reverse(&mut self) -> Vec<UndoAction> {
         let mut v = std::mem::take(&mut self.entries);
         v.reverse();

@@ -19,7 +19,7 @@ pub struct VmSpec {
     pub name: String,
     pub disk: PathBuf,
     pub seed: Option<PathBuf>,
-    /// Holds the serial log and the control sockets.
+    /// Holds the serial log.
     pub workdir: PathBuf,
     pub memory_mib: u32,
     pub cpus: u32,
@@ -33,6 +33,8 @@ pub struct VmSpec {
 pub struct Vm {
     child: Child,
     pub process: ProcessId,
+    /// Holds the control sockets (see `runtime_dir()`).
+    pub runtime_dir: PathBuf,
     pub serial_log: PathBuf,
     pub qmp_socket: PathBuf,
     pub agent: AgentChannel,
@@ -56,15 +58,18 @@ fn free_port() -> Result<u16> {
 impl Vm {
     pub async fn launch(spec: &VmSpec) -> Result<Vm> {
         std::fs::create_dir_all(&spec.workdir)?;
-        let serial_log = spec.workdir.join("serial.log");
-        let qmp_socket = spec.workdir.join("qmp.sock");
-        let qga_socket = spec.workdir.join("qga.sock");
-        if qga_socket.as_os_str().len() > 100 {
-            bail!(
-                "work directory path too long for a UNIX socket: {}",
-                spec.workdir.display()
-            );
+        let runtime_dir = runtime_dir()?;
+        let launched = Self::launch_in(spec, runtime_dir.clone()).await;
+        if launched.is_err() {
+            let _ = std::fs::remove_dir_all(&runtime_dir);
         }
+        launched
+    }
+
+    async fn launch_in(spec: &VmSpec, runtime_dir: PathBuf) -> Result<Vm> {
+        let serial_log = spec.workdir.join("serial.log");
+        let qmp_socket = runtime_dir.join("qmp.sock");
+        let qga_socket = runtime_dir.join("qga.sock");
         let ssh_port = if spec.forward_ssh {
             Some(free_port()?)
         } else {
@@ -166,6 +171,7 @@ impl Vm {
         Ok(Vm {
             child,
             process,
+            runtime_dir,
             serial_log,
             qmp_socket,
             agent: AgentChannel { socket: qga_socket },
@@ -224,7 +230,29 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.runtime_dir);
     }
+}
+
+/// A fresh, short, private directory for one VM's sockets: a UNIX socket path
+/// is limited to 108 bytes, and store paths can be long.
+fn runtime_dir() -> Result<PathBuf> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let base = std::env::temp_dir();
+    for _ in 0..100 {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir = base.join(format!("golden-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    bail!(
+        "could not create a socket directory under {}",
+        base.display()
+    )
 }
 
 pub fn read_lossy(path: &Path) -> String {

@@ -352,6 +352,14 @@ fn lifecycle_on_local() {
     // 6. Import adopts the family: state points at the newest validated image
     //    and the next plan does not rebuild.
     b.ok(&["state", "rm", "golden_image.x"]);
+    for (id, why) in [
+        ("local", "Invalid Import ID"),
+        ("vmware/e2e-life", "Invalid Import ID"),
+        ("local/no-such-family", "Image Family Not Found"),
+    ] {
+        let bad = b.fails(&["import", "-no-color", "-input=false", "golden_image.x", id]);
+        assert!(bad.contains(why), "import {id}: {bad}");
+    }
     b.ok(&[
         "import",
         "-no-color",
@@ -369,14 +377,6 @@ fn lifecycle_on_local() {
         "import must not plan a rebuild"
     );
     assert!(plan_prune(&plan).is_empty());
-    let bad = b.fails(&[
-        "import",
-        "-no-color",
-        "-input=false",
-        "golden_image.y",
-        "local",
-    ]);
-    assert!(bad.contains("Invalid Import ID"), "{bad}");
 
     // 7. Destroy keeps the images by default...
     std::fs::remove_file(b.path().join("tfplan")).ok();

@@ -63,6 +63,9 @@ pub async fn run(p: &LocalPlatform, candidate: &Image, recipe: &Recipe, cx: &Cx)
     cx.record(UndoAction::KillProcess {
         process: vm.process,
     });
+    cx.record(UndoAction::RemovePath {
+        path: vm.runtime_dir.clone(),
+    });
     info!(pid = vm.process.pid, accel = %p.accel(), "build VM booting; provisioning through cloud-init");
     let boot_started = Instant::now();
 

@@ -64,6 +64,9 @@ pub async fn run(p: &LocalPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) ->
     cx.record(UndoAction::KillProcess {
         process: vm.process,
     });
+    cx.record(UndoAction::RemovePath {
+        path: vm.runtime_dir.clone(),
+    });
     tracing::info!(pid = vm.process.pid, ssh_port = ?vm.ssh_port, "smoke-test VM booting");
 
     let deadline = Instant::now() + spec.timeout.min(cx.remaining());
@@ -202,7 +205,14 @@ async fn checks(
     }
 
     let t = Instant::now();
-    let agent = vm.agent(deadline).await;
+    // Without a guest_agent check the agent is only a convenience: give it
+    // two minutes, then fall back to SSH.
+    let agent_deadline = if wants(Check::GuestAgent) {
+        deadline
+    } else {
+        deadline.min(Instant::now() + Duration::from_secs(120))
+    };
+    let agent = vm.agent(agent_deadline).await;
     let mut channel = match agent {
         Ok(mut q) => {
             let exec = q.exec("/bin/true", &[], remaining(deadline)).await;

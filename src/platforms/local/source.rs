@@ -39,7 +39,9 @@ pub async fn resolve(store: &Store, source: &Source, cx: &Cx) -> Result<Resolved
         Source::Family(family) => {
             let images = store.list(family)?;
             let parent = latest(&images, true).with_context(|| {
-                format!("source.family {family:?} has no validated image on the local platform yet")
+                format!(
+                    "source.family \"{family}\" has no validated image on the local platform yet"
+                )
             })?;
             (
                 PathBuf::from(&parent.id),

@@ -79,7 +79,9 @@ impl Store {
         if self.image_path(family, name).exists() {
             return Err(Error::already_exists(format!("{name} exists in the store")));
         }
-        let tmp = dir.join(format!(".{name}.json.new-{}", std::process::id()));
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.json.new-{}-{n}", std::process::id()));
         let bytes = serde_json::to_vec_pretty(sidecar)
             .map_err(|e| Error::other("encoding sidecar", e.into()))?;
         std::fs::write(&tmp, bytes)

@@ -14,14 +14,34 @@ use crate::lifecycle::context::Cx;
 use crate::lifecycle::ledger::Ledger;
 use crate::lifecycle::naming::BuildDate;
 use crate::lifecycle::pipeline::{self, BuildRequest, PipelineError, PruneOutcome};
+use crate::lifecycle::retention::plan_prune;
 use crate::platforms::Platform;
 use crate::provider::Shared;
-use crate::resources::values::{string_list, string_map, Known};
+use crate::resources::values::{string_list, string_map, to_value_list, Known};
 
-fn planned_prune(planned: &ImageState) -> Vec<String> {
-    match string_list(&planned.prune) {
-        Known::Yes(v) => v,
-        Known::Unknown => Vec::new(),
+/// What this apply prunes: the plan's list, or, when the plan could not know
+/// it (retention or the provider config known only at apply), the list the
+/// same rules give now, before the build (`incoming` counts the new image).
+async fn prune_list(
+    platform: &dyn Platform,
+    d: &Desired,
+    planned: &ImageState,
+    incoming: bool,
+    diags: &mut Diagnostics,
+) -> Option<Vec<String>> {
+    if let Known::Yes(v) = string_list(&planned.prune) {
+        return Some(v);
+    }
+    let policy = d.retention?;
+    match platform.list_images(&d.family).await {
+        Ok(images) => Some(plan_prune(&images, policy, incoming).delete_names()),
+        Err(e) => {
+            diags.root_error(
+                format!("Unable to List Images of Family {}", d.family),
+                e.to_string(),
+            );
+            None
+        }
     }
 }
 
@@ -116,7 +136,7 @@ async fn build(
     let platform = shared.platform(&d.platform, diags, AttributePath::new("platform"))?;
     let recipe = d.recipe.as_ref()?;
     let tags = d.tags.clone().unwrap_or_default();
-    let prune = planned_prune(&planned);
+    let prune = prune_list(platform.as_ref(), d, &planned, true, diags).await?;
     let cx = context(shared, platform.as_ref(), timeout);
     let _running = shared.begin_run();
     let req = BuildRequest {
@@ -129,9 +149,9 @@ async fn build(
     match pipeline::build_and_publish(platform.as_ref(), req, &cx).await {
         Ok(outcome) => {
             warn_skipped(diags, &outcome.prune);
-            let state = read_back(platform.as_ref(), d, planned.clone(), diags).await?;
+            let state = read_back(platform.as_ref(), d, planned, diags).await?;
             Some(ImageState {
-                prune: planned.prune,
+                prune: to_value_list(&prune),
                 ..state
             })
         }
@@ -174,12 +194,14 @@ pub async fn update(
             retag(platform.as_ref(), &d, &new, diags).await;
         }
     }
-    let prune = planned_prune(&planned);
+    let Some(prune) = prune_list(platform.as_ref(), &d, &planned, false, diags).await else {
+        return Some(prior);
+    };
     let outcome = pipeline::prune(platform.as_ref(), &d.family, &prune).await;
     warn_skipped(diags, &outcome);
-    let state = read_back(platform.as_ref(), &d, planned.clone(), diags).await?;
+    let state = read_back(platform.as_ref(), &d, planned, diags).await?;
     Some(ImageState {
-        prune: planned.prune,
+        prune: to_value_list(&prune),
         ..state
     })
 }
@@ -240,15 +262,29 @@ pub async fn destroy(
             return None;
         }
     };
+    let mut scratch = Diagnostics::default();
+    let timeout = match desired(&prior, &mut scratch) {
+        Ok(Some(d)) => d.timeouts.delete,
+        _ => super::config::DEFAULT_DELETE_TIMEOUT,
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut failed = false;
     for image in images.iter().filter(|i| !i.in_progress) {
-        if shared.cancel.is_cancelled() {
+        if shared.cancel.is_cancelled() || tokio::time::Instant::now() >= deadline {
             diags.root_error_short(format!(
-                "Unable to Delete Images of Family {family}: cancelled"
+                "Unable to Delete Images of Family {family}: cancelled or timed out (timeouts.delete)"
             ));
             return None;
         }
-        match platform.delete(image).await {
+        let deleted = tokio::time::timeout_at(deadline, platform.delete(image)).await;
+        let Ok(deleted) = deleted else {
+            diags.root_error_short(format!(
+                "Unable to Delete Image {}: timed out (timeouts.delete)",
+                image.name()
+            ));
+            return None;
+        };
+        match deleted {
             Ok(()) => tracing::info!(image = %image.name(), "deleted (on_destroy = delete)"),
             Err(e) if e.is_not_found() => {}
             Err(e) => {

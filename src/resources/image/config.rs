@@ -46,7 +46,8 @@ pub struct Desired {
     pub family: Family,
     pub recipe: Option<Recipe>,
     pub tags: Option<BTreeMap<String, String>>,
-    pub retention: RetentionPolicy,
+    /// `None` when `keep` is known only at apply time.
+    pub retention: Option<RetentionPolicy>,
     pub rebuild_after: Option<Duration>,
     pub triggers: Option<BTreeMap<String, String>>,
     pub on_destroy: OnDestroy,
@@ -167,7 +168,7 @@ pub fn desired(
         family,
         recipe,
         tags,
-        retention: retention.unwrap_or(RetentionPolicy { keep: 3 }),
+        retention,
         rebuild_after,
         triggers,
         on_destroy,
@@ -329,14 +330,31 @@ fn smoke(cfg: &ImageState, diags: &mut Diagnostics) -> Option<SmokeSpec> {
         return None;
     }
     spec.allow_degraded = b.allow_degraded.as_ref_option().copied().unwrap_or(false);
+    if spec.checks.is_empty() && spec.commands.is_empty() {
+        diags.error(
+            "Empty Smoke Test",
+            "smoke_test runs no check and no command, so it could never prove an image boots; \
+             list at least one of boot, cloud_init, guest_agent, ssh, or a command",
+            AttributePath::new("smoke_test").index(0),
+        );
+    }
     Some(spec)
 }
 
+/// The default when there is no retention block.
+pub const DEFAULT_KEEP: u32 = 3;
+
+/// `None` while `keep` is unknown (or invalid, with an error reported).
 fn retention(cfg: &ImageState, diags: &mut Diagnostics) -> Option<RetentionPolicy> {
-    let Value::Value(blocks) = &cfg.retention else {
-        return None;
+    let default = RetentionPolicy { keep: DEFAULT_KEEP };
+    let blocks = match &cfg.retention {
+        Value::Unknown => return None,
+        Value::Null => return Some(default),
+        Value::Value(v) => v,
     };
-    let b = blocks.first()?;
+    let Some(b) = blocks.first() else {
+        return Some(default);
+    };
     match b.keep {
         Value::Value(k) if (1..=1000).contains(&k) => Some(RetentionPolicy { keep: k as u32 }),
         Value::Value(k) => {

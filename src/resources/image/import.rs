@@ -60,7 +60,7 @@ pub async fn import(
     if images.is_empty() {
         diags.root_error(
             "Image Family Not Found",
-            format!("no image golden built for family {family:?} exists on platform {kind:?}"),
+            format!("no image golden built for family \"{family}\" exists on platform {kind:?}"),
         );
         return None;
     }

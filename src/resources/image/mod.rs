@@ -76,10 +76,19 @@ impl Resource for ImageResource {
         private: ValueEmpty,
         _meta: ValueEmpty,
     ) -> Option<(ImageState, ValueEmpty, Vec<AttributePath>)> {
-        // Never a replacement: a rebuild is an in-place update (DESIGN section 2).
+        // A rebuild is an in-place update (DESIGN section 2); only moving the
+        // resource to another family or platform replaces it, because one
+        // resource owns one family on one platform.
+        let mut replace = Vec::new();
+        if prior.family != config.family {
+            replace.push(AttributePath::new("family"));
+        }
+        if prior.platform != config.platform {
+            replace.push(AttributePath::new("platform"));
+        }
         plan::plan_update(&self.shared, diags, prior, proposed, config)
             .await
-            .map(|s| (s, private, Vec::new()))
+            .map(|s| (s, private, replace))
     }
 
     async fn plan_destroy<'a>(

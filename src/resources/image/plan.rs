@@ -78,8 +78,10 @@ pub async fn plan_create(
     if let Some(r) = &d.recipe {
         planned.recipe_hash = Value::Value(r.hash());
     }
-    if let Some(images) = listing_if_configured(shared, &d, diags).await? {
-        planned.prune = to_value_list(&plan_prune(&images, d.retention, true).delete_names());
+    if let (Some(images), Some(policy)) =
+        (listing_if_configured(shared, &d, diags).await?, d.retention)
+    {
+        planned.prune = to_value_list(&plan_prune(&images, policy, true).delete_names());
     }
     Some(planned)
 }
@@ -189,10 +191,10 @@ pub async fn plan_update(
         planned.copy_current_from(&prior);
         planned.recipe_hash = prior.recipe_hash.clone();
     }
-    planned.prune = match &images {
-        None => Value::Unknown,
-        Some(images) => {
-            let decision = plan_prune(images, d.retention, rebuild);
+    planned.prune = match (&images, d.retention) {
+        (None, _) | (_, None) => Value::Unknown,
+        (Some(images), Some(policy)) => {
+            let decision = plan_prune(images, policy, rebuild);
             for (name, why) in &decision.kept {
                 tracing::debug!(image = %name, reason = ?why, "plan: kept");
             }
@@ -243,7 +245,7 @@ mod tests {
             family: Family::parse("fam", NamingRules { allow_dot: true }).unwrap(),
             recipe: Some(recipe()),
             tags: Some(BTreeMap::new()),
-            retention: RetentionPolicy { keep: 3 },
+            retention: Some(RetentionPolicy { keep: 3 }),
             rebuild_after,
             triggers: Some(BTreeMap::new()),
             on_destroy: OnDestroy::Keep,
@@ -310,11 +312,13 @@ mod tests {
 
     #[test]
     fn trigger_change_rebuilds_and_null_equals_empty() {
-        let mut config = ImageState::default();
-        config.triggers = Value::Value(BTreeMap::from([(
-            "v".to_owned(),
-            Value::Value("2".to_owned()),
-        )]));
+        let config = ImageState {
+            triggers: Value::Value(BTreeMap::from([(
+                "v".to_owned(),
+                Value::Value("2".to_owned()),
+            )])),
+            ..Default::default()
+        };
         assert_eq!(
             rebuild_reasons(&prior(), &config, &desired(None), None),
             ["triggers changed"]
