@@ -9,6 +9,7 @@ mod e2e {
     pub mod util;
 
     mod bad_config;
+    mod examples;
     mod interrupt;
     mod lifecycle;
 }

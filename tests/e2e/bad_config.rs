@@ -25,6 +25,7 @@ fn bad_configs_fail_at_plan_naming_the_attribute() {
         Case { what: "unparseable rebuild_after", body: "rebuild_after = \"monthly\"", expect: &["Invalid Duration", "rebuild_after"] },
         Case { what: "unknown check", body: "smoke_test { checks = [\"ping\"] }", expect: &["Unknown Smoke-Test Check", "checks"] },
         Case { what: "bad smoke timeout", body: "smoke_test { timeout = \"ten\" }", expect: &["Invalid Duration", "timeout"] },
+        Case { what: "smoke test that checks nothing", body: "smoke_test { checks = [] }", expect: &["Empty Smoke Test", "smoke_test"] },
         Case { what: "bad on_destroy", body: "on_destroy = \"purge\"", expect: &["Invalid on_destroy", "on_destroy"] },
         Case { what: "reserved tag", body: "tags = { golden-status = \"validated\" }", expect: &["Reserved Tag", "tags"] },
         Case { what: "bad timeouts", body: "timeouts { create = \"1 hour\" }", expect: &["Invalid Duration", "create"] },

@@ -4,7 +4,9 @@
 //! sidecar appears with `link(2)`, which fails if the name is taken: that is
 //! what makes build-number allocation safe between concurrent applies.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -33,11 +35,25 @@ pub struct Sidecar {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    cache: Arc<Mutex<HashMap<PathBuf, CachedFamily>>>,
 }
+
+/// A family directory's decoded sidecars, valid while the directory's mtime is
+/// unchanged. Every sidecar write is a rename into the directory, which bumps
+/// its mtime, so a changed family is always re-read. A directory modified in
+/// the last `RACY` is never served from cache: its mtime could still tick
+/// within the filesystem's timestamp granularity (git's "racy" rule).
+#[derive(Debug, Clone)]
+struct CachedFamily {
+    mtime: SystemTime,
+    entries: Vec<(Metadata, Sidecar)>,
+}
+
+const RACY: Duration = Duration::from_secs(2);
 
 impl Store {
     pub fn new(root: PathBuf) -> Self {
-        Store { root }
+        Store { root, cache: Arc::default() }
     }
 
     pub fn root(&self) -> &Path {
@@ -100,40 +116,31 @@ impl Store {
         }
     }
 
-    /// Every image of `family` that golden built. Files without a sidecar, or
-    /// with a sidecar for another family, are not ours and not listed.
+    /// Every image of `family` that golden built (see `read_family`).
     pub fn list(&self, family: &Family) -> Result<Vec<Image>> {
         let dir = self.family_dir(family.as_str());
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
+        let mtime = match std::fs::metadata(&dir) {
+            Ok(m) => m.modified()?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
         };
-        let mut images = Vec::new();
-        for entry in rd.flatten() {
-            let path = entry.path();
-            let is_sidecar = path.extension().and_then(|e| e.to_str()) == Some("json")
-                && !path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("")
-                    .starts_with('.');
-            if !is_sidecar {
-                continue;
+        let settled = SystemTime::now().duration_since(mtime).map(|age| age >= RACY).unwrap_or(false);
+        let cached = settled
+            .then(|| self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&dir).cloned())
+            .flatten()
+            .filter(|c| c.mtime == mtime);
+        let entries = match cached {
+            Some(c) => c.entries,
+            None => {
+                let entries = read_family(&dir, family)?;
+                if settled {
+                    let fresh = CachedFamily { mtime, entries: entries.clone() };
+                    self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(dir, fresh);
+                }
+                entries
             }
-            let Ok(Some(sidecar)) = read_sidecar(&path) else {
-                continue;
-            };
-            let Ok(meta) = Metadata::decode(&sidecar.metadata, family) else {
-                continue;
-            };
-            // The file name must agree with the metadata, or it is not ours.
-            if path.file_stem().and_then(|s| s.to_str()) != Some(&meta.name.to_string()) {
-                continue;
-            }
-            images.push(self.image_from(meta, &sidecar));
-        }
-        Ok(images)
+        };
+        Ok(entries.into_iter().map(|(meta, sidecar)| self.image_from(meta, &sidecar)).collect())
     }
 
     pub fn image_from(&self, meta: Metadata, sidecar: &Sidecar) -> Image {
@@ -177,6 +184,32 @@ impl Store {
             .filter(|n| !n.starts_with('.'))
             .collect()
     }
+}
+
+/// Decodes every sidecar of `family` in `dir`. Files without a sidecar, or with
+/// a sidecar for another family, are not ours and not returned.
+fn read_family(dir: &Path, family: &Family) -> Result<Vec<(Metadata, Sidecar)>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut entries = Vec::new();
+    for entry in rd.flatten() {
+        let path = entry.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !name.ends_with(".json") || name.starts_with('.') {
+            continue;
+        }
+        let Ok(Some(sidecar)) = read_sidecar(&path) else { continue };
+        let Ok(meta) = Metadata::decode(&sidecar.metadata, family) else { continue };
+        // The file name must agree with the metadata, or it is not ours.
+        if path.file_stem().and_then(|s| s.to_str()) != Some(&meta.name.to_string()) {
+            continue;
+        }
+        entries.push((meta, sidecar));
+    }
+    Ok(entries)
 }
 
 fn read_sidecar(path: &Path) -> Result<Option<Sidecar>> {
@@ -276,5 +309,26 @@ mod tests {
             .write_sidecar("base", "base-20260101-001", &s)
             .unwrap();
         assert!(!store.list(&fam).unwrap()[0].in_progress);
+    }
+
+    #[test]
+    fn cached_listing_sees_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().into());
+        let fam = Family::parse("base", NamingRules { allow_dot: true }).unwrap();
+        let m = meta(&fam, 1, Status::Candidate);
+        store.create_sidecar("base", "base-20260101-001", &sidecar(&m)).unwrap();
+        // Age the directory so the listing is cached.
+        let st = std::process::Command::new("touch")
+            .args(["-d", "2020-01-01"])
+            .arg(store.family_dir("base"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(store.list(&fam).unwrap()[0].status(), Status::Candidate);
+        assert_eq!(store.list(&fam).unwrap()[0].status(), Status::Candidate);
+        let validated = meta(&fam, 1, Status::Validated);
+        store.write_sidecar("base", "base-20260101-001", &sidecar(&validated)).unwrap();
+        assert_eq!(store.list(&fam).unwrap()[0].status(), Status::Validated);
     }
 }
