@@ -31,7 +31,10 @@ fn example_dirs(root: &Path) -> Vec<PathBuf> {
 fn every_example_validates_and_is_formatted() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let dirs = example_dirs(&root);
-    assert!(dirs.len() >= 5, "expected the registry-layout examples, found {dirs:?}");
+    assert!(
+        dirs.len() >= 5,
+        "expected the registry-layout examples, found {dirs:?}"
+    );
     for dir in dirs {
         let tf = TfDir::new();
         for e in std::fs::read_dir(&dir).unwrap().flatten() {
@@ -41,16 +44,25 @@ fn every_example_validates_and_is_formatted() {
         }
         // Registry-layout snippets (resources/, data-sources/) are fragments:
         // they validate together with the provider example.
-        let complete = std::fs::read_dir(tf.path())
-            .unwrap()
-            .flatten()
-            .any(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains("required_providers"));
+        let complete = std::fs::read_dir(tf.path()).unwrap().flatten().any(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .contains("required_providers")
+        });
         if !complete {
-            std::fs::copy(root.join("provider/provider.tf"), tf.path().join("provider.tf")).unwrap();
+            std::fs::copy(
+                root.join("provider/provider.tf"),
+                tf.path().join("provider.tf"),
+            )
+            .unwrap();
         }
         let out = tf.run(&["validate", "-no-color"]);
         assert!(out.status.success(), "{} does not validate", dir.display());
         let fmt = tf.run(&["fmt", "-check", "-diff", "-no-color"]);
-        assert!(fmt.status.success(), "{} is not terraform fmt formatted", dir.display());
+        assert!(
+            fmt.status.success(),
+            "{} is not terraform fmt formatted",
+            dir.display()
+        );
     }
 }

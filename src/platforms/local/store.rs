@@ -5,9 +5,9 @@
 //! what makes build-number allocation safe between concurrent applies.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -53,7 +53,10 @@ const RACY: Duration = Duration::from_secs(2);
 
 impl Store {
     pub fn new(root: PathBuf) -> Self {
-        Store { root, cache: Arc::default() }
+        Store {
+            root,
+            cache: Arc::default(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -124,9 +127,18 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
         };
-        let settled = SystemTime::now().duration_since(mtime).map(|age| age >= RACY).unwrap_or(false);
+        let settled = SystemTime::now()
+            .duration_since(mtime)
+            .map(|age| age >= RACY)
+            .unwrap_or(false);
         let cached = settled
-            .then(|| self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&dir).cloned())
+            .then(|| {
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&dir)
+                    .cloned()
+            })
             .flatten()
             .filter(|c| c.mtime == mtime);
         let entries = match cached {
@@ -134,13 +146,22 @@ impl Store {
             None => {
                 let entries = read_family(&dir, family)?;
                 if settled {
-                    let fresh = CachedFamily { mtime, entries: entries.clone() };
-                    self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(dir, fresh);
+                    let fresh = CachedFamily {
+                        mtime,
+                        entries: entries.clone(),
+                    };
+                    self.cache
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(dir, fresh);
                 }
                 entries
             }
         };
-        Ok(entries.into_iter().map(|(meta, sidecar)| self.image_from(meta, &sidecar)).collect())
+        Ok(entries
+            .into_iter()
+            .map(|(meta, sidecar)| self.image_from(meta, &sidecar))
+            .collect())
     }
 
     pub fn image_from(&self, meta: Metadata, sidecar: &Sidecar) -> Image {
@@ -201,8 +222,12 @@ fn read_family(dir: &Path, family: &Family) -> Result<Vec<(Metadata, Sidecar)>> 
         if !name.ends_with(".json") || name.starts_with('.') {
             continue;
         }
-        let Ok(Some(sidecar)) = read_sidecar(&path) else { continue };
-        let Ok(meta) = Metadata::decode(&sidecar.metadata, family) else { continue };
+        let Ok(Some(sidecar)) = read_sidecar(&path) else {
+            continue;
+        };
+        let Ok(meta) = Metadata::decode(&sidecar.metadata, family) else {
+            continue;
+        };
         // The file name must agree with the metadata, or it is not ours.
         if path.file_stem().and_then(|s| s.to_str()) != Some(&meta.name.to_string()) {
             continue;
@@ -317,7 +342,9 @@ mod tests {
         let store = Store::new(dir.path().into());
         let fam = Family::parse("base", NamingRules { allow_dot: true }).unwrap();
         let m = meta(&fam, 1, Status::Candidate);
-        store.create_sidecar("base", "base-20260101-001", &sidecar(&m)).unwrap();
+        store
+            .create_sidecar("base", "base-20260101-001", &sidecar(&m))
+            .unwrap();
         // Age the directory so the listing is cached.
         let st = std::process::Command::new("touch")
             .args(["-d", "2020-01-01"])
@@ -328,7 +355,9 @@ mod tests {
         assert_eq!(store.list(&fam).unwrap()[0].status(), Status::Candidate);
         assert_eq!(store.list(&fam).unwrap()[0].status(), Status::Candidate);
         let validated = meta(&fam, 1, Status::Validated);
-        store.write_sidecar("base", "base-20260101-001", &sidecar(&validated)).unwrap();
+        store
+            .write_sidecar("base", "base-20260101-001", &sidecar(&validated))
+            .unwrap();
         assert_eq!(store.list(&fam).unwrap()[0].status(), Status::Validated);
     }
 }
