@@ -15,3 +15,4 @@ pub mod provider;
 pub mod qemu;
 pub mod resources;
 pub mod signals;
+pub mod sshkey;

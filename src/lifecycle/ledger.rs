@@ -17,6 +17,9 @@ pub enum UndoAction {
     KillProcess { process: ProcessId },
     /// Remove a file or a directory tree (overlays, seeds, work dirs).
     RemovePath { path: PathBuf },
+    /// Stop and destroy a temporary VM on a remote platform (a smoke-test
+    /// clone); `id` is the platform's own (`<node>/<vmid>` on Proxmox).
+    DestroyVm { id: String },
     /// Remove a candidate image that never got to publish or fail.
     DiscardCandidate { family: String, name: String },
 }

@@ -164,7 +164,7 @@ async fn reserve_candidate(
             validated_at: None,
             tags: req.tags.clone(),
         };
-        match platform.reserve(&meta, cx).await {
+        match platform.reserve(&meta, req.recipe, cx).await {
             Ok(image) => {
                 cx.record(UndoAction::DiscardCandidate {
                     family: req.family.to_string(),
@@ -369,7 +369,7 @@ mod tests {
             tokio::task::yield_now().await;
             Ok(snapshot)
         }
-        async fn reserve(&self, meta: &Metadata, _cx: &Cx) -> Result<Image> {
+        async fn reserve(&self, meta: &Metadata, _recipe: &Recipe, _cx: &Cx) -> Result<Image> {
             let mut images = self.images.lock().unwrap();
             if images.iter().any(|i| i.meta.name == meta.name) {
                 return Err(Error::already_exists(meta.name.to_string()));
@@ -448,7 +448,7 @@ mod tests {
                         !(i.name().to_string() == *name && i.status() == Status::Candidate)
                     });
                 }
-                UndoAction::KillProcess { .. } => {}
+                UndoAction::KillProcess { .. } | UndoAction::DestroyVm { .. } => {}
             }
             Ok(())
         }

@@ -3,6 +3,7 @@
 //! live in `lifecycle`.
 
 pub mod local;
+pub mod proxmox;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,8 +32,10 @@ pub trait Platform: Send + Sync {
     async fn list_images(&self, family: &Family) -> Result<Vec<Image>>;
 
     /// Claims the name in `meta` for a new candidate; fails with
-    /// [`ErrorKind::AlreadyExists`] when another build holds it.
-    async fn reserve(&self, meta: &Metadata, cx: &Cx) -> Result<Image>;
+    /// [`ErrorKind::AlreadyExists`] when another build holds it. Platforms
+    /// whose claim is the candidate VM itself (Proxmox clones the source into
+    /// it) use `recipe`; others ignore it.
+    async fn reserve(&self, meta: &Metadata, recipe: &Recipe, cx: &Cx) -> Result<Image>;
 
     /// Builds the candidate's content from the recipe.
     async fn build(&self, candidate: &Image, recipe: &Recipe, cx: &Cx) -> Result<Image>;

@@ -114,7 +114,7 @@ impl Platform for LocalPlatform {
         ))
     }
 
-    async fn reserve(&self, meta: &Metadata, _cx: &Cx) -> Result<Image> {
+    async fn reserve(&self, meta: &Metadata, _recipe: &Recipe, _cx: &Cx) -> Result<Image> {
         let sidecar = Sidecar {
             metadata: meta.encode(),
             builder: Some(ProcessId::current()),
@@ -183,6 +183,10 @@ impl Platform for LocalPlatform {
                     _ => Ok(()),
                 }
             }
+            UndoAction::DestroyVm { id } => Err(Error::new(
+                crate::platforms::ErrorKind::Other,
+                format!("the local platform has no remote VM {id}"),
+            )),
             UndoAction::DiscardCandidate { family, name } => {
                 // Only a candidate: a failed or published image stays.
                 let sidecar = self

@@ -35,7 +35,7 @@ pub async fn run(p: &LocalPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) ->
     )
     .await?;
     let public_key = cx
-        .run("creating a throwaway SSH key", ssh_keygen(&work))
+        .run("creating a throwaway SSH key", crate::sshkey::throwaway_key(&work))
         .await?;
     let instance = format!("smoke-{name}-{}", std::process::id());
     let seed = cx
@@ -91,26 +91,6 @@ pub async fn run(p: &LocalPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) ->
         "smoke test finished"
     );
     Ok(report)
-}
-
-async fn ssh_keygen(dir: &Path) -> anyhow::Result<String> {
-    let key = dir.join("id_ed25519");
-    let out = tokio::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "golden-smoke", "-f"])
-        .arg(&key)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("running ssh-keygen (install Debian's openssh-client): {e}")
-        })?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "ssh-keygen failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(std::fs::read_to_string(key.with_extension("pub"))?)
 }
 
 /// How commands reach the guest: the agent when it answers, SSH otherwise.

@@ -48,6 +48,7 @@ pub async fn resolve(store: &Store, source: &Source, cx: &Cx) -> Result<Resolved
                 format!("family {family} ({})", parent.name()),
             )
         }
+        Source::Template(t) => bail!("the local platform has no templates; {t} is a proxmox source"),
     };
     let info = img::info(&path).await?;
     Ok(ResolvedSource {

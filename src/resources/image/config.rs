@@ -11,12 +11,12 @@ use tf_provider::{AttributePath, Diagnostics};
 use super::state::ImageState;
 use crate::lifecycle::duration;
 use crate::lifecycle::naming::{Family, NamingRules};
-use crate::lifecycle::recipe::{Check, Checksum, Provision, Recipe, SmokeSpec, Source};
+use crate::lifecycle::recipe::{Check, Checksum, Provision, Recipe, SmokeSpec, Source, TemplateRef};
 use crate::lifecycle::retention::RetentionPolicy;
 use crate::resources::values::{string_list, string_map, Known};
 
 /// Platforms this build of the provider implements.
-pub const SUPPORTED_PLATFORMS: &[&str] = &["local"];
+pub const SUPPORTED_PLATFORMS: &[&str] = &["local", "proxmox"];
 
 pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_DELETE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -116,7 +116,7 @@ pub fn desired(
         _ => None,
     };
 
-    let source = source(cfg, diags);
+    let source = source(cfg, platform.as_deref(), diags);
     let provision = provision(cfg);
     let smoke = smoke(cfg, diags);
     let retention = retention(cfg, diags);
@@ -176,38 +176,63 @@ pub fn desired(
     }))
 }
 
+/// Which `source` attributes each platform understands.
+fn source_kinds(platform: Option<&str>) -> &'static [&'static str] {
+    match platform {
+        Some("local") => &["path", "url", "family"],
+        Some("proxmox") => &["template", "vm_id", "url", "family"],
+        _ => &["path", "url", "family", "template", "vm_id"],
+    }
+}
+
 /// `Some(Some(_))` known, `Some(None)` invalid/missing (error reported),
 /// `None` unknown.
-fn source(cfg: &ImageState, diags: &mut Diagnostics) -> Option<Option<Source>> {
+fn source(
+    cfg: &ImageState,
+    platform: Option<&str>,
+    diags: &mut Diagnostics,
+) -> Option<Option<Source>> {
     let blocks = match &cfg.source {
         Value::Unknown => return None,
         Value::Null => Vec::new(),
         Value::Value(v) => v.clone(),
     };
+    let allowed = source_kinds(platform);
     let Some(b) = blocks.first() else {
         diags.error(
             "Missing source Block",
-            "golden_image needs a source block with one of path, url (+ checksum) or family",
+            format!(
+                "golden_image needs a source block with one of {}",
+                allowed.join(", ")
+            ),
             path("source"),
         );
         return Some(None);
     };
-    if [&b.path, &b.url, &b.checksum, &b.family]
-        .iter()
-        .any(|v| v.is_unknown())
+    if b.vm_id.is_unknown()
+        || [&b.path, &b.url, &b.checksum, &b.family, &b.template]
+            .iter()
+            .any(|v| v.is_unknown())
     {
         return None;
     }
-    let set: Vec<&str> = [("path", &b.path), ("url", &b.url), ("family", &b.family)]
-        .iter()
-        .filter(|(_, v)| v.is_value())
-        .map(|(k, _)| *k)
-        .collect();
+    let set: Vec<&str> = [
+        ("path", b.path.is_value()),
+        ("url", b.url.is_value()),
+        ("family", b.family.is_value()),
+        ("template", b.template.is_value()),
+        ("vm_id", b.vm_id.is_value()),
+    ]
+    .iter()
+    .filter(|(_, is_set)| *is_set)
+    .map(|(k, _)| *k)
+    .collect();
     if set.len() != 1 {
         diags.error(
             "Invalid source Block",
             format!(
-                "set exactly one of path, url or family in source (found: {})",
+                "set exactly one of {} in source (found: {})",
+                allowed.join(", "),
                 if set.is_empty() {
                     "none".into()
                 } else {
@@ -215,6 +240,19 @@ fn source(cfg: &ImageState, diags: &mut Diagnostics) -> Option<Option<Source>> {
                 }
             ),
             path("source").index(0),
+        );
+        return Some(None);
+    }
+    if !allowed.contains(&set[0]) {
+        diags.error(
+            "Unsupported Source",
+            format!(
+                "source.{} does not apply to platform {:?}; use one of {}",
+                set[0],
+                platform.unwrap_or_default(),
+                allowed.join(", ")
+            ),
+            block_path("source", source_attr(set[0])),
         );
         return Some(None);
     }
@@ -236,6 +274,33 @@ fn source(cfg: &ImageState, diags: &mut Diagnostics) -> Option<Option<Source>> {
                 },
                 Err(e) => {
                     diags.error("Invalid Checksum", e, block_path("source", "checksum"));
+                    return Some(None);
+                }
+            }
+        }
+        "template" => {
+            let name = b.template.as_ref_option().cloned().unwrap_or_default();
+            if name.trim().is_empty() {
+                diags.error_short(
+                    "source.template must not be empty",
+                    block_path("source", "template"),
+                );
+                return Some(None);
+            }
+            Source::Template(TemplateRef::Name(name))
+        }
+        "vm_id" => {
+            let id = b.vm_id.as_ref_option().copied().unwrap_or_default();
+            match u32::try_from(id) {
+                Ok(id) if (100..=999_999_999).contains(&id) => {
+                    Source::Template(TemplateRef::VmId(id))
+                }
+                _ => {
+                    diags.error(
+                        "Invalid source.vm_id",
+                        format!("a Proxmox VM id is between 100 and 999999999, got {id}"),
+                        block_path("source", "vm_id"),
+                    );
                     return Some(None);
                 }
             }
@@ -264,6 +329,16 @@ fn source(cfg: &ImageState, diags: &mut Diagnostics) -> Option<Option<Source>> {
         return Some(None);
     }
     Some(Some(source))
+}
+
+fn source_attr(kind: &str) -> &'static str {
+    match kind {
+        "path" => "path",
+        "url" => "url",
+        "family" => "family",
+        "template" => "template",
+        _ => "vm_id",
+    }
 }
 
 fn provision(cfg: &ImageState) -> Option<Provision> {

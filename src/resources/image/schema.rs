@@ -52,8 +52,10 @@ pub fn schema() -> Schema {
             ("url", attr(T::String, C::Optional, "A disk image to download once and cache; requires `checksum`.")),
             ("checksum", attr(T::String, C::Optional, "`sha256:<64 hex digits>` of the file at `url`.")),
             ("family", attr(T::String, C::Optional, "Build on the newest validated image of another golden family on the same platform (layered images).")),
+            ("template", attr(T::String, C::Optional, "`proxmox` only: the name of an existing template to clone (must be unique in the cluster).")),
+            ("vm_id", attr(T::Number, C::Optional, "`proxmox` only: the VM id of an existing template to clone.")),
         ],
-        "What to build from. Set exactly one of `path`, `url` (with `checksum`) or `family`.",
+        "What to build from. Set exactly one of `path` (`local`), `url` (with `checksum`), `family`, `template` or `vm_id` (`proxmox`).",
     );
     let provision = block(
         vec![

@@ -16,6 +16,8 @@ pub struct SourceBlock {
     pub url: Value<String>,
     pub checksum: Value<String>,
     pub family: Value<String>,
+    pub template: Value<String>,
+    pub vm_id: Value<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,430 @@
+//! The PVE API calls golden makes, with their paths built here and nowhere
+//! else (`Api::node(n).vm(id)` handles). Every call is a thin typed wrapper;
+//! waiting for tasks lives in `tasks.rs`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::client::{Client, Params};
+use crate::platforms::{Error, ErrorKind, Result};
+
+/// A task id, `UPID:node:...`, returned by every asynchronous call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upid(pub String);
+
+impl Upid {
+    /// The node a task runs on: the second field of the UPID.
+    pub fn node(&self) -> Option<&str> {
+        self.0.split(':').nth(1).filter(|n| !n.is_empty())
+    }
+
+    fn from_data(what: &str, v: Value) -> Result<Upid> {
+        match v {
+            Value::String(s) if s.starts_with("UPID:") => Ok(Upid(s)),
+            other => Err(Error::new(
+                ErrorKind::Other,
+                format!("{what}: PVE answered {other} where a task id (UPID) was expected"),
+            )),
+        }
+    }
+}
+
+/// One VM as `/cluster/resources?type=vm` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VmResource {
+    pub vmid: u32,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub template: Option<u8>,
+    #[serde(default)]
+    pub tags: Option<String>,
+    #[serde(default)]
+    pub lock: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub maxdisk: Option<u64>,
+}
+
+impl VmResource {
+    pub fn is_template(&self) -> bool {
+        self.template == Some(1)
+    }
+
+    pub fn tag_list(&self) -> Vec<&str> {
+        split_tags(self.tags.as_deref().unwrap_or(""))
+    }
+}
+
+/// PVE accepts `;`, `,` and spaces between tags and returns them `;`-joined.
+pub fn split_tags(raw: &str) -> Vec<&str> {
+    raw.split([';', ',', ' '])
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TaskStatus {
+    pub status: String,
+    #[serde(default)]
+    pub exitstatus: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StorageVolume {
+    pub volid: String,
+    #[serde(default)]
+    pub vmid: Option<u32>,
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExecStarted {
+    pub pid: i64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ExecStatus {
+    pub exited: serde_json::Value,
+    #[serde(default)]
+    pub exitcode: Option<i64>,
+    #[serde(default, rename = "out-data")]
+    pub out_data: Option<String>,
+    #[serde(default, rename = "err-data")]
+    pub err_data: Option<String>,
+    #[serde(default)]
+    pub signal: Option<i64>,
+}
+
+impl ExecStatus {
+    /// PVE returns `exited` as a JSON boolean or as 0/1 depending on version.
+    pub fn has_exited(&self) -> bool {
+        match &self.exited {
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_i64() == Some(1),
+            _ => false,
+        }
+    }
+}
+
+pub type VmConfig = BTreeMap<String, Value>;
+
+/// A config value as text (PVE returns numbers for some keys).
+pub fn config_str(cfg: &VmConfig, key: &str) -> Option<String> {
+    match cfg.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(u8::from(*b).to_string()),
+        _ => None,
+    }
+}
+
+pub struct Api<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Api<'a> {
+    pub fn new(client: &'a Client) -> Self {
+        Api { client }
+    }
+
+    pub fn node(&self, node: &'a str) -> NodeApi<'a> {
+        NodeApi {
+            client: self.client,
+            node,
+        }
+    }
+
+    pub async fn vm_resources(&self) -> Result<Vec<VmResource>> {
+        let all: Vec<VmResource> = self
+            .client
+            .get("/cluster/resources", &params([("type", "vm")]))
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|r| r.kind.as_deref().unwrap_or("qemu") == "qemu")
+            .collect())
+    }
+
+    /// Is `vmid` free? PVE answers 400 when it is taken.
+    pub async fn is_vmid_free(&self, vmid: u32) -> Result<bool> {
+        let r: Result<Value> = self
+            .client
+            .get("/cluster/nextid", &params([("vmid", vmid.to_string())]))
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::Other => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+pub struct NodeApi<'a> {
+    client: &'a Client,
+    node: &'a str,
+}
+
+impl<'a> NodeApi<'a> {
+    pub fn vm(&self, vmid: u32) -> VmApi<'a> {
+        VmApi {
+            client: self.client,
+            base: format!("/nodes/{}/qemu/{vmid}", self.node),
+            vmid,
+        }
+    }
+
+    pub async fn task_status(&self, upid: &Upid) -> Result<TaskStatus> {
+        let path = format!("/nodes/{}/tasks/{}/status", self.node, encode_segment(&upid.0));
+        self.client.get(&path, &Vec::new()).await
+    }
+
+    /// The last lines of a task's log, for error messages.
+    pub async fn task_log_tail(&self, upid: &Upid, lines: usize) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Line {
+            t: String,
+        }
+        let path = format!("/nodes/{}/tasks/{}/log", self.node, encode_segment(&upid.0));
+        let all: Vec<Line> = self
+            .client
+            .get(&path, &params([("limit", "500")]))
+            .await?;
+        let skip = all.len().saturating_sub(lines);
+        Ok(all.into_iter().skip(skip).map(|l| l.t).collect())
+    }
+
+    /// Volumes of one content type (`images`, `import`) on a storage.
+    pub async fn storage_volumes(&self, storage: &str, content: &str) -> Result<Vec<StorageVolume>> {
+        let path = format!("/nodes/{}/storage/{storage}/content", self.node);
+        self.client.get(&path, &params([("content", content)])).await
+    }
+
+    /// PVE fetches `url` itself into `storage` as an `import` volume.
+    pub async fn download_url(
+        &self,
+        storage: &str,
+        url: &str,
+        filename: &str,
+        sha256: &str,
+    ) -> Result<Upid> {
+        let path = format!("/nodes/{}/storage/{storage}/download-url", self.node);
+        let form = params([
+            ("content", "import"),
+            ("filename", filename),
+            ("url", url),
+            ("checksum", sha256),
+            ("checksum-algorithm", "sha256"),
+        ]);
+        Upid::from_data("download-url", self.client.post(&path, &form).await?)
+    }
+
+    /// Creates a VM from parameters (used for cloud-image sources).
+    pub async fn create_vm(&self, form: Params) -> Result<Upid> {
+        let path = format!("/nodes/{}/qemu", self.node);
+        Upid::from_data("create VM", self.client.post(&path, &form).await?)
+    }
+}
+
+pub struct VmApi<'a> {
+    client: &'a Client,
+    base: String,
+    pub vmid: u32,
+}
+
+impl VmApi<'_> {
+    pub async fn config(&self) -> Result<VmConfig> {
+        self.client
+            .get(&format!("{}/config", self.base), &Vec::new())
+            .await
+    }
+
+    /// Synchronous config change (name, tags, description, cloud-init keys).
+    pub async fn set_config(&self, form: Params) -> Result<()> {
+        self.client
+            .put(&format!("{}/config", self.base), &form)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn clone_to(&self, form: Params) -> Result<Upid> {
+        Upid::from_data(
+            "clone",
+            self.client
+                .post(&format!("{}/clone", self.base), &form)
+                .await?,
+        )
+    }
+
+    pub async fn to_template(&self) -> Result<Upid> {
+        Upid::from_data(
+            "template",
+            self.client
+                .post(&format!("{}/template", self.base), &Vec::new())
+                .await?,
+        )
+    }
+
+    pub async fn start(&self) -> Result<Upid> {
+        Upid::from_data(
+            "start",
+            self.client
+                .post(&format!("{}/status/start", self.base), &Vec::new())
+                .await?,
+        )
+    }
+
+    pub async fn shutdown(&self, timeout_secs: u64) -> Result<Upid> {
+        let form = params([
+            ("timeout", timeout_secs.to_string()),
+            ("forceStop", "1".to_owned()),
+        ]);
+        Upid::from_data(
+            "shutdown",
+            self.client
+                .post(&format!("{}/status/shutdown", self.base), &form)
+                .await?,
+        )
+    }
+
+    pub async fn stop(&self) -> Result<Upid> {
+        Upid::from_data(
+            "stop",
+            self.client
+                .post(&format!("{}/status/stop", self.base), &Vec::new())
+                .await?,
+        )
+    }
+
+    /// `running`, `stopped`, ...
+    pub async fn status(&self) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Current {
+            status: String,
+        }
+        let c: Current = self
+            .client
+            .get(&format!("{}/status/current", self.base), &Vec::new())
+            .await?;
+        Ok(c.status)
+    }
+
+    pub async fn destroy(&self) -> Result<Upid> {
+        let q = params([("purge", "1"), ("destroy-unreferenced-disks", "1")]);
+        Upid::from_data("destroy", self.client.delete(&self.base, &q).await?)
+    }
+
+    pub async fn agent_ping(&self) -> Result<()> {
+        self.client
+            .post(&format!("{}/agent/ping", self.base), &Vec::new())
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn agent_exec(&self, argv: &[&str]) -> Result<i64> {
+        let form: Params = argv
+            .iter()
+            .map(|a| ("command".to_owned(), (*a).to_owned()))
+            .collect();
+        let v = self
+            .client
+            .post(&format!("{}/agent/exec", self.base), &form)
+            .await?;
+        let started: ExecStarted = serde_json::from_value(v).map_err(|e| {
+            Error::new(ErrorKind::Other, format!("agent/exec: unexpected answer: {e}"))
+        })?;
+        Ok(started.pid)
+    }
+
+    pub async fn agent_exec_status(&self, pid: i64) -> Result<ExecStatus> {
+        self.client
+            .get(
+                &format!("{}/agent/exec-status", self.base),
+                &params([("pid", pid.to_string())]),
+            )
+            .await
+    }
+
+    /// Writes a file in the guest; PVE base64-encodes `content` for QEMU.
+    pub async fn agent_file_write(&self, file: &str, content: &str) -> Result<()> {
+        let form = params([("file", file), ("content", content)]);
+        self.client
+            .post(&format!("{}/agent/file-write", self.base), &form)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn agent_network(&self) -> Result<Value> {
+        let v: Value = self
+            .client
+            .get(
+                &format!("{}/agent/network-get-interfaces", self.base),
+                &Vec::new(),
+            )
+            .await?;
+        Ok(v.get("result").cloned().unwrap_or(v))
+    }
+}
+
+pub fn params<K: Into<String>, V: Into<String>, const N: usize>(kv: [(K, V); N]) -> Params {
+    kv.into_iter().map(|(k, v)| (k.into(), v.into())).collect()
+}
+
+/// UPIDs contain ':' and '@' and '!', which are fine in a path segment, but
+/// percent-encode anything unusual so the path stays one segment.
+fn encode_segment(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | ':' | '@' | '!' | '-' | '_' | '.' | '~' => {
+                c.to_string()
+            }
+            other => {
+                let mut buf = [0u8; 4];
+                other
+                    .encode_utf8(&mut buf)
+                    .bytes()
+                    .map(|b| format!("%{b:02X}"))
+                    .collect()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upid_names_its_node() {
+        let u = Upid("UPID:pve2:0001A2B3:00C0FFEE:6745A1B2:qmclone:9000:root@pam!golden:".into());
+        assert_eq!(u.node(), Some("pve2"));
+    }
+
+    #[test]
+    fn tags_split_like_pve() {
+        assert_eq!(split_tags("a;b,c d;;"), vec!["a", "b", "c", "d"]);
+        assert!(split_tags("").is_empty());
+    }
+
+    #[test]
+    fn exited_accepts_bool_and_number() {
+        let s: ExecStatus = serde_json::from_value(serde_json::json!({"exited": 1})).unwrap();
+        assert!(s.has_exited());
+        let s: ExecStatus = serde_json::from_value(serde_json::json!({"exited": false})).unwrap();
+        assert!(!s.has_exited());
+    }
+
+    #[test]
+    fn upid_segments_keep_their_separators() {
+        assert_eq!(encode_segment("UPID:pve:1:a@b!c:"), "UPID:pve:1:a@b!c:");
+        assert_eq!(encode_segment("a b/c"), "a%20b%2Fc");
+    }
+}

@@ -1,0 +1,405 @@
+//! Reserve and build on Proxmox, without SSH.
+//!
+//! Reserve clones the source into the candidate VM (its existence is the
+//! claim on the build number). Build gives it a cloud-init drive, starts it,
+//! waits for the guest agent, provisions through `agent/exec` and
+//! `agent/file-write` (packages, files, the provisioning script that runs the
+//! commands, enables services and cleans cloud-init and the machine id), shuts
+//! it down and converts it to a template.
+
+use std::time::Duration;
+
+use tracing::info;
+
+use super::agent;
+use super::api::{config_str, params, Upid, VmConfig, VmResource};
+use super::encoding::{self, Note};
+use super::tasks;
+use super::{ProxmoxPlatform, SourceVm};
+use crate::lifecycle::cloudinit::{parse_provision_marker, provision_script};
+use crate::lifecycle::context::Cx;
+use crate::lifecycle::image::Image;
+use crate::lifecycle::ledger::UndoAction;
+use crate::lifecycle::metadata::Metadata;
+use crate::lifecycle::recipe::{Recipe, Source, TemplateRef};
+use crate::lifecycle::report::tail_lines;
+use crate::lifecycle::selection::latest;
+use crate::platforms::{Error, ErrorKind, Result};
+
+const SCRIPT_DIR: &str = "/var/lib/golden";
+const PACKAGES_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const COMMANDS_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+const CLOUD_INIT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const SHUTDOWN_TIMEOUT_SECS: u64 = 180;
+/// vmids tried before giving up when concurrent runs take them first.
+const VMID_ATTEMPTS: usize = 10;
+
+pub async fn reserve(
+    p: &ProxmoxPlatform,
+    meta: &Metadata,
+    recipe: &Recipe,
+    cx: &Cx,
+) -> Result<Image> {
+    let resources = p.api().vm_resources().await?;
+    let source = resolve_source(p, &recipe.source, &resources, cx).await?;
+    info!(source = %source_what(&source), "source resolved");
+    let mut tried = Vec::new();
+    for _ in 0..VMID_ATTEMPTS {
+        let vmid = p.free_vmid(&resources, &tried)?;
+        tried.push(vmid);
+        match create_candidate(p, meta, &source, vmid, cx).await {
+            Ok(image) => return check_claim(p, image, cx).await,
+            Err(e) if e.is_already_exists() => {
+                info!(vmid, "VM id taken meanwhile; trying the next one");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Other,
+        format!("could not create a candidate VM: {VMID_ATTEMPTS} VM ids were taken concurrently"),
+    ))
+}
+
+fn source_what(s: &SourceVm) -> &str {
+    match s {
+        SourceVm::Clone { what, .. } | SourceVm::Import { what, .. } => what,
+    }
+}
+
+async fn resolve_source(
+    p: &ProxmoxPlatform,
+    source: &Source,
+    resources: &[VmResource],
+    cx: &Cx,
+) -> Result<SourceVm> {
+    let node_of = |r: &VmResource| r.node.clone().unwrap_or_else(|| p.config.node.clone());
+    match source {
+        Source::Template(TemplateRef::VmId(id)) => {
+            let r = resources.iter().find(|r| r.vmid == *id).ok_or_else(|| {
+                Error::not_found(format!("source.vm_id: there is no VM {id} in the cluster"))
+            })?;
+            if !r.is_template() {
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!("source.vm_id: VM {id} is not a template; convert it (qm template {id}) or point at a template"),
+                ));
+            }
+            Ok(SourceVm::Clone {
+                node: node_of(r),
+                vmid: *id,
+                what: format!("template VM {id}"),
+            })
+        }
+        Source::Template(TemplateRef::Name(name)) => {
+            let matching: Vec<&VmResource> = resources
+                .iter()
+                .filter(|r| r.is_template() && r.name.as_deref() == Some(name))
+                .collect();
+            match matching.as_slice() {
+                [r] => Ok(SourceVm::Clone {
+                    node: node_of(r),
+                    vmid: r.vmid,
+                    what: format!("template {name} (VM {})", r.vmid),
+                }),
+                [] => Err(Error::not_found(format!(
+                    "source.template: no template named {name:?} in the cluster"
+                ))),
+                many => {
+                    let ids: Vec<String> = many.iter().map(|r| r.vmid.to_string()).collect();
+                    Err(Error::new(
+                        ErrorKind::Other,
+                        format!("source.template: {} templates are named {name:?} (VM {}); use source.vm_id", many.len(), ids.join(", ")),
+                    ))
+                }
+            }
+        }
+        Source::Family(family) => {
+            let images = p.family_images(family, Some(resources.to_vec())).await?;
+            let plain: Vec<Image> = images.into_iter().map(|(i, _)| i).collect();
+            let parent = latest(&plain, true).ok_or_else(|| {
+                Error::not_found(format!(
+                    "source.family {family:?} has no validated image on proxmox yet"
+                ))
+            })?;
+            let vmid = p.vm_by_id(parent).await?;
+            Ok(SourceVm::Clone {
+                node: p.node_of(vmid),
+                vmid,
+                what: format!("family {family} ({}, VM {vmid})", parent.name()),
+            })
+        }
+        Source::Url { url, checksum } => import_cloud_image(p, url, &checksum.hex, cx).await,
+        Source::Path(path) => Err(Error::new(
+            ErrorKind::Other,
+            format!("source.path {} is a local file; proxmox builds from a template, a family or a url", path.display()),
+        )),
+    }
+}
+
+/// PVE downloads the image itself (`download-url`, content `import`), once per
+/// checksum; later builds reuse the volume.
+async fn import_cloud_image(p: &ProxmoxPlatform, url: &str, sha256: &str, cx: &Cx) -> Result<SourceVm> {
+    let ext = match url.rsplit('.').next() {
+        Some("raw") => "raw",
+        Some("vmdk") => "vmdk",
+        _ => "qcow2",
+    };
+    let filename = format!("golden-{}.{ext}", &sha256[..16]);
+    let storage = &p.config.import_storage;
+    let volid = format!("{storage}:import/{filename}");
+    let api = p.api();
+    let node = api.node(&p.config.node);
+    let existing = node.storage_volumes(storage, "import").await?;
+    if !existing.iter().any(|v| v.volid == volid) {
+        info!(url, %volid, "PVE downloads the cloud image");
+        let upid = node.download_url(storage, url, &filename, sha256).await?;
+        tasks::wait(&node, &upid, &format!("downloading {url} into {storage}"), cx).await?;
+    }
+    Ok(SourceVm::Import {
+        what: format!("url {url} ({volid})"),
+        volid,
+    })
+}
+
+/// Clones or creates the candidate VM `vmid`. The clone is recorded for
+/// destruction before its task is awaited, so an interrupt mid-clone leaves
+/// nothing behind.
+async fn create_candidate(
+    p: &ProxmoxPlatform,
+    meta: &Metadata,
+    source: &SourceVm,
+    vmid: u32,
+    cx: &Cx,
+) -> Result<Image> {
+    let deadline = encoding::rfc3339(super::now() + cx.remaining());
+    let note = Note::image(meta, vmid, Some(deadline), None);
+    let name = encoding::candidate_vm_name(&meta.name);
+    let api = p.api();
+    let (node, upid): (String, Upid) = match source {
+        SourceVm::Clone { node, vmid: src, .. } => {
+            let form = params([
+                ("newid", vmid.to_string()),
+                ("name", name.clone()),
+                ("full", "1".into()),
+                ("storage", p.config.storage.clone()),
+                ("description", note.to_description()),
+            ]);
+            (node.clone(), api.node(node).vm(*src).clone_to(form).await?)
+        }
+        SourceVm::Import { volid, .. } => {
+            let st = &p.config.storage;
+            let form = params([
+                ("vmid", vmid.to_string()),
+                ("name", name.clone()),
+                ("description", note.to_description()),
+                ("memory", "1024".into()),
+                ("cores", "2".into()),
+                ("net0", "virtio,bridge=vmbr0".into()),
+                ("scsihw", "virtio-scsi-single".into()),
+                ("scsi0", format!("{st}:0,import-from={volid}")),
+                ("ide2", format!("{st}:cloudinit")),
+                ("agent", "1".into()),
+                ("serial0", "socket".into()),
+                ("vga", "serial0".into()),
+                ("boot", "order=scsi0".into()),
+                ("ostype", "l26".into()),
+            ]);
+            let node = p.config.node.clone();
+            let upid = api.node(&node).create_vm(form).await?;
+            (node, upid)
+        }
+    };
+    p.remember_node(vmid, &node);
+    let vm_ref = format!("{node}/{vmid}");
+    cx.record(UndoAction::DestroyVm { id: vm_ref.clone() });
+    info!(vmid, %name, "creating the candidate VM");
+    tasks::wait(&api.node(&node), &upid, &format!("creating candidate VM {vmid}"), cx).await?;
+    api.node(&node)
+        .vm(vmid)
+        .set_config(params([("tags", encoding::tags_for(meta))]))
+        .await?;
+    // From here the pipeline's DiscardCandidate owns the VM.
+    cx.forget(&UndoAction::DestroyVm { id: vm_ref });
+    Ok(Image {
+        meta: meta.clone(),
+        id: vmid.to_string(),
+        size_bytes: None,
+        in_progress: true,
+        protected: None,
+    })
+}
+
+/// Two applies that picked the same build number both created a candidate:
+/// the lower VM id keeps it, the other gives way (AlreadyExists -> the
+/// pipeline tries the next number).
+async fn check_claim(p: &ProxmoxPlatform, image: Image, cx: &Cx) -> Result<Image> {
+    let vmid = p.vm_by_id(&image).await?;
+    let name = encoding::candidate_vm_name(image.name());
+    let final_name = image.name().to_string();
+    let resources = p.api().vm_resources().await?;
+    let rival = resources.iter().any(|r| {
+        r.vmid != vmid
+            && (r.name.as_deref() == Some(&name) && r.vmid < vmid
+                || r.name.as_deref() == Some(&final_name))
+    });
+    if !rival {
+        return Ok(image);
+    }
+    info!(vmid, image = %final_name, "another run claimed this build number first; giving way");
+    p.destroy_vm(&p.node_of(vmid), vmid, &cx.for_cleanup(crate::lifecycle::pipeline::CLEANUP_TIMEOUT))
+        .await?;
+    Err(Error::already_exists(final_name))
+}
+
+pub async fn run(p: &ProxmoxPlatform, candidate: &Image, recipe: &Recipe, cx: &Cx) -> Result<Image> {
+    let vmid = p.vm_by_id(candidate).await?;
+    let node = p.node_of(vmid);
+    let api = p.api();
+    let node_api = api.node(&node);
+    let vm = node_api.vm(vmid);
+    let started = std::time::Instant::now();
+
+    let cfg = vm.config().await?;
+    vm.set_config(build_config(&cfg, &p.config.storage)).await?;
+    let upid = vm.start().await?;
+    tasks::wait(&node_api, &upid, &format!("starting build VM {vmid}"), cx).await?;
+    info!(vmid, "build VM started; waiting for the guest agent");
+
+    let waited = agent::wait_ready(&vm, p.config.agent_timeout, cx).await?;
+    info!(vmid, seconds = waited.as_secs_f64(), "guest agent answered");
+
+    let ci = agent::sh(&vm, "cloud-init status --wait >/dev/null 2>&1; cloud-init status 2>&1 || true", CLOUD_INIT_TIMEOUT, cx).await?;
+    info!(vmid, status = %ci.stdout.trim(), "first-boot cloud-init finished");
+
+    install_packages(&vm, &recipe.provision.packages, cx).await?;
+    write_files(&vm, &recipe.provision.files, cx).await?;
+    run_provision_script(&vm, recipe, cx).await?;
+
+    let upid = vm.shutdown(SHUTDOWN_TIMEOUT_SECS).await?;
+    tasks::wait(&node_api, &upid, &format!("shutting down build VM {vmid}"), cx).await?;
+    let upid = vm.to_template().await?;
+    tasks::wait(&node_api, &upid, &format!("converting VM {vmid} to a template"), cx).await?;
+    info!(vmid, seconds = started.elapsed().as_secs_f64(), "candidate template built");
+
+    let size = api
+        .vm_resources()
+        .await
+        .ok()
+        .and_then(|all| all.into_iter().find(|r| r.vmid == vmid))
+        .and_then(|r| r.maxdisk);
+    Ok(Image {
+        size_bytes: size,
+        ..candidate.clone()
+    })
+}
+
+/// The agent on, DHCP, and a cloud-init drive if the source has none.
+fn build_config(cfg: &VmConfig, storage: &str) -> Vec<(String, String)> {
+    let mut form = params([("agent", "1"), ("ipconfig0", "ip=dhcp")]);
+    let has_cloudinit = cfg
+        .keys()
+        .filter_map(|k| config_str(cfg, k))
+        .any(|v| v.contains("cloudinit"));
+    if !has_cloudinit {
+        if let Some(slot) = ["ide2", "ide0", "ide1", "ide3"]
+            .into_iter()
+            .find(|k| !cfg.contains_key(*k))
+        {
+            form.push((slot.to_owned(), format!("{storage}:cloudinit")));
+        }
+    }
+    form
+}
+
+fn step_failed(step: &str, out: &agent::Output) -> Error {
+    Error::new(
+        ErrorKind::Other,
+        format!("provisioning step {step:?} exited with {}", out.exitcode),
+    )
+    .with_detail(format!("Output (last lines):\n{}", tail_lines(&out.combined(), 30)))
+}
+
+async fn install_packages(vm: &super::api::VmApi<'_>, packages: &[String], cx: &Cx) -> Result<()> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    info!(?packages, "installing packages through the guest agent");
+    let quoted: Vec<String> = packages.iter().map(|p| sh_quote(p)).collect();
+    let script = format!(
+        "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q --no-install-recommends {}",
+        quoted.join(" ")
+    );
+    let out = agent::sh(vm, &script, PACKAGES_TIMEOUT, cx).await?;
+    if !out.success() {
+        return Err(step_failed("packages", &out));
+    }
+    Ok(())
+}
+
+async fn write_files(
+    vm: &super::api::VmApi<'_>,
+    files: &std::collections::BTreeMap<String, String>,
+    cx: &Cx,
+) -> Result<()> {
+    for (path, content) in files {
+        if let Some((dir, _)) = path.rsplit_once('/').filter(|(d, _)| !d.is_empty()) {
+            let out = agent::sh(vm, &format!("mkdir -p {}", sh_quote(dir)), Duration::from_secs(60), cx).await?;
+            if !out.success() {
+                return Err(step_failed(&format!("files[{path}]"), &out));
+            }
+        }
+        agent::write_file(vm, path, content).await?;
+        info!(path, bytes = content.len(), "file written");
+    }
+    Ok(())
+}
+
+async fn run_provision_script(vm: &super::api::VmApi<'_>, recipe: &Recipe, cx: &Cx) -> Result<()> {
+    let script_path = format!("{SCRIPT_DIR}/provision.sh");
+    let out = agent::sh(vm, &format!("mkdir -p {SCRIPT_DIR}"), Duration::from_secs(60), cx).await?;
+    if !out.success() {
+        return Err(step_failed("prepare", &out));
+    }
+    agent::write_file(vm, &script_path, &provision_script(&recipe.provision)).await?;
+    info!(commands = recipe.provision.commands.len(), "running the provisioning script");
+    let out = agent::exec(vm, &["/bin/sh", &script_path], COMMANDS_TIMEOUT, cx).await?;
+    if out.success() {
+        return Ok(());
+    }
+    let step = parse_provision_marker(&out.stdout)
+        .map(|m| m.step)
+        .unwrap_or_else(|| "provisioning script".into());
+    Err(step_failed(&step, &out))
+}
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn build_config_adds_a_cloud_init_drive_only_when_missing() {
+        let mut cfg = VmConfig::new();
+        cfg.insert("scsi0".into(), json!("local-lvm:vm-100-disk-0,size=2G"));
+        let form = build_config(&cfg, "local-lvm");
+        assert!(form.contains(&("ide2".into(), "local-lvm:cloudinit".into())));
+        assert!(form.contains(&("agent".into(), "1".into())));
+
+        cfg.insert("ide2".into(), json!("local-lvm:vm-100-cloudinit,media=cdrom"));
+        let form = build_config(&cfg, "local-lvm");
+        assert!(!form.iter().any(|(k, _)| k.starts_with("ide")));
+    }
+
+    #[test]
+    fn a_busy_ide2_moves_the_drive_to_a_free_slot() {
+        let mut cfg = VmConfig::new();
+        cfg.insert("ide2".into(), json!("none,media=cdrom"));
+        let form = build_config(&cfg, "fast");
+        assert!(form.contains(&("ide0".into(), "fast:cloudinit".into())));
+    }
+}

@@ -1,0 +1,407 @@
+//! The PVE HTTP transport: one place that owns the endpoint, token auth, TLS,
+//! the `{"data": ...}` envelope, error kinds and the retry policy. Callers pass
+//! paths relative to `/api2/json` (built in `api.rs`, nowhere else).
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::platforms::{Error, ErrorKind, Result};
+
+/// A PVE API token, `USER@REALM!TOKENID=SECRET`. Its `Debug` and `Display`
+/// never show the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    id: String,
+    secret: String,
+}
+
+impl ApiToken {
+    /// Parses `user@realm!tokenid=secret` (PVE also prints it with `:`
+    /// between id and secret in some places; both are accepted).
+    pub fn parse(raw: &str) -> std::result::Result<Self, String> {
+        let raw = raw.trim();
+        let (id, secret) = raw
+            .split_once('=')
+            .or_else(|| raw.split_once(':'))
+            .ok_or("must look like USER@REALM!TOKENID=SECRET")?;
+        let Some((user, token_name)) = id.split_once('!') else {
+            return Err("the token id must look like USER@REALM!TOKENID".into());
+        };
+        if !user.contains('@') || user.starts_with('@') || user.ends_with('@') {
+            return Err("the user part must look like USER@REALM (e.g. root@pam)".into());
+        }
+        if token_name.is_empty() || secret.is_empty() {
+            return Err("the token name and the secret must not be empty".into());
+        }
+        Ok(ApiToken {
+            id: id.to_owned(),
+            secret: secret.to_owned(),
+        })
+    }
+
+    /// `user@realm!tokenid`: safe to log.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn header(&self) -> String {
+        format!("PVEAPIToken={}={}", self.id, self.secret)
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiToken({}=***)", self.id)
+    }
+}
+
+/// How often and how long idempotent calls are retried on transient errors.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 4,
+            first_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    endpoint: String,
+    token: ApiToken,
+    insecure: bool,
+    timeout: Duration,
+    retry: RetryPolicy,
+}
+
+impl ClientBuilder {
+    pub fn new(endpoint: impl Into<String>, token: ApiToken) -> Self {
+        ClientBuilder {
+            endpoint: endpoint.into(),
+            token,
+            insecure: false,
+            timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Accept any TLS certificate (PVE's default self-signed one).
+    pub fn with_insecure(mut self, insecure: bool) -> Self {
+        self.insecure = insecure;
+        self
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn build(self) -> std::result::Result<Client, String> {
+        let base = normalise_endpoint(&self.endpoint)?;
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(self.insecure)
+            .timeout(self.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("terraform-provider-golden/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Client {
+            http,
+            base,
+            token: self.token,
+            retry: self.retry,
+        })
+    }
+}
+
+/// `https://host:8006` or `https://host:8006/` or `.../api2/json` all become
+/// `https://host:8006/api2/json`.
+pub fn normalise_endpoint(raw: &str) -> std::result::Result<String, String> {
+    let trimmed = raw.trim().trim_end_matches('/');
+    let url = reqwest::Url::parse(trimmed)
+        .map_err(|e| format!("{trimmed:?} is not a URL ({e}); e.g. https://pve.example.com:8006"))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(format!("{trimmed:?} must start with https://"));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("{trimmed:?} has no host"));
+    }
+    let base = trimmed.trim_end_matches("/api2/json");
+    Ok(format!("{base}/api2/json"))
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: ApiToken,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+/// Form parameters in order; repeated keys encode arrays (agent/exec `command`).
+pub type Params = Vec<(String, String)>;
+
+impl Client {
+    pub fn endpoint(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &Params) -> Result<T> {
+        let v = self.call(Method::GET, path, query).await?;
+        decode(path, v)
+    }
+
+    pub async fn post(&self, path: &str, form: &Params) -> Result<Value> {
+        self.call(Method::POST, path, form).await
+    }
+
+    pub async fn put(&self, path: &str, form: &Params) -> Result<Value> {
+        self.call(Method::PUT, path, form).await
+    }
+
+    pub async fn delete(&self, path: &str, query: &Params) -> Result<Value> {
+        self.call(Method::DELETE, path, query).await
+    }
+
+    /// One API call. GETs are retried on transient errors; writes are retried
+    /// only when PVE said it did not process them (429, 503), because a
+    /// repeated clone or create would fail or duplicate.
+    async fn call(&self, method: Method, path: &str, params: &Params) -> Result<Value> {
+        let mut backoff = self.retry.first_backoff;
+        let mut attempt = 1;
+        loop {
+            match self.once(method.clone(), path, params).await {
+                Ok(v) => return Ok(v),
+                Err(failure) => {
+                    let retry = attempt < self.retry.attempts
+                        && (failure.not_processed || (method == Method::GET && failure.transient));
+                    if !retry {
+                        return Err(failure.error);
+                    }
+                    let wait = failure.retry_after.unwrap_or(backoff).min(self.retry.max_backoff);
+                    tracing::warn!(%method, path, attempt, wait_ms = wait.as_millis() as u64, error = %failure.error, "PVE call failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(self.retry.max_backoff);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn once(&self, method: Method, path: &str, params: &Params) -> std::result::Result<Value, Failure> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .header("Authorization", self.token.header());
+        req = if method == Method::GET || method == Method::DELETE {
+            req.query(params)
+        } else {
+            req.form(params)
+        };
+        let started = std::time::Instant::now();
+        let resp = req.send().await.map_err(|e| Failure {
+            // A connection that never reached PVE was not processed.
+            not_processed: e.is_connect(),
+            transient: true,
+            retry_after: None,
+            error: Error::new(
+                if e.is_timeout() { ErrorKind::Timeout } else { ErrorKind::Transient },
+                format!("{method} {path}: {}", without_url(&e)),
+            ),
+        })?;
+        let status = resp.status();
+        let reason = status.canonical_reason().unwrap_or("").to_owned();
+        // PVE puts its error message in the HTTP reason phrase.
+        let phrase = reason_phrase(&resp).unwrap_or(reason);
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp.bytes().await.unwrap_or_default();
+        tracing::debug!(%method, path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "PVE API call");
+        let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(json.get("data").cloned().unwrap_or(Value::Null));
+        }
+        let message = error_message(&phrase, &json);
+        let kind = classify(status, &message);
+        Err(Failure {
+            not_processed: status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::SERVICE_UNAVAILABLE,
+            transient: kind == ErrorKind::Transient,
+            retry_after,
+            error: Error::new(
+                kind,
+                format!("{method} {path}: HTTP {} {message}", status.as_u16()),
+            ),
+        })
+    }
+}
+
+struct Failure {
+    error: Error,
+    transient: bool,
+    not_processed: bool,
+    retry_after: Option<Duration>,
+}
+
+fn reason_phrase(resp: &reqwest::Response) -> Option<String> {
+    // reqwest does not expose the reason phrase; hyper keeps it as an
+    // extension only for non-canonical phrases, which is exactly PVE's case.
+    resp.extensions()
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
+}
+
+/// reqwest's errors print the URL, which is harmless but long; keep the cause.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(url) = e.url() {
+        s = s.replace(&format!(" ({url})"), "").replace(url.as_str(), "");
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(cause) = src {
+        s += &format!(": {cause}");
+        src = cause.source();
+    }
+    s
+}
+
+/// The reason phrase, then `message` and per-parameter `errors` from the body.
+fn error_message(phrase: &str, body: &Value) -> String {
+    let mut msg = phrase.trim().to_owned();
+    if let Some(m) = body.get("message").and_then(Value::as_str) {
+        let m = m.trim();
+        if !m.is_empty() && !msg.contains(m) {
+            msg = if msg.is_empty() { m.to_owned() } else { format!("{msg}: {m}") };
+        }
+    }
+    if let Some(errors) = body.get("errors").and_then(Value::as_object) {
+        let mut parts: Vec<String> = errors
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default().trim()))
+            .collect();
+        parts.sort();
+        if !parts.is_empty() {
+            msg += &format!(" ({})", parts.join("; "));
+        }
+    }
+    msg
+}
+
+/// PVE has no error codes: the status and, for 500s, the message decide the
+/// kind. This is the one place that reads PVE's wording.
+pub fn classify(status: StatusCode, message: &str) -> ErrorKind {
+    let m = message.to_ascii_lowercase();
+    match status.as_u16() {
+        401 | 403 => ErrorKind::Auth,
+        404 => ErrorKind::NotFound,
+        429 | 502 | 503 | 504 => ErrorKind::Transient,
+        500 if m.contains("already exists") => ErrorKind::AlreadyExists,
+        500 if m.contains("does not exist") || m.contains("no such") => ErrorKind::NotFound,
+        500 if m.contains("guest agent is not running") => ErrorKind::Transient,
+        // A 500 without a message is usually a proxy or daemon hiccup.
+        500 if m.is_empty() || m == "internal server error" => ErrorKind::Transient,
+        _ => ErrorKind::Other,
+    }
+}
+
+fn decode<T: DeserializeOwned>(path: &str, v: Value) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| {
+        Error::new(
+            ErrorKind::Other,
+            format!("GET {path}: unexpected response shape: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_parses_and_never_prints_its_secret() {
+        let t = ApiToken::parse("root@pam!golden=0b3c-secret").unwrap();
+        assert_eq!(t.id(), "root@pam!golden");
+        assert!(!format!("{t:?}").contains("0b3c-secret"));
+        assert_eq!(t.header(), "PVEAPIToken=root@pam!golden=0b3c-secret");
+        assert!(ApiToken::parse("root@pam!golden:abc").is_ok());
+    }
+
+    #[test]
+    fn malformed_tokens_are_rejected_without_echoing_them() {
+        for bad in ["", "secret", "root@pam=abc", "root!tok=abc", "root@pam!=abc", "root@pam!t="] {
+            let e = ApiToken::parse(bad).unwrap_err();
+            assert!(bad.is_empty() || !e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn endpoints_are_normalised_to_the_api_root() {
+        for raw in [
+            "https://pve:8006",
+            "https://pve:8006/",
+            "https://pve:8006/api2/json",
+            " https://pve:8006/api2/json/ ",
+        ] {
+            assert_eq!(normalise_endpoint(raw).unwrap(), "https://pve:8006/api2/json");
+        }
+        assert!(normalise_endpoint("pve:8006").is_err());
+        assert!(normalise_endpoint("ftp://pve").is_err());
+    }
+
+    #[test]
+    fn error_kinds_follow_status_and_pve_wording() {
+        let c = |s: u16, m: &str| classify(StatusCode::from_u16(s).unwrap(), m);
+        assert_eq!(c(401, "authentication failure"), ErrorKind::Auth);
+        assert_eq!(c(500, "VM 105 already exists"), ErrorKind::AlreadyExists);
+        assert_eq!(c(500, "Configuration file 'nodes/pve/qemu-server/7.conf' does not exist"), ErrorKind::NotFound);
+        assert_eq!(c(500, "QEMU guest agent is not running"), ErrorKind::Transient);
+        assert_eq!(c(503, "busy"), ErrorKind::Transient);
+        assert_eq!(c(500, "VM 105 is locked (clone)"), ErrorKind::Other);
+        assert_eq!(c(400, "Parameter verification failed."), ErrorKind::Other);
+    }
+
+    #[test]
+    fn error_message_joins_phrase_message_and_parameter_errors() {
+        let body = serde_json::json!({"data": null, "errors": {"tags": "invalid format", "name": "bad"}});
+        assert_eq!(
+            error_message("Parameter verification failed.", &body),
+            "Parameter verification failed. (name: bad; tags: invalid format)"
+        );
+        let body = serde_json::json!({"data": null, "message": "VM 7 is running - destroy failed\n"});
+        assert_eq!(
+            error_message("VM 7 is running - destroy failed", &body),
+            "VM 7 is running - destroy failed"
+        );
+    }
+}

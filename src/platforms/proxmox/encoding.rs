@@ -1,0 +1,306 @@
+//! How golden's metadata lives on a PVE VM (ADR 002): PVE tags for filtering
+//! and people, the full metadata as JSON in `description` (PVE's "Notes").
+//!
+//! Tags follow PVE's charset `[a-z0-9_][a-z0-9_+.-]*` and are written sorted
+//! and de-duplicated, `;`-joined, exactly as PVE returns them, so reading them
+//! back never looks like drift. The description is authoritative: a VM is
+//! golden's only if its JSON names this family *and its own vmid*, so a user's
+//! copy of a golden template (which inherits both tags and notes) is not ours.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::metadata::{Metadata, Status};
+use crate::lifecycle::naming::ImageName;
+use crate::lifecycle::report::Report;
+
+/// On every VM golden manages.
+pub const TAG_MANAGED: &str = "golden";
+/// On throwaway smoke-test clones.
+pub const TAG_SMOKE: &str = "golden-smoke";
+/// PVE's limit on `description`.
+pub const MAX_DESCRIPTION: usize = 8192;
+
+const FENCE_OPEN: &str = "```json golden-metadata\n";
+const FENCE_CLOSE: &str = "\n```";
+
+pub fn family_tag(family: &str) -> String {
+    format!("golden-family.{}", sanitize_tag(family))
+}
+
+pub fn status_tag(status: Status) -> String {
+    format!("golden-{}", status.as_str())
+}
+
+/// A VM name that no name-based lookup of the family matches until the image
+/// is validated: a regex such as `^debian-12-minimal-` never sees a candidate.
+pub fn candidate_vm_name(name: &ImageName) -> String {
+    format!("candidate-{name}")
+}
+
+/// The VM name an image carries in its current status.
+pub fn vm_name(meta: &Metadata) -> String {
+    match meta.status {
+        Status::Validated => meta.name.to_string(),
+        _ => candidate_vm_name(&meta.name),
+    }
+}
+
+/// Maps any text into PVE's tag charset: lowercase, anything else becomes `_`.
+pub fn sanitize_tag(raw: &str) -> String {
+    let mut out: String = raw
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '+' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with(['+', '.', '-']) || out.is_empty() {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// Is `tag` within PVE's charset?
+pub fn is_valid_tag(tag: &str) -> bool {
+    let mut chars = tag.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    let ok_first = first.is_ascii_lowercase() || first.is_ascii_digit() || first == '_';
+    ok_first
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '+' | '.' | '-'))
+}
+
+/// The tags of an image VM: managed, family, status and the user's tags as
+/// `key.value`, sorted and joined as PVE returns them.
+pub fn tags_for(meta: &Metadata) -> String {
+    let mut tags: BTreeSet<String> = BTreeSet::new();
+    tags.insert(TAG_MANAGED.to_owned());
+    tags.insert(family_tag(meta.name.family.as_str()));
+    tags.insert(status_tag(meta.status));
+    for (k, v) in &meta.tags {
+        if k.starts_with("golden-") {
+            continue;
+        }
+        tags.insert(sanitize_tag(&format!("{k}.{v}")));
+    }
+    tags.into_iter().collect::<Vec<_>>().join(";")
+}
+
+/// What golden writes into a VM's description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// Format version.
+    pub golden: u32,
+    /// The VM this note belongs to; a copy on another VM is not ours.
+    pub vmid: u32,
+    /// `image` or `smoke`.
+    pub role: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// RFC 3339: a candidate or smoke VM past this time is abandoned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Report>,
+}
+
+pub const ROLE_IMAGE: &str = "image";
+pub const ROLE_SMOKE: &str = "smoke";
+
+impl Note {
+    pub fn image(meta: &Metadata, vmid: u32, deadline: Option<String>, report: Option<Report>) -> Note {
+        Note {
+            golden: 1,
+            vmid,
+            role: ROLE_IMAGE.into(),
+            metadata: meta.encode(),
+            deadline,
+            report,
+        }
+    }
+
+    pub fn smoke(of: &str, vmid: u32, deadline: String) -> Note {
+        Note {
+            golden: 1,
+            vmid,
+            role: ROLE_SMOKE.into(),
+            metadata: BTreeMap::from([("golden-smoke-of".to_owned(), of.to_owned())]),
+            deadline: Some(deadline),
+            report: None,
+        }
+    }
+
+    /// The description text: a line for people, then the JSON in a fenced
+    /// block (PVE renders notes as Markdown). Shortens the report's texts
+    /// until it fits PVE's 8 KiB limit.
+    pub fn to_description(&self) -> String {
+        let title = match self.role.as_str() {
+            ROLE_SMOKE => format!(
+                "Smoke-test VM of {} (terraform-provider-golden); deleted when the test ends.",
+                self.metadata.get("golden-smoke-of").map(String::as_str).unwrap_or("?")
+            ),
+            _ => format!(
+                "Golden image {}-{}-{} ({}), managed by terraform-provider-golden.",
+                self.metadata.get("golden-family").map(String::as_str).unwrap_or("?"),
+                self.metadata.get("golden-build-date").map(String::as_str).unwrap_or("?"),
+                self.metadata.get("golden-build-number").map(String::as_str).unwrap_or("?"),
+                self.metadata.get("golden-status").map(String::as_str).unwrap_or("?"),
+            ),
+        };
+        let mut note = self.clone();
+        for level in 0..4 {
+            let json = serde_json::to_string(&note).unwrap_or_default();
+            let text = format!("{title}\n\n{FENCE_OPEN}{json}{FENCE_CLOSE}\n");
+            if text.len() <= MAX_DESCRIPTION {
+                return text;
+            }
+            note.shrink_report(level);
+        }
+        note.report = None;
+        let json = serde_json::to_string(&note).unwrap_or_default();
+        format!("{title}\n\n{FENCE_OPEN}{json}{FENCE_CLOSE}\n")
+    }
+
+    fn shrink_report(&mut self, level: usize) {
+        let Some(r) = &mut self.report else { return };
+        let keep = [2000usize, 300, 80, 0][level.min(3)];
+        r.console_tail = tail_chars(&r.console_tail, keep * 2);
+        for c in &mut r.checks {
+            c.detail = tail_chars(&c.detail, keep);
+        }
+    }
+
+    /// Reads golden's note out of a description; `None` when there is none.
+    pub fn parse(description: &str) -> Option<Note> {
+        let start = description.find(FENCE_OPEN)? + FENCE_OPEN.len();
+        let rest = &description[start..];
+        let end = rest.find(FENCE_CLOSE)?;
+        let note: Note = serde_json::from_str(&rest[..end]).ok()?;
+        (note.golden == 1).then_some(note)
+    }
+
+    /// Is this note about `vmid` (and not copied from another VM)?
+    pub fn belongs_to(&self, vmid: u32) -> bool {
+        self.vmid == vmid
+    }
+
+    pub fn deadline_passed(&self, now: time::OffsetDateTime) -> bool {
+        let Some(d) = &self.deadline else {
+            return true;
+        };
+        match time::OffsetDateTime::parse(d, &time::format_description::well_known::Rfc3339) {
+            Ok(t) => now > t,
+            Err(_) => true,
+        }
+    }
+}
+
+fn tail_chars(s: &str, n: usize) -> String {
+    let count = s.chars().count();
+    if count <= n {
+        return s.to_owned();
+    }
+    let skip = count - n;
+    format!("…{}", s.chars().skip(skip).collect::<String>())
+}
+
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::naming::{Family, NamingRules};
+
+    fn meta(status: Status) -> Metadata {
+        let family = Family::parse("ubuntu-24.04-minimal", NamingRules { allow_dot: true }).unwrap();
+        Metadata {
+            name: ImageName::parse("ubuntu-24.04-minimal-20261125-002", &family).unwrap(),
+            builder_version: "0.1.0".into(),
+            recipe_hash: "0123456789abcdef".into(),
+            status,
+            validated_at: None,
+            tags: BTreeMap::from([
+                ("os".to_owned(), "Ubuntu 24.04".to_owned()),
+                ("type".to_owned(), "minimal".to_owned()),
+                ("Team".to_owned(), "platform/infra".to_owned()),
+            ]),
+        }
+    }
+
+    #[test]
+    fn tags_are_valid_sorted_and_unique_as_pve_returns_them() {
+        let tags = tags_for(&meta(Status::Candidate));
+        let list: Vec<&str> = tags.split(';').collect();
+        let mut sorted = list.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(list, sorted, "{tags}");
+        assert!(list.iter().all(|t| is_valid_tag(t)), "{tags}");
+        assert_eq!(
+            tags,
+            "golden;golden-candidate;golden-family.ubuntu-24.04-minimal;os.ubuntu_24.04;team.platform_infra;type.minimal"
+        );
+    }
+
+    #[test]
+    fn status_changes_the_status_tag_and_the_vm_name() {
+        let c = meta(Status::Candidate);
+        let mut v = c.clone();
+        v.status = Status::Validated;
+        assert!(tags_for(&v).contains("golden-validated"));
+        assert!(!tags_for(&v).contains("golden-candidate"));
+        assert_eq!(vm_name(&c), "candidate-ubuntu-24.04-minimal-20261125-002");
+        assert_eq!(vm_name(&v), "ubuntu-24.04-minimal-20261125-002");
+    }
+
+    #[test]
+    fn sanitize_maps_into_the_charset() {
+        for raw in ["Prod", "-x", ".x", "a b/c", "", "ok_1+2.3-4"] {
+            assert!(is_valid_tag(&sanitize_tag(raw)), "{raw:?} -> {:?}", sanitize_tag(raw));
+        }
+        assert_eq!(sanitize_tag("ok_1+2.3-4"), "ok_1+2.3-4");
+    }
+
+    #[test]
+    fn note_round_trips_through_a_description() {
+        let n = Note::image(&meta(Status::Validated), 900123, None, Some(Report::default()));
+        let d = n.to_description();
+        assert!(d.starts_with("Golden image ubuntu-24.04-minimal-20261125-002 (validated)"));
+        assert_eq!(Note::parse(&d), Some(n.clone()));
+        assert!(n.belongs_to(900123));
+        assert!(!n.belongs_to(900124));
+        // Text a user adds around the block does not break it.
+        assert_eq!(Note::parse(&format!("my notes\n{d}\nmore")), Some(n));
+        assert_eq!(Note::parse("just a description"), None);
+    }
+
+    #[test]
+    fn a_huge_report_is_shortened_to_fit_pve() {
+        let mut r = Report::default();
+        r.console_tail = "x".repeat(20_000);
+        r.push("commands[0]", false, std::time::Duration::from_secs(1), "y".repeat(9000));
+        let d = Note::image(&meta(Status::Failed), 900001, None, Some(r)).to_description();
+        assert!(d.len() <= MAX_DESCRIPTION, "{}", d.len());
+        let back = Note::parse(&d).unwrap();
+        assert_eq!(back.report.unwrap().checks[0].name, "commands[0]");
+    }
+
+    #[test]
+    fn deadlines_decide_abandonment() {
+        let now = time::OffsetDateTime::now_utc();
+        let mut n = Note::smoke("x", 900001, rfc3339(now + time::Duration::minutes(5)));
+        assert!(!n.deadline_passed(now));
+        n.deadline = Some(rfc3339(now - time::Duration::minutes(5)));
+        assert!(n.deadline_passed(now));
+    }
+}

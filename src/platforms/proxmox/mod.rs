@@ -1,0 +1,432 @@
+//! The `proxmox` platform: golden images are PVE templates.
+//!
+//! Reserve: clone the source template (or import a cloud image) into a
+//! candidate VM in `vmid_range`, named `candidate-<name>` and tagged
+//! `golden-candidate`. Build: a cloud-init drive, start, then provisioning
+//! entirely through the guest agent, `cloud-init clean`, shutdown, template.
+//! Smoke test: a linked clone with a throwaway key, checks through the agent,
+//! destroyed with purge. Publish: the final name and `golden-validated` in one
+//! config write. Metadata: tags plus JSON in the description (`encoding.rs`).
+
+mod agent;
+pub mod api;
+mod build;
+pub mod client;
+pub mod encoding;
+mod smoke;
+mod tasks;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::lifecycle::context::Cx;
+use crate::lifecycle::image::Image;
+use crate::lifecycle::ledger::{orphaned, UndoAction};
+use crate::lifecycle::metadata::{Metadata, Status};
+use crate::lifecycle::naming::{Family, NamingRules};
+use crate::lifecycle::recipe::{Recipe, SmokeSpec};
+use crate::lifecycle::report::Report;
+use crate::platforms::{Error, ErrorKind, Platform, Result};
+use api::{config_str, params, Api, VmResource};
+use client::Client;
+use encoding::{Note, ROLE_IMAGE, ROLE_SMOKE};
+
+/// Everything the provider block says about the cluster.
+#[derive(Debug, Clone)]
+pub struct ProxmoxConfig {
+    pub node: String,
+    /// Where candidate and template disks live.
+    pub storage: String,
+    /// Where `download-url` puts cloud images (content type `import`).
+    pub import_storage: String,
+    /// Inclusive range of VM ids golden may use for candidates and smoke clones.
+    pub vmid_range: (u32, u32),
+    /// How long a guest agent may take to answer after start.
+    pub agent_timeout: Duration,
+    /// Where this machine keeps cleanup ledgers for this cluster.
+    pub state_dir: PathBuf,
+}
+
+pub struct ProxmoxPlatform {
+    client: Client,
+    config: ProxmoxConfig,
+    /// vmid -> node, learned from `/cluster/resources`.
+    nodes: Mutex<HashMap<u32, String>>,
+}
+
+/// A VM golden can clone from.
+#[derive(Debug, Clone)]
+pub(crate) enum SourceVm {
+    Clone { node: String, vmid: u32, what: String },
+    Import { volid: String, what: String },
+}
+
+impl ProxmoxPlatform {
+    pub fn new(client: Client, config: ProxmoxConfig) -> Self {
+        ProxmoxPlatform {
+            client,
+            config,
+            nodes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn api(&self) -> Api<'_> {
+        Api::new(&self.client)
+    }
+
+    fn remember_node(&self, vmid: u32, node: &str) {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vmid, node.to_owned());
+    }
+
+    fn node_of(&self, vmid: u32) -> String {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&vmid)
+            .cloned()
+            .unwrap_or_else(|| self.config.node.clone())
+    }
+
+    /// The lowest id in `vmid_range` that no VM uses and that is not in `skip`.
+    fn free_vmid(&self, resources: &[VmResource], skip: &[u32]) -> Result<u32> {
+        let (lo, hi) = self.config.vmid_range;
+        let used: std::collections::HashSet<u32> = resources.iter().map(|r| r.vmid).collect();
+        (lo..=hi)
+            .find(|id| !used.contains(id) && !skip.contains(id))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Other,
+                    format!("no free VM id left in vmid_range {lo}-{hi}"),
+                )
+            })
+    }
+
+    /// golden's note on a VM, if it is golden's own (not a copy).
+    async fn note_of(&self, node: &str, vmid: u32) -> Result<Option<Note>> {
+        let cfg = match self.api().node(node).vm(vmid).config().await {
+            Ok(c) => c,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let desc = config_str(&cfg, "description").unwrap_or_default();
+        Ok(Note::parse(&desc).filter(|n| n.belongs_to(vmid)))
+    }
+
+    /// Images of `family` with their notes; `resources` saves a call when the
+    /// caller has just listed the cluster.
+    async fn family_images(
+        &self,
+        family: &Family,
+        resources: Option<Vec<VmResource>>,
+    ) -> Result<Vec<(Image, Note)>> {
+        let resources = match resources {
+            Some(r) => r,
+            None => self.api().vm_resources().await?,
+        };
+        let tag = encoding::family_tag(family.as_str());
+        let now = time::OffsetDateTime::now_utc();
+        let mut out = Vec::new();
+        for r in resources.iter().filter(|r| r.tag_list().contains(&tag.as_str())) {
+            let node = r.node.clone().unwrap_or_else(|| self.config.node.clone());
+            self.remember_node(r.vmid, &node);
+            let Some(note) = self.note_of(&node, r.vmid).await? else {
+                continue;
+            };
+            if note.role != ROLE_IMAGE {
+                continue;
+            }
+            let Ok(meta) = Metadata::decode(&note.metadata, family) else {
+                continue;
+            };
+            let in_progress = meta.status == Status::Candidate && !note.deadline_passed(now);
+            out.push((
+                Image {
+                    meta,
+                    id: r.vmid.to_string(),
+                    size_bytes: r.maxdisk,
+                    in_progress,
+                    protected: None,
+                },
+                note,
+            ));
+        }
+        if out.iter().any(|(i, _)| i.status() != Status::Candidate) {
+            self.mark_linked_clones(&mut out).await;
+        }
+        Ok(out)
+    }
+
+    /// A template whose base disk still backs linked clones cannot be deleted
+    /// (PVE refuses, and the clones would lose their disk): say so up front.
+    async fn mark_linked_clones(&self, images: &mut [(Image, Note)]) {
+        let volumes = self
+            .api()
+            .node(&self.config.node)
+            .storage_volumes(&self.config.storage, "images")
+            .await;
+        for (image, _) in images.iter_mut() {
+            let Ok(vmid) = image.id.parse::<u32>() else {
+                continue;
+            };
+            image.protected = match &volumes {
+                Ok(vols) => {
+                    let base = format!("base-{vmid}-disk-");
+                    let mut clones: Vec<u32> = vols
+                        .iter()
+                        .filter(|v| v.parent.as_deref().is_some_and(|p| p.contains(&base)))
+                        .filter_map(|v| v.vmid)
+                        .filter(|id| *id != vmid)
+                        .collect();
+                    clones.sort_unstable();
+                    clones.dedup();
+                    (!clones.is_empty()).then(|| {
+                        let ids: Vec<String> = clones.iter().map(u32::to_string).collect();
+                        format!("linked clones still use it (VM {})", ids.join(", "))
+                    })
+                }
+                // Without the storage listing we cannot rule linked clones out:
+                // keeping an image is always the safe side.
+                Err(e) => Some(format!("could not check for linked clones: {e}")),
+            };
+        }
+    }
+
+    async fn vm_by_id(&self, image: &Image) -> Result<u32> {
+        image.id.parse::<u32>().map_err(|_| {
+            Error::new(
+                ErrorKind::Other,
+                format!("{} has no Proxmox VM id (id {:?})", image.name(), image.id),
+            )
+        })
+    }
+
+    /// Rewrites name, tags and description in one config write, so lookups by
+    /// name or tag switch over together.
+    async fn write_metadata(&self, vmid: u32, meta: &Metadata, note: &Note) -> Result<()> {
+        let form = params([
+            ("name", encoding::vm_name(meta)),
+            ("tags", encoding::tags_for(meta)),
+            ("description", note.to_description()),
+        ]);
+        self.api()
+            .node(&self.node_of(vmid))
+            .vm(vmid)
+            .set_config(form)
+            .await
+    }
+
+    /// Stops (if running) and destroys a VM with purge; gone already is fine.
+    async fn destroy_vm(&self, node: &str, vmid: u32, cx: &Cx) -> Result<()> {
+        let api = self.api();
+        let node_api = api.node(node);
+        let vm = node_api.vm(vmid);
+        match vm.status().await {
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+            Ok(s) if s == "running" => {
+                let upid = vm.stop().await?;
+                tasks::wait(&node_api, &upid, &format!("stopping VM {vmid}"), cx).await?;
+            }
+            Ok(_) => {}
+        }
+        let upid = match vm.destroy().await {
+            Err(e) if e.is_not_found() => return Ok(()),
+            r => r?,
+        };
+        tasks::wait(&node_api, &upid, &format!("destroying VM {vmid}"), cx).await?;
+        tracing::info!(vmid, node, "VM destroyed");
+        Ok(())
+    }
+
+    /// Destroys a temporary VM, but never an image that is not a candidate:
+    /// a ledger replayed late must not remove a published image.
+    async fn destroy_temporary(&self, node: &str, vmid: u32, cx: &Cx) -> Result<()> {
+        if let Some(note) = self.note_of(node, vmid).await? {
+            let status = note.metadata.get(crate::lifecycle::metadata::KEY_STATUS);
+            let temporary =
+                note.role == ROLE_SMOKE || status.map(String::as_str) == Some("candidate");
+            if !temporary {
+                tracing::warn!(vmid, "not destroying VM {vmid}: it is a golden image now");
+                return Ok(());
+            }
+        }
+        self.destroy_vm(node, vmid, cx).await
+    }
+
+    fn cleanup_cx(&self) -> Cx {
+        Cx::new(
+            tokio_util::sync::CancellationToken::new(),
+            crate::lifecycle::pipeline::CLEANUP_TIMEOUT,
+            crate::lifecycle::ledger::Ledger::in_memory(),
+        )
+    }
+}
+
+fn parse_vm_ref(id: &str) -> Option<(String, u32)> {
+    let (node, vmid) = id.split_once('/')?;
+    Some((node.to_owned(), vmid.parse().ok()?))
+}
+
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+#[async_trait]
+impl Platform for ProxmoxPlatform {
+    fn kind(&self) -> &'static str {
+        "proxmox"
+    }
+
+    fn naming_rules(&self) -> NamingRules {
+        NamingRules { allow_dot: true }
+    }
+
+    async fn list_images(&self, family: &Family) -> Result<Vec<Image>> {
+        let images = self.family_images(family, None).await?;
+        Ok(images.into_iter().map(|(i, _)| i).collect())
+    }
+
+    async fn reserve(&self, meta: &Metadata, recipe: &Recipe, cx: &Cx) -> Result<Image> {
+        build::reserve(self, meta, recipe, cx).await
+    }
+
+    async fn build(&self, candidate: &Image, recipe: &Recipe, cx: &Cx) -> Result<Image> {
+        build::run(self, candidate, recipe, cx).await
+    }
+
+    async fn smoke_test(&self, image: &Image, spec: &SmokeSpec, cx: &Cx) -> Result<Report> {
+        smoke::run(self, image, spec, cx).await
+    }
+
+    async fn publish(&self, image: &Image, report: &Report) -> Result<Image> {
+        let vmid = self.vm_by_id(image).await?;
+        let mut meta = image.meta.clone();
+        meta.status = Status::Validated;
+        meta.validated_at = Some(encoding::rfc3339(now()));
+        let note = Note::image(&meta, vmid, None, Some(report.clone()));
+        self.write_metadata(vmid, &meta, &note).await?;
+        Ok(Image {
+            meta,
+            in_progress: false,
+            ..image.clone()
+        })
+    }
+
+    async fn mark_failed(&self, image: &Image, report: &Report) -> Result<()> {
+        let vmid = self.vm_by_id(image).await?;
+        let mut meta = image.meta.clone();
+        meta.status = Status::Failed;
+        let note = Note::image(&meta, vmid, None, Some(report.clone()));
+        self.write_metadata(vmid, &meta, &note).await
+    }
+
+    async fn retag(&self, image: &Image, tags: &BTreeMap<String, String>) -> Result<()> {
+        let vmid = self.vm_by_id(image).await?;
+        let node = self.node_of(vmid);
+        let mut note = self
+            .note_of(&node, vmid)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("VM {vmid} ({})", image.name())))?;
+        let mut meta = image.meta.clone();
+        meta.tags = tags.clone();
+        note.metadata = meta.encode();
+        self.write_metadata(vmid, &meta, &note).await
+    }
+
+    async fn delete(&self, image: &Image) -> Result<()> {
+        let vmid = self.vm_by_id(image).await?;
+        let node = self.node_of(vmid);
+        // Re-check ownership right before deleting (only our own, ever).
+        let Some(note) = self.note_of(&node, vmid).await? else {
+            return Err(Error::not_found(format!("VM {vmid} is gone or no longer golden's")));
+        };
+        if Metadata::decode(&note.metadata, image.meta.family()).is_err() {
+            return Err(Error::not_found(format!("VM {vmid} is not {} any more", image.name())));
+        }
+        self.destroy_vm(&node, vmid, &self.cleanup_cx()).await
+    }
+
+    async fn undo(&self, action: &UndoAction) -> Result<()> {
+        let cx = self.cleanup_cx();
+        match action {
+            UndoAction::DestroyVm { id } => {
+                let (node, vmid) = parse_vm_ref(id).ok_or_else(|| {
+                    Error::new(ErrorKind::Other, format!("bad VM reference {id:?} in the ledger"))
+                })?;
+                self.destroy_temporary(&node, vmid, &cx).await
+            }
+            UndoAction::DiscardCandidate { family, name } => {
+                let Ok(family) = Family::try_from(family.clone()) else {
+                    return Ok(());
+                };
+                for (image, _) in self.family_images(&family, None).await? {
+                    if image.name().to_string() == *name && image.status() == Status::Candidate {
+                        let vmid = self.vm_by_id(&image).await?;
+                        tracing::info!(image = %name, vmid, "discarding candidate");
+                        self.destroy_vm(&self.node_of(vmid), vmid, &cx).await?;
+                    }
+                }
+                Ok(())
+            }
+            // Local-only actions never appear in a Proxmox ledger.
+            UndoAction::KillProcess { .. } | UndoAction::RemovePath { .. } => Ok(()),
+        }
+    }
+
+    async fn sweep(&self) -> Result<()> {
+        for (file, actions) in orphaned(&self.ledger_dir()) {
+            tracing::info!(ledger = %file.display(), "finishing the cleanup of an interrupted run");
+            let mut all_done = true;
+            for action in &actions {
+                if let Err(e) = self.undo(action).await {
+                    tracing::warn!(error = %e, "sweep could not undo {action:?}");
+                    all_done = false;
+                }
+            }
+            if all_done {
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+        // Candidates and smoke clones whose deadline passed were abandoned by
+        // a run that died without a ledger (another machine, a lost disk).
+        let resources = self.api().vm_resources().await?;
+        let now = now();
+        let cx = self.cleanup_cx();
+        for r in resources.iter().filter(|r| {
+            let tags = r.tag_list();
+            tags.contains(&encoding::TAG_SMOKE)
+                || tags.contains(&encoding::status_tag(Status::Candidate).as_str())
+        }) {
+            let node = r.node.clone().unwrap_or_else(|| self.config.node.clone());
+            let Some(note) = self.note_of(&node, r.vmid).await? else {
+                continue;
+            };
+            if note.deadline_passed(now) {
+                tracing::info!(vmid = r.vmid, name = ?r.name, "removing an abandoned golden VM");
+                if let Err(e) = self.destroy_temporary(&node, r.vmid, &cx).await {
+                    tracing::warn!(vmid = r.vmid, error = %e, "could not remove an abandoned VM");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn ledger_dir(&self) -> PathBuf {
+        self.config.state_dir.join("runs")
+    }
+
+    async fn report(&self, image: &Image) -> Result<Option<Report>> {
+        let vmid = self.vm_by_id(image).await?;
+        Ok(self
+            .note_of(&self.node_of(vmid), vmid)
+            .await?
+            .and_then(|n| n.report))
+    }
+}

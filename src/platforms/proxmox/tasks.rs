@@ -1,0 +1,57 @@
+//! Waiting for PVE tasks (UPIDs): every asynchronous call is polled to its end
+//! and its exit status checked; a failed task's error carries PVE's message and
+//! the tail of its log.
+
+use std::time::Duration;
+
+use super::api::{NodeApi, Upid};
+use crate::lifecycle::context::Cx;
+use crate::platforms::{Error, ErrorKind, Result};
+
+const FIRST_POLL: Duration = Duration::from_millis(200);
+const MAX_POLL: Duration = Duration::from_secs(2);
+
+/// Polls `upid` until it stops. `what` names the step in errors.
+pub async fn wait(node: &NodeApi<'_>, upid: &Upid, what: &str, cx: &Cx) -> Result<()> {
+    let mut every = FIRST_POLL;
+    let mut transient_failures = 0u32;
+    loop {
+        cx.check(what)?;
+        match node.task_status(upid).await {
+            Ok(status) if status.status == "stopped" => {
+                return finished(node, upid, what, status.exitstatus).await;
+            }
+            Ok(_) => transient_failures = 0,
+            // A task status that cannot be read for a moment (pveproxy reload,
+            // a 5xx) does not mean the task failed: keep polling a while.
+            Err(e) if e.is_transient() && transient_failures < 10 => {
+                transient_failures += 1;
+                tracing::warn!(error = %e, task = %upid.0, "could not read the task status; polling again");
+            }
+            Err(e) => return Err(Error::other(format!("{what}: reading task status"), e.into())),
+        }
+        cx.sleep(what, every).await?;
+        every = (every * 3 / 2).min(MAX_POLL);
+    }
+}
+
+async fn finished(node: &NodeApi<'_>, upid: &Upid, what: &str, exit: Option<String>) -> Result<()> {
+    let exit = exit.unwrap_or_default();
+    if exit == "OK" || exit.starts_with("WARNINGS") {
+        tracing::debug!(task = %upid.0, %exit, "task finished");
+        return Ok(());
+    }
+    let log = node
+        .task_log_tail(upid, 8)
+        .await
+        .map(|l| l.join("\n"))
+        .unwrap_or_default();
+    let mut err = Error::new(
+        ErrorKind::Other,
+        format!("{what}: PVE task failed: {}", if exit.is_empty() { "no exit status" } else { &exit }),
+    );
+    if !log.trim().is_empty() {
+        err = err.with_detail(format!("Task log (last lines, {}):\n{log}", upid.0));
+    }
+    Err(err)
+}
