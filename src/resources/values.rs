@@ -74,6 +74,8 @@ pub struct ImageEntry {
     pub recipe_hash: Value<String>,
     pub validated_at: Value<String>,
     pub size_bytes: Value<i64>,
+    /// Why the platform refuses to delete it now (linked clones); null otherwise.
+    pub protected: Value<String>,
 }
 
 impl ImageEntry {
@@ -87,6 +89,7 @@ impl ImageEntry {
             recipe_hash: Value::Value(i.meta.recipe_hash.clone()),
             validated_at: i.meta.validated_at.clone().into(),
             size_bytes: i.size_bytes.map(|s| s as i64).into(),
+            protected: i.protected.clone().into(),
         }
     }
 
@@ -102,6 +105,7 @@ impl ImageEntry {
                 ("recipe_hash", T::String),
                 ("validated_at", T::String),
                 ("size_bytes", T::Number),
+                ("protected", T::String),
             ]
             .into_iter()
             .map(|(k, t)| (k.to_owned(), t))

@@ -12,7 +12,7 @@ use super::listing;
 use super::state::ImageState;
 use crate::lifecycle::image::Image;
 use crate::lifecycle::naming::Family;
-use crate::lifecycle::retention::plan_prune;
+use crate::lifecycle::retention::{plan_prune, KeepReason, PruneDecision};
 use crate::lifecycle::selection::latest;
 use crate::platforms::Platform;
 use crate::provider::Shared;
@@ -81,9 +81,26 @@ pub async fn plan_create(
     if let (Some(images), Some(policy)) =
         (listing_if_configured(shared, &d, diags).await?, d.retention)
     {
-        planned.prune = to_value_list(&plan_prune(&images, policy, true).delete_names());
+        let decision = plan_prune(&images, policy, true);
+        warn_protected(&decision, diags);
+        planned.prune = to_value_list(&decision.delete_names());
     }
     Some(planned)
+}
+
+/// Images retention would delete but the platform protects show up in the
+/// plan as a warning that names each one and why it stays.
+fn warn_protected(decision: &PruneDecision, diags: &mut Diagnostics) {
+    for (name, why) in &decision.kept {
+        tracing::debug!(image = %name, reason = ?why, "plan: kept");
+        if let KeepReason::Protected(reason) = why {
+            diags.warning(
+                format!("Image {name} Kept"),
+                format!("retention would delete {name}, but it stays: {reason}. It is pruned by a later apply once that no longer holds."),
+                AttributePath::new("prune"),
+            );
+        }
+    }
 }
 
 /// `Some(None)` when the provider is not configured yet (its config depends on
@@ -195,9 +212,7 @@ pub async fn plan_update(
         (None, _) | (_, None) => Value::Unknown,
         (Some(images), Some(policy)) => {
             let decision = plan_prune(images, policy, rebuild);
-            for (name, why) in &decision.kept {
-                tracing::debug!(image = %name, reason = ?why, "plan: kept");
-            }
+            warn_protected(&decision, diags);
             let names = decision.delete_names();
             if !rebuild && !names.is_empty() {
                 if let Value::Value(entries) = &prior.images {

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::data_sources::{images::ImagesDataSource, latest_image::LatestImageDataSource};
 use crate::platforms::local::LocalPlatform;
 use crate::platforms::Platform;
+mod proxmox;
 use crate::qemu::accel::{self, AccelChoice};
 use crate::resources::image::schema::{attr, block};
 use crate::resources::image::ImageResource;
@@ -97,9 +98,34 @@ pub struct LocalBlock {
     pub accelerator: Value<String>,
 }
 
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct ProxmoxBlock {
+    pub endpoint: Value<String>,
+    pub api_token: Value<String>,
+    pub insecure: Value<bool>,
+    pub node: Value<String>,
+    pub storage: Value<String>,
+    pub import_storage: Value<String>,
+    pub vmid_range: Value<String>,
+    pub agent_timeout: Value<String>,
+}
+
+// Hand-written so the token can never reach a log line.
+impl std::fmt::Debug for ProxmoxBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxmoxBlock")
+            .field("endpoint", &self.endpoint)
+            .field("api_token", &"***")
+            .field("node", &self.node)
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProviderConfig {
     pub local: Value<Vec<LocalBlock>>,
+    pub proxmox: Value<Vec<ProxmoxBlock>>,
 }
 
 pub struct GoldenProvider {
@@ -138,6 +164,13 @@ fn local_block(cfg: &ProviderConfig) -> LocalBlock {
     }
 }
 
+fn proxmox_block(cfg: &ProviderConfig) -> Option<ProxmoxBlock> {
+    match &cfg.proxmox {
+        Value::Value(v) => v.first().cloned(),
+        _ => None,
+    }
+}
+
 fn accel_path() -> AttributePath {
     AttributePath::new("local")
         .index(0)
@@ -162,7 +195,10 @@ impl Provider for GoldenProvider {
             block: Block {
                 version: 1,
                 attributes: HashMap::new(),
-                blocks: HashMap::from([("local".to_owned(), NestedBlock::Optional(local))]),
+                blocks: HashMap::from([
+                    ("local".to_owned(), NestedBlock::Optional(local)),
+                    ("proxmox".to_owned(), NestedBlock::Optional(proxmox::schema())),
+                ]),
                 description: Description::markdown(
                     "golden builds, smoke-tests, publishes and prunes golden VM images.",
                 ),
@@ -172,6 +208,9 @@ impl Provider for GoldenProvider {
     }
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::Config<'a>) -> Option<()> {
+        if let Some(block) = proxmox_block(&config) {
+            proxmox::validate(&block, diags)?;
+        }
         let local = local_block(&config);
         if let Value::Value(a) = &local.accelerator {
             if AccelChoice::parse(a).is_none() {
@@ -215,7 +254,12 @@ impl Provider for GoldenProvider {
             .map(PathBuf::from)
             .unwrap_or_else(default_store_dir);
         tracing::info!(store = %store.display(), %accel, "local platform configured");
-        self.shared.set(Arc::new(LocalPlatform::new(store, accel)));
+        self.shared
+            .set(Arc::new(LocalPlatform::new(store.clone(), accel)));
+        let block = proxmox_block(&config);
+        if let Some(p) = proxmox::configure(block.as_ref(), &store, diags)? {
+            self.shared.set(Arc::new(p));
+        }
         Some(())
     }
 

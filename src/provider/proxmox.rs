@@ -1,0 +1,217 @@
+//! The provider's `proxmox` block: schema, validation with attribute paths,
+//! and `configure` (block first, then `PROXMOX_VE_*`, then defaults).
+
+use std::path::Path;
+use std::time::Duration;
+
+use tf_provider::schema::{AttributeConstraint as C, AttributeType as T, Block};
+use tf_provider::value::Value;
+use tf_provider::{AttributePath, Diagnostics};
+
+use super::ProxmoxBlock;
+use crate::lifecycle::duration;
+use crate::platforms::proxmox::client::{normalise_endpoint, ApiToken, ClientBuilder};
+use crate::platforms::proxmox::{ProxmoxConfig, ProxmoxPlatform};
+use crate::resources::image::schema::{attr, block};
+
+pub const ENV_ENDPOINT: &str = "PROXMOX_VE_ENDPOINT";
+pub const ENV_API_TOKEN: &str = "PROXMOX_VE_API_TOKEN";
+pub const ENV_INSECURE: &str = "PROXMOX_VE_INSECURE";
+
+pub const DEFAULT_NODE: &str = "pve";
+pub const DEFAULT_STORAGE: &str = "local-lvm";
+pub const DEFAULT_IMPORT_STORAGE: &str = "local";
+pub const DEFAULT_VMID_RANGE: (u32, u32) = (900_000, 999_999);
+pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub fn schema() -> Block {
+    let mut token = attr(
+        T::String,
+        C::Optional,
+        "API token `USER@REALM!TOKENID=SECRET` (sent as `Authorization: PVEAPIToken=...`). Env `PROXMOX_VE_API_TOKEN`. Sensitive: never logged, never in state.",
+    );
+    token.sensitive = true;
+    block(
+        vec![
+            ("endpoint", attr(T::String, C::Optional, "PVE API URL, e.g. `https://pve.example.com:8006`. Env `PROXMOX_VE_ENDPOINT`.")),
+            ("api_token", token),
+            ("insecure", attr(T::Bool, C::Optional, "Skip TLS certificate verification (PVE's default self-signed certificate). Env `PROXMOX_VE_INSECURE`. Default `false`.")),
+            ("node", attr(T::String, C::Optional, "The node that builds and holds golden's templates. Default `pve`.")),
+            ("storage", attr(T::String, C::Optional, "Storage for candidate and template disks (content `images`). Default `local-lvm`.")),
+            ("import_storage", attr(T::String, C::Optional, "Storage with content type `import` where PVE downloads cloud images for `source.url`. Default `local`.")),
+            ("vmid_range", attr(T::String, C::Optional, "`FIRST-LAST`: the VM ids golden may use for candidates and smoke-test clones. Default `900000-999999`.")),
+            ("agent_timeout", attr(T::String, C::Optional, "How long a started VM's QEMU guest agent may take to answer before the step fails, e.g. `5m` (default).")),
+        ],
+        "The Proxmox VE platform: golden images are templates on a PVE cluster, built and tested through the API and the QEMU guest agent (no SSH).",
+    )
+}
+
+fn at(name: &'static str) -> AttributePath {
+    AttributePath::new("proxmox").index(0).attribute(name)
+}
+
+fn parse_range(raw: &str) -> Result<(u32, u32), String> {
+    let (lo, hi) = raw
+        .split_once('-')
+        .ok_or_else(|| format!("{raw:?} must look like FIRST-LAST, e.g. 900000-999999"))?;
+    let lo: u32 = lo.trim().parse().map_err(|_| format!("{lo:?} is not a VM id"))?;
+    let hi: u32 = hi.trim().parse().map_err(|_| format!("{hi:?} is not a VM id"))?;
+    if lo < 100 || hi > 999_999_999 || lo > hi {
+        return Err(format!(
+            "{lo}-{hi}: PVE VM ids run from 100 to 999999999 and FIRST must not exceed LAST"
+        ));
+    }
+    if hi - lo < 1 {
+        return Err("the range needs room for a candidate and a smoke-test clone at once".into());
+    }
+    Ok((lo, hi))
+}
+
+/// Checks what the config alone can show; unknown values are skipped.
+pub fn validate(b: &ProxmoxBlock, diags: &mut Diagnostics) -> Option<()> {
+    let before = diags.errors.len();
+    if let Value::Value(e) = &b.endpoint {
+        if let Err(why) = normalise_endpoint(e) {
+            diags.error("Invalid Proxmox Endpoint", why, at("endpoint"));
+        }
+    }
+    if let Value::Value(t) = &b.api_token {
+        if let Err(why) = ApiToken::parse(t) {
+            // Never echo the value: it is a secret, even when malformed.
+            diags.error("Invalid Proxmox API Token", format!("api_token {why}"), at("api_token"));
+        }
+    }
+    if let Value::Value(r) = &b.vmid_range {
+        if let Err(why) = parse_range(r) {
+            diags.error("Invalid vmid_range", why, at("vmid_range"));
+        }
+    }
+    if let Value::Value(d) = &b.agent_timeout {
+        if let Err(e) = duration::parse(d) {
+            diags.error("Invalid agent_timeout", e.to_string(), at("agent_timeout"));
+        }
+    }
+    for (name, v) in [("node", &b.node), ("storage", &b.storage), ("import_storage", &b.import_storage)] {
+        if let Value::Value(s) = v {
+            if s.trim().is_empty() || s.contains('/') {
+                diags.error_short(format!("{name} must be a PVE {name} name"), at(name));
+            }
+        }
+    }
+    (diags.errors.len() == before).then_some(())
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn known(v: &Value<String>) -> Option<String> {
+    v.as_ref_option().cloned().filter(|s| !s.trim().is_empty())
+}
+
+/// `Ok(None)` when neither the block nor the environment mention Proxmox.
+/// `None` (outer) when the settings are wrong; the diagnostics say why.
+pub fn configure(
+    block: Option<&ProxmoxBlock>,
+    store_dir: &Path,
+    diags: &mut Diagnostics,
+) -> Option<Option<ProxmoxPlatform>> {
+    let empty = ProxmoxBlock::default();
+    let b = block.unwrap_or(&empty);
+    let endpoint = known(&b.endpoint).or_else(|| env(ENV_ENDPOINT));
+    if block.is_none() && endpoint.is_none() {
+        return Some(None);
+    }
+    let Some(endpoint) = endpoint else {
+        diags.error(
+            "Missing Proxmox Endpoint",
+            format!("set proxmox.endpoint or {ENV_ENDPOINT}, e.g. https://pve.example.com:8006"),
+            at("endpoint"),
+        );
+        return None;
+    };
+    let Some(raw_token) = known(&b.api_token).or_else(|| env(ENV_API_TOKEN)) else {
+        diags.error(
+            "Missing Proxmox API Token",
+            format!("set proxmox.api_token or {ENV_API_TOKEN} (USER@REALM!TOKENID=SECRET)"),
+            at("api_token"),
+        );
+        return None;
+    };
+    let token = match ApiToken::parse(&raw_token) {
+        Ok(t) => t,
+        Err(why) => {
+            diags.error("Invalid Proxmox API Token", format!("api_token {why}"), at("api_token"));
+            return None;
+        }
+    };
+    let insecure = match &b.insecure {
+        Value::Value(v) => *v,
+        _ => env(ENV_INSECURE)
+            .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+            .unwrap_or(false),
+    };
+    let vmid_range = match known(&b.vmid_range) {
+        Some(r) => parse_range(&r).ok()?,
+        None => DEFAULT_VMID_RANGE,
+    };
+    let agent_timeout = match known(&b.agent_timeout) {
+        Some(d) => duration::parse(&d).ok()?,
+        None => DEFAULT_AGENT_TIMEOUT,
+    };
+    let client = match ClientBuilder::new(&endpoint, token).with_insecure(insecure).build() {
+        Ok(c) => c,
+        Err(why) => {
+            diags.error("Invalid Proxmox Endpoint", why, at("endpoint"));
+            return None;
+        }
+    };
+    let state_dir = store_dir
+        .join(".golden")
+        .join("proxmox")
+        .join(state_key(client.endpoint()));
+    let config = ProxmoxConfig {
+        node: known(&b.node).unwrap_or_else(|| DEFAULT_NODE.into()),
+        storage: known(&b.storage).unwrap_or_else(|| DEFAULT_STORAGE.into()),
+        import_storage: known(&b.import_storage).unwrap_or_else(|| DEFAULT_IMPORT_STORAGE.into()),
+        vmid_range,
+        agent_timeout,
+        state_dir,
+    };
+    tracing::info!(endpoint = client.endpoint(), node = %config.node, storage = %config.storage, insecure, "proxmox platform configured");
+    Some(Some(ProxmoxPlatform::new(client, config)))
+}
+
+/// A directory name for one cluster's ledgers: its host and port.
+fn state_key(endpoint: &str) -> String {
+    let host = endpoint
+        .split("://")
+        .nth(1)
+        .unwrap_or(endpoint)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    host.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmid_ranges() {
+        assert_eq!(parse_range("900000-999999"), Ok((900_000, 999_999)));
+        assert_eq!(parse_range(" 200 - 299 "), Ok((200, 299)));
+        for bad in ["", "100", "99-200", "300-200", "a-b", "100-100"] {
+            assert!(parse_range(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn state_key_is_a_safe_directory_name() {
+        assert_eq!(state_key("https://pve.example.com:8006/api2/json"), "pve.example.com_8006");
+        assert_eq!(state_key("https://[::1]:8006/api2/json"), "___1__8006");
+    }
+}
