@@ -23,4 +23,3 @@ pub async fn throwaway_key(dir: &Path) -> anyhow::Result<String> {
     }
     Ok(std::fs::read_to_string(key.with_extension("pub"))?)
 }
-

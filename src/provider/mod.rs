@@ -197,7 +197,10 @@ impl Provider for GoldenProvider {
                 attributes: HashMap::new(),
                 blocks: HashMap::from([
                     ("local".to_owned(), NestedBlock::Optional(local)),
-                    ("proxmox".to_owned(), NestedBlock::Optional(proxmox::schema())),
+                    (
+                        "proxmox".to_owned(),
+                        NestedBlock::Optional(proxmox::schema()),
+                    ),
                 ]),
                 description: Description::markdown(
                     "golden builds, smoke-tests, publishes and prunes golden VM images.",

@@ -54,8 +54,14 @@ fn parse_range(raw: &str) -> Result<(u32, u32), String> {
     let (lo, hi) = raw
         .split_once('-')
         .ok_or_else(|| format!("{raw:?} must look like FIRST-LAST, e.g. 900000-999999"))?;
-    let lo: u32 = lo.trim().parse().map_err(|_| format!("{lo:?} is not a VM id"))?;
-    let hi: u32 = hi.trim().parse().map_err(|_| format!("{hi:?} is not a VM id"))?;
+    let lo: u32 = lo
+        .trim()
+        .parse()
+        .map_err(|_| format!("{lo:?} is not a VM id"))?;
+    let hi: u32 = hi
+        .trim()
+        .parse()
+        .map_err(|_| format!("{hi:?} is not a VM id"))?;
     if lo < 100 || hi > 999_999_999 || lo > hi {
         return Err(format!(
             "{lo}-{hi}: PVE VM ids run from 100 to 999999999 and FIRST must not exceed LAST"
@@ -78,7 +84,11 @@ pub fn validate(b: &ProxmoxBlock, diags: &mut Diagnostics) -> Option<()> {
     if let Value::Value(t) = &b.api_token {
         if let Err(why) = ApiToken::parse(t) {
             // Never echo the value: it is a secret, even when malformed.
-            diags.error("Invalid Proxmox API Token", format!("api_token {why}"), at("api_token"));
+            diags.error(
+                "Invalid Proxmox API Token",
+                format!("api_token {why}"),
+                at("api_token"),
+            );
         }
     }
     if let Value::Value(r) = &b.vmid_range {
@@ -91,7 +101,11 @@ pub fn validate(b: &ProxmoxBlock, diags: &mut Diagnostics) -> Option<()> {
             diags.error("Invalid agent_timeout", e.to_string(), at("agent_timeout"));
         }
     }
-    for (name, v) in [("node", &b.node), ("storage", &b.storage), ("import_storage", &b.import_storage)] {
+    for (name, v) in [
+        ("node", &b.node),
+        ("storage", &b.storage),
+        ("import_storage", &b.import_storage),
+    ] {
         if let Value::Value(s) = v {
             if s.trim().is_empty() || s.contains('/') {
                 diags.error_short(format!("{name} must be a PVE {name} name"), at(name));
@@ -141,7 +155,11 @@ pub fn configure(
     let token = match ApiToken::parse(&raw_token) {
         Ok(t) => t,
         Err(why) => {
-            diags.error("Invalid Proxmox API Token", format!("api_token {why}"), at("api_token"));
+            diags.error(
+                "Invalid Proxmox API Token",
+                format!("api_token {why}"),
+                at("api_token"),
+            );
             return None;
         }
     };
@@ -159,7 +177,10 @@ pub fn configure(
         Some(d) => duration::parse(&d).ok()?,
         None => DEFAULT_AGENT_TIMEOUT,
     };
-    let client = match ClientBuilder::new(&endpoint, token).with_insecure(insecure).build() {
+    let client = match ClientBuilder::new(&endpoint, token)
+        .with_insecure(insecure)
+        .build()
+    {
         Ok(c) => c,
         Err(why) => {
             diags.error("Invalid Proxmox Endpoint", why, at("endpoint"));
@@ -192,7 +213,13 @@ fn state_key(endpoint: &str) -> String {
         .next()
         .unwrap_or_default();
     host.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -211,7 +238,10 @@ mod tests {
 
     #[test]
     fn state_key_is_a_safe_directory_name() {
-        assert_eq!(state_key("https://pve.example.com:8006/api2/json"), "pve.example.com_8006");
+        assert_eq!(
+            state_key("https://pve.example.com:8006/api2/json"),
+            "pve.example.com_8006"
+        );
         assert_eq!(state_key("https://[::1]:8006/api2/json"), "___1__8006");
     }
 }

@@ -35,7 +35,10 @@ pub async fn run(p: &LocalPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) ->
     )
     .await?;
     let public_key = cx
-        .run("creating a throwaway SSH key", crate::sshkey::throwaway_key(&work))
+        .run(
+            "creating a throwaway SSH key",
+            crate::sshkey::throwaway_key(&work),
+        )
         .await?;
     let instance = format!("smoke-{name}-{}", std::process::id());
     let seed = cx

@@ -48,7 +48,9 @@ pub async fn resolve(store: &Store, source: &Source, cx: &Cx) -> Result<Resolved
                 format!("family {family} ({})", parent.name()),
             )
         }
-        Source::Template(t) => bail!("the local platform has no templates; {t} is a proxmox source"),
+        Source::Template(t) => {
+            bail!("the local platform has no templates; {t} is a proxmox source")
+        }
     };
     let info = img::info(&path).await?;
     Ok(ResolvedSource {

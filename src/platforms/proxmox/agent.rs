@@ -50,8 +50,10 @@ pub async fn wait_ready(vm: &VmApi<'_>, limit: Duration, cx: &Cx) -> Result<Dura
             Err(e) => return Err(e),
         };
         if Instant::now() >= deadline {
+            // Not ErrorKind::Timeout: the apply's own deadline did not run
+            // out, the agent's did, and the message must say that.
             return Err(Error::new(
-                ErrorKind::Timeout,
+                ErrorKind::Other,
                 format!(
                     "the QEMU guest agent of VM {} did not answer within {}s; is qemu-guest-agent \
                      installed and enabled in the source image, and `agent: 1` set on it? \
@@ -61,7 +63,8 @@ pub async fn wait_ready(vm: &VmApi<'_>, limit: Duration, cx: &Cx) -> Result<Dura
                 ),
             ));
         }
-        cx.sleep("waiting for the guest agent", Duration::from_secs(2)).await?;
+        cx.sleep("waiting for the guest agent", Duration::from_secs(2))
+            .await?;
     }
 }
 
@@ -71,7 +74,10 @@ pub async fn sh(vm: &VmApi<'_>, script: &str, limit: Duration, cx: &Cx) -> Resul
 }
 
 pub async fn exec(vm: &VmApi<'_>, argv: &[&str], limit: Duration, cx: &Cx) -> Result<Output> {
-    let what = format!("running {:?} in the guest", argv.last().copied().unwrap_or_default());
+    let what = format!(
+        "running {:?} in the guest",
+        argv.last().copied().unwrap_or_default()
+    );
     let pid = vm.agent_exec(argv).await?;
     let deadline = Instant::now() + limit.min(cx.remaining());
     let mut every = Duration::from_millis(100);
@@ -87,7 +93,10 @@ pub async fn exec(vm: &VmApi<'_>, argv: &[&str], limit: Duration, cx: &Cx) -> Re
             });
         }
         if Instant::now() >= deadline {
-            return Err(Error::timeout(&format!("{what} (pid {pid}, {}s)", limit.as_secs())));
+            return Err(Error::timeout(&format!(
+                "{what} (pid {pid}, {}s)",
+                limit.as_secs()
+            )));
         }
         cx.sleep(&what, every).await?;
         every = (every * 2).min(Duration::from_secs(1));
@@ -100,7 +109,10 @@ pub async fn write_file(vm: &VmApi<'_>, path: &str, content: &str) -> Result<()>
     if content.len() > 60 * 1024 {
         return Err(Error::new(
             ErrorKind::Other,
-            format!("file {path} is {} bytes; the guest agent writes at most 60 KiB per file", content.len()),
+            format!(
+                "file {path} is {} bytes; the guest agent writes at most 60 KiB per file",
+                content.len()
+            ),
         ));
     }
     vm.agent_file_write(path, content).await

@@ -153,19 +153,6 @@ impl<'a> Api<'a> {
             .filter(|r| r.kind.as_deref().unwrap_or("qemu") == "qemu")
             .collect())
     }
-
-    /// Is `vmid` free? PVE answers 400 when it is taken.
-    pub async fn is_vmid_free(&self, vmid: u32) -> Result<bool> {
-        let r: Result<Value> = self
-            .client
-            .get("/cluster/nextid", &params([("vmid", vmid.to_string())]))
-            .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::Other => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 pub struct NodeApi<'a> {
@@ -183,7 +170,11 @@ impl<'a> NodeApi<'a> {
     }
 
     pub async fn task_status(&self, upid: &Upid) -> Result<TaskStatus> {
-        let path = format!("/nodes/{}/tasks/{}/status", self.node, encode_segment(&upid.0));
+        let path = format!(
+            "/nodes/{}/tasks/{}/status",
+            self.node,
+            encode_segment(&upid.0)
+        );
         self.client.get(&path, &Vec::new()).await
     }
 
@@ -194,18 +185,21 @@ impl<'a> NodeApi<'a> {
             t: String,
         }
         let path = format!("/nodes/{}/tasks/{}/log", self.node, encode_segment(&upid.0));
-        let all: Vec<Line> = self
-            .client
-            .get(&path, &params([("limit", "500")]))
-            .await?;
+        let all: Vec<Line> = self.client.get(&path, &params([("limit", "500")])).await?;
         let skip = all.len().saturating_sub(lines);
         Ok(all.into_iter().skip(skip).map(|l| l.t).collect())
     }
 
     /// Volumes of one content type (`images`, `import`) on a storage.
-    pub async fn storage_volumes(&self, storage: &str, content: &str) -> Result<Vec<StorageVolume>> {
+    pub async fn storage_volumes(
+        &self,
+        storage: &str,
+        content: &str,
+    ) -> Result<Vec<StorageVolume>> {
         let path = format!("/nodes/{}/storage/{storage}/content", self.node);
-        self.client.get(&path, &params([("content", content)])).await
+        self.client
+            .get(&path, &params([("content", content)]))
+            .await
     }
 
     /// PVE fetches `url` itself into `storage` as an `import` volume.
@@ -339,7 +333,10 @@ impl VmApi<'_> {
             .post(&format!("{}/agent/exec", self.base), &form)
             .await?;
         let started: ExecStarted = serde_json::from_value(v).map_err(|e| {
-            Error::new(ErrorKind::Other, format!("agent/exec: unexpected answer: {e}"))
+            Error::new(
+                ErrorKind::Other,
+                format!("agent/exec: unexpected answer: {e}"),
+            )
         })?;
         Ok(started.pid)
     }

@@ -15,11 +15,10 @@ use super::agent;
 use super::api::{config_str, params, Upid, VmConfig, VmResource};
 use super::encoding::{self, Note};
 use super::tasks;
-use super::{ProxmoxPlatform, SourceVm};
+use super::{ProxmoxPlatform, SourceVm, VmRef};
 use crate::lifecycle::cloudinit::{parse_provision_marker, provision_script};
 use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
-use crate::lifecycle::ledger::UndoAction;
 use crate::lifecycle::metadata::Metadata;
 use crate::lifecycle::recipe::{Recipe, Source, TemplateRef};
 use crate::lifecycle::report::tail_lines;
@@ -132,14 +131,22 @@ async fn resolve_source(
         Source::Url { url, checksum } => import_cloud_image(p, url, &checksum.hex, cx).await,
         Source::Path(path) => Err(Error::new(
             ErrorKind::Other,
-            format!("source.path {} is a local file; proxmox builds from a template, a family or a url", path.display()),
+            format!(
+                "source.path {} is a local file; proxmox builds from a template, a family or a url",
+                path.display()
+            ),
         )),
     }
 }
 
 /// PVE downloads the image itself (`download-url`, content `import`), once per
 /// checksum; later builds reuse the volume.
-async fn import_cloud_image(p: &ProxmoxPlatform, url: &str, sha256: &str, cx: &Cx) -> Result<SourceVm> {
+async fn import_cloud_image(
+    p: &ProxmoxPlatform,
+    url: &str,
+    sha256: &str,
+    cx: &Cx,
+) -> Result<SourceVm> {
     let ext = match url.rsplit('.').next() {
         Some("raw") => "raw",
         Some("vmdk") => "vmdk",
@@ -154,7 +161,13 @@ async fn import_cloud_image(p: &ProxmoxPlatform, url: &str, sha256: &str, cx: &C
     if !existing.iter().any(|v| v.volid == volid) {
         info!(url, %volid, "PVE downloads the cloud image");
         let upid = node.download_url(storage, url, &filename, sha256).await?;
-        tasks::wait(&node, &upid, &format!("downloading {url} into {storage}"), cx).await?;
+        tasks::wait(
+            &node,
+            &upid,
+            &format!("downloading {url} into {storage}"),
+            cx,
+        )
+        .await?;
     }
     Ok(SourceVm::Import {
         what: format!("url {url} ({volid})"),
@@ -177,7 +190,9 @@ async fn create_candidate(
     let name = encoding::candidate_vm_name(&meta.name);
     let api = p.api();
     let (node, upid): (String, Upid) = match source {
-        SourceVm::Clone { node, vmid: src, .. } => {
+        SourceVm::Clone {
+            node, vmid: src, ..
+        } => {
             let form = params([
                 ("newid", vmid.to_string()),
                 ("name", name.clone()),
@@ -211,16 +226,27 @@ async fn create_candidate(
         }
     };
     p.remember_node(vmid, &node);
-    let vm_ref = format!("{node}/{vmid}");
-    cx.record(UndoAction::DestroyVm { id: vm_ref.clone() });
+    let undo = VmRef {
+        node: node.clone(),
+        vmid,
+        name: name.clone(),
+    }
+    .undo();
+    cx.record(undo.clone());
     info!(vmid, %name, "creating the candidate VM");
-    tasks::wait(&api.node(&node), &upid, &format!("creating candidate VM {vmid}"), cx).await?;
+    tasks::wait(
+        &api.node(&node),
+        &upid,
+        &format!("creating candidate VM {vmid}"),
+        cx,
+    )
+    .await?;
     api.node(&node)
         .vm(vmid)
         .set_config(params([("tags", encoding::tags_for(meta))]))
         .await?;
     // From here the pipeline's DiscardCandidate owns the VM.
-    cx.forget(&UndoAction::DestroyVm { id: vm_ref });
+    cx.forget(&undo);
     Ok(Image {
         meta: meta.clone(),
         id: vmid.to_string(),
@@ -247,12 +273,21 @@ async fn check_claim(p: &ProxmoxPlatform, image: Image, cx: &Cx) -> Result<Image
         return Ok(image);
     }
     info!(vmid, image = %final_name, "another run claimed this build number first; giving way");
-    p.destroy_vm(&p.node_of(vmid), vmid, &cx.for_cleanup(crate::lifecycle::pipeline::CLEANUP_TIMEOUT))
-        .await?;
+    p.destroy_vm(
+        &p.node_of(vmid),
+        vmid,
+        &cx.for_cleanup(crate::lifecycle::pipeline::CLEANUP_TIMEOUT),
+    )
+    .await?;
     Err(Error::already_exists(final_name))
 }
 
-pub async fn run(p: &ProxmoxPlatform, candidate: &Image, recipe: &Recipe, cx: &Cx) -> Result<Image> {
+pub async fn run(
+    p: &ProxmoxPlatform,
+    candidate: &Image,
+    recipe: &Recipe,
+    cx: &Cx,
+) -> Result<Image> {
     let vmid = p.vm_by_id(candidate).await?;
     let node = p.node_of(vmid);
     let api = p.api();
@@ -269,7 +304,13 @@ pub async fn run(p: &ProxmoxPlatform, candidate: &Image, recipe: &Recipe, cx: &C
     let waited = agent::wait_ready(&vm, p.config.agent_timeout, cx).await?;
     info!(vmid, seconds = waited.as_secs_f64(), "guest agent answered");
 
-    let ci = agent::sh(&vm, "cloud-init status --wait >/dev/null 2>&1; cloud-init status 2>&1 || true", CLOUD_INIT_TIMEOUT, cx).await?;
+    let ci = agent::sh(
+        &vm,
+        "cloud-init status --wait >/dev/null 2>&1; cloud-init status 2>&1 || true",
+        CLOUD_INIT_TIMEOUT,
+        cx,
+    )
+    .await?;
     info!(vmid, status = %ci.stdout.trim(), "first-boot cloud-init finished");
 
     install_packages(&vm, &recipe.provision.packages, cx).await?;
@@ -277,10 +318,26 @@ pub async fn run(p: &ProxmoxPlatform, candidate: &Image, recipe: &Recipe, cx: &C
     run_provision_script(&vm, recipe, cx).await?;
 
     let upid = vm.shutdown(SHUTDOWN_TIMEOUT_SECS).await?;
-    tasks::wait(&node_api, &upid, &format!("shutting down build VM {vmid}"), cx).await?;
+    tasks::wait(
+        &node_api,
+        &upid,
+        &format!("shutting down build VM {vmid}"),
+        cx,
+    )
+    .await?;
     let upid = vm.to_template().await?;
-    tasks::wait(&node_api, &upid, &format!("converting VM {vmid} to a template"), cx).await?;
-    info!(vmid, seconds = started.elapsed().as_secs_f64(), "candidate template built");
+    tasks::wait(
+        &node_api,
+        &upid,
+        &format!("converting VM {vmid} to a template"),
+        cx,
+    )
+    .await?;
+    info!(
+        vmid,
+        seconds = started.elapsed().as_secs_f64(),
+        "candidate template built"
+    );
 
     let size = api
         .vm_resources()
@@ -317,7 +374,10 @@ fn step_failed(step: &str, out: &agent::Output) -> Error {
         ErrorKind::Other,
         format!("provisioning step {step:?} exited with {}", out.exitcode),
     )
-    .with_detail(format!("Output (last lines):\n{}", tail_lines(&out.combined(), 30)))
+    .with_detail(format!(
+        "Output (last lines):\n{}",
+        tail_lines(&out.combined(), 30)
+    ))
 }
 
 async fn install_packages(vm: &super::api::VmApi<'_>, packages: &[String], cx: &Cx) -> Result<()> {
@@ -344,7 +404,13 @@ async fn write_files(
 ) -> Result<()> {
     for (path, content) in files {
         if let Some((dir, _)) = path.rsplit_once('/').filter(|(d, _)| !d.is_empty()) {
-            let out = agent::sh(vm, &format!("mkdir -p {}", sh_quote(dir)), Duration::from_secs(60), cx).await?;
+            let out = agent::sh(
+                vm,
+                &format!("mkdir -p {}", sh_quote(dir)),
+                Duration::from_secs(60),
+                cx,
+            )
+            .await?;
             if !out.success() {
                 return Err(step_failed(&format!("files[{path}]"), &out));
             }
@@ -357,12 +423,21 @@ async fn write_files(
 
 async fn run_provision_script(vm: &super::api::VmApi<'_>, recipe: &Recipe, cx: &Cx) -> Result<()> {
     let script_path = format!("{SCRIPT_DIR}/provision.sh");
-    let out = agent::sh(vm, &format!("mkdir -p {SCRIPT_DIR}"), Duration::from_secs(60), cx).await?;
+    let out = agent::sh(
+        vm,
+        &format!("mkdir -p {SCRIPT_DIR}"),
+        Duration::from_secs(60),
+        cx,
+    )
+    .await?;
     if !out.success() {
         return Err(step_failed("prepare", &out));
     }
     agent::write_file(vm, &script_path, &provision_script(&recipe.provision)).await?;
-    info!(commands = recipe.provision.commands.len(), "running the provisioning script");
+    info!(
+        commands = recipe.provision.commands.len(),
+        "running the provisioning script"
+    );
     let out = agent::exec(vm, &["/bin/sh", &script_path], COMMANDS_TIMEOUT, cx).await?;
     if out.success() {
         return Ok(());
@@ -390,7 +465,10 @@ mod tests {
         assert!(form.contains(&("ide2".into(), "local-lvm:cloudinit".into())));
         assert!(form.contains(&("agent".into(), "1".into())));
 
-        cfg.insert("ide2".into(), json!("local-lvm:vm-100-cloudinit,media=cdrom"));
+        cfg.insert(
+            "ide2".into(),
+            json!("local-lvm:vm-100-cloudinit,media=cdrom"),
+        );
         let form = build_config(&cfg, "local-lvm");
         assert!(!form.iter().any(|(k, _)| k.starts_with("ide")));
     }

@@ -119,7 +119,10 @@ impl ClientBuilder {
             .danger_accept_invalid_certs(self.insecure)
             .timeout(self.timeout)
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("terraform-provider-golden/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                "terraform-provider-golden/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Client {
@@ -135,8 +138,9 @@ impl ClientBuilder {
 /// `https://host:8006/api2/json`.
 pub fn normalise_endpoint(raw: &str) -> std::result::Result<String, String> {
     let trimmed = raw.trim().trim_end_matches('/');
-    let url = reqwest::Url::parse(trimmed)
-        .map_err(|e| format!("{trimmed:?} is not a URL ({e}); e.g. https://pve.example.com:8006"))?;
+    let url = reqwest::Url::parse(trimmed).map_err(|e| {
+        format!("{trimmed:?} is not a URL ({e}); e.g. https://pve.example.com:8006")
+    })?;
     if url.scheme() != "https" && url.scheme() != "http" {
         return Err(format!("{trimmed:?} must start with https://"));
     }
@@ -204,7 +208,10 @@ impl Client {
                     if !retry {
                         return Err(failure.error);
                     }
-                    let wait = failure.retry_after.unwrap_or(backoff).min(self.retry.max_backoff);
+                    let wait = failure
+                        .retry_after
+                        .unwrap_or(backoff)
+                        .min(self.retry.max_backoff);
                     tracing::warn!(%method, path, attempt, wait_ms = wait.as_millis() as u64, error = %failure.error, "PVE call failed; retrying");
                     tokio::time::sleep(wait).await;
                     backoff = (backoff * 2).min(self.retry.max_backoff);
@@ -214,7 +221,12 @@ impl Client {
         }
     }
 
-    async fn once(&self, method: Method, path: &str, params: &Params) -> std::result::Result<Value, Failure> {
+    async fn once(
+        &self,
+        method: Method,
+        path: &str,
+        params: &Params,
+    ) -> std::result::Result<Value, Failure> {
         let url = format!("{}{}", self.base, path);
         let mut req = self
             .http
@@ -232,7 +244,11 @@ impl Client {
             transient: true,
             retry_after: None,
             error: Error::new(
-                if e.is_timeout() { ErrorKind::Timeout } else { ErrorKind::Transient },
+                if e.is_timeout() {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::Transient
+                },
                 format!("{method} {path}: {}", without_url(&e)),
             ),
         })?;
@@ -286,7 +302,9 @@ fn reason_phrase(resp: &reqwest::Response) -> Option<String> {
 fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     if let Some(url) = e.url() {
-        s = s.replace(&format!(" ({url})"), "").replace(url.as_str(), "");
+        s = s
+            .replace(&format!(" ({url})"), "")
+            .replace(url.as_str(), "");
     }
     let mut src = std::error::Error::source(e);
     while let Some(cause) = src {
@@ -302,7 +320,11 @@ fn error_message(phrase: &str, body: &Value) -> String {
     if let Some(m) = body.get("message").and_then(Value::as_str) {
         let m = m.trim();
         if !m.is_empty() && !msg.contains(m) {
-            msg = if msg.is_empty() { m.to_owned() } else { format!("{msg}: {m}") };
+            msg = if msg.is_empty() {
+                m.to_owned()
+            } else {
+                format!("{msg}: {m}")
+            };
         }
     }
     if let Some(errors) = body.get("errors").and_then(Value::as_object) {
@@ -359,7 +381,14 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_rejected_without_echoing_them() {
-        for bad in ["", "secret", "root@pam=abc", "root!tok=abc", "root@pam!=abc", "root@pam!t="] {
+        for bad in [
+            "",
+            "secret",
+            "root@pam=abc",
+            "root!tok=abc",
+            "root@pam!=abc",
+            "root@pam!t=",
+        ] {
             let e = ApiToken::parse(bad).unwrap_err();
             assert!(bad.is_empty() || !e.contains(bad), "{e}");
         }
@@ -373,7 +402,10 @@ mod tests {
             "https://pve:8006/api2/json",
             " https://pve:8006/api2/json/ ",
         ] {
-            assert_eq!(normalise_endpoint(raw).unwrap(), "https://pve:8006/api2/json");
+            assert_eq!(
+                normalise_endpoint(raw).unwrap(),
+                "https://pve:8006/api2/json"
+            );
         }
         assert!(normalise_endpoint("pve:8006").is_err());
         assert!(normalise_endpoint("ftp://pve").is_err());
@@ -384,8 +416,17 @@ mod tests {
         let c = |s: u16, m: &str| classify(StatusCode::from_u16(s).unwrap(), m);
         assert_eq!(c(401, "authentication failure"), ErrorKind::Auth);
         assert_eq!(c(500, "VM 105 already exists"), ErrorKind::AlreadyExists);
-        assert_eq!(c(500, "Configuration file 'nodes/pve/qemu-server/7.conf' does not exist"), ErrorKind::NotFound);
-        assert_eq!(c(500, "QEMU guest agent is not running"), ErrorKind::Transient);
+        assert_eq!(
+            c(
+                500,
+                "Configuration file 'nodes/pve/qemu-server/7.conf' does not exist"
+            ),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            c(500, "QEMU guest agent is not running"),
+            ErrorKind::Transient
+        );
         assert_eq!(c(503, "busy"), ErrorKind::Transient);
         assert_eq!(c(500, "VM 105 is locked (clone)"), ErrorKind::Other);
         assert_eq!(c(400, "Parameter verification failed."), ErrorKind::Other);
@@ -393,12 +434,14 @@ mod tests {
 
     #[test]
     fn error_message_joins_phrase_message_and_parameter_errors() {
-        let body = serde_json::json!({"data": null, "errors": {"tags": "invalid format", "name": "bad"}});
+        let body =
+            serde_json::json!({"data": null, "errors": {"tags": "invalid format", "name": "bad"}});
         assert_eq!(
             error_message("Parameter verification failed.", &body),
             "Parameter verification failed. (name: bad; tags: invalid format)"
         );
-        let body = serde_json::json!({"data": null, "message": "VM 7 is running - destroy failed\n"});
+        let body =
+            serde_json::json!({"data": null, "message": "VM 7 is running - destroy failed\n"});
         assert_eq!(
             error_message("VM 7 is running - destroy failed", &body),
             "VM 7 is running - destroy failed"

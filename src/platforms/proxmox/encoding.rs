@@ -74,7 +74,9 @@ pub fn is_valid_tag(tag: &str) -> bool {
     };
     let ok_first = first.is_ascii_lowercase() || first.is_ascii_digit() || first == '_';
     ok_first
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '+' | '.' | '-'))
+        && chars.all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '+' | '.' | '-')
+        })
 }
 
 /// The tags of an image VM: managed, family, status and the user's tags as
@@ -115,7 +117,12 @@ pub const ROLE_IMAGE: &str = "image";
 pub const ROLE_SMOKE: &str = "smoke";
 
 impl Note {
-    pub fn image(meta: &Metadata, vmid: u32, deadline: Option<String>, report: Option<Report>) -> Note {
+    pub fn image(
+        meta: &Metadata,
+        vmid: u32,
+        deadline: Option<String>,
+        report: Option<Report>,
+    ) -> Note {
         Note {
             golden: 1,
             vmid,
@@ -144,14 +151,29 @@ impl Note {
         let title = match self.role.as_str() {
             ROLE_SMOKE => format!(
                 "Smoke-test VM of {} (terraform-provider-golden); deleted when the test ends.",
-                self.metadata.get("golden-smoke-of").map(String::as_str).unwrap_or("?")
+                self.metadata
+                    .get("golden-smoke-of")
+                    .map(String::as_str)
+                    .unwrap_or("?")
             ),
             _ => format!(
                 "Golden image {}-{}-{} ({}), managed by terraform-provider-golden.",
-                self.metadata.get("golden-family").map(String::as_str).unwrap_or("?"),
-                self.metadata.get("golden-build-date").map(String::as_str).unwrap_or("?"),
-                self.metadata.get("golden-build-number").map(String::as_str).unwrap_or("?"),
-                self.metadata.get("golden-status").map(String::as_str).unwrap_or("?"),
+                self.metadata
+                    .get("golden-family")
+                    .map(String::as_str)
+                    .unwrap_or("?"),
+                self.metadata
+                    .get("golden-build-date")
+                    .map(String::as_str)
+                    .unwrap_or("?"),
+                self.metadata
+                    .get("golden-build-number")
+                    .map(String::as_str)
+                    .unwrap_or("?"),
+                self.metadata
+                    .get("golden-status")
+                    .map(String::as_str)
+                    .unwrap_or("?"),
             ),
         };
         let mut note = self.clone();
@@ -222,7 +244,8 @@ mod tests {
     use crate::lifecycle::naming::{Family, NamingRules};
 
     fn meta(status: Status) -> Metadata {
-        let family = Family::parse("ubuntu-24.04-minimal", NamingRules { allow_dot: true }).unwrap();
+        let family =
+            Family::parse("ubuntu-24.04-minimal", NamingRules { allow_dot: true }).unwrap();
         Metadata {
             name: ImageName::parse("ubuntu-24.04-minimal-20261125-002", &family).unwrap(),
             builder_version: "0.1.0".into(),
@@ -266,14 +289,23 @@ mod tests {
     #[test]
     fn sanitize_maps_into_the_charset() {
         for raw in ["Prod", "-x", ".x", "a b/c", "", "ok_1+2.3-4"] {
-            assert!(is_valid_tag(&sanitize_tag(raw)), "{raw:?} -> {:?}", sanitize_tag(raw));
+            assert!(
+                is_valid_tag(&sanitize_tag(raw)),
+                "{raw:?} -> {:?}",
+                sanitize_tag(raw)
+            );
         }
         assert_eq!(sanitize_tag("ok_1+2.3-4"), "ok_1+2.3-4");
     }
 
     #[test]
     fn note_round_trips_through_a_description() {
-        let n = Note::image(&meta(Status::Validated), 900123, None, Some(Report::default()));
+        let n = Note::image(
+            &meta(Status::Validated),
+            900123,
+            None,
+            Some(Report::default()),
+        );
         let d = n.to_description();
         assert!(d.starts_with("Golden image ubuntu-24.04-minimal-20261125-002 (validated)"));
         assert_eq!(Note::parse(&d), Some(n.clone()));
@@ -288,7 +320,12 @@ mod tests {
     fn a_huge_report_is_shortened_to_fit_pve() {
         let mut r = Report::default();
         r.console_tail = "x".repeat(20_000);
-        r.push("commands[0]", false, std::time::Duration::from_secs(1), "y".repeat(9000));
+        r.push(
+            "commands[0]",
+            false,
+            std::time::Duration::from_secs(1),
+            "y".repeat(9000),
+        );
         let d = Note::image(&meta(Status::Failed), 900001, None, Some(r)).to_description();
         assert!(d.len() <= MAX_DESCRIPTION, "{}", d.len());
         let back = Note::parse(&d).unwrap();

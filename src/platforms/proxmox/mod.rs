@@ -61,8 +61,15 @@ pub struct ProxmoxPlatform {
 /// A VM golden can clone from.
 #[derive(Debug, Clone)]
 pub(crate) enum SourceVm {
-    Clone { node: String, vmid: u32, what: String },
-    Import { volid: String, what: String },
+    Clone {
+        node: String,
+        vmid: u32,
+        what: String,
+    },
+    Import {
+        volid: String,
+        what: String,
+    },
 }
 
 impl ProxmoxPlatform {
@@ -133,7 +140,10 @@ impl ProxmoxPlatform {
         let tag = encoding::family_tag(family.as_str());
         let now = time::OffsetDateTime::now_utc();
         let mut out = Vec::new();
-        for r in resources.iter().filter(|r| r.tag_list().contains(&tag.as_str())) {
+        for r in resources
+            .iter()
+            .filter(|r| r.tag_list().contains(&tag.as_str()))
+        {
             let node = r.node.clone().unwrap_or_else(|| self.config.node.clone());
             self.remember_node(r.vmid, &node);
             let Some(note) = self.note_of(&node, r.vmid).await? else {
@@ -245,19 +255,35 @@ impl ProxmoxPlatform {
         Ok(())
     }
 
-    /// Destroys a temporary VM, but never an image that is not a candidate:
-    /// a ledger replayed late must not remove a published image.
-    async fn destroy_temporary(&self, node: &str, vmid: u32, cx: &Cx) -> Result<()> {
-        if let Some(note) = self.note_of(node, vmid).await? {
+    /// Destroys a temporary VM named in a ledger, but only if it is still
+    /// that VM (same name: ids are reused once a VM is gone) and still
+    /// temporary: a ledger replayed late must never remove a published image
+    /// or another run's VM.
+    async fn destroy_temporary(&self, r: &VmRef, cx: &Cx) -> Result<()> {
+        let cfg = match self.api().node(&r.node).vm(r.vmid).config().await {
+            Ok(c) => c,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if config_str(&cfg, "name").as_deref() != Some(r.name.as_str()) {
+            tracing::info!(vmid = r.vmid, expected = %r.name, "VM id now belongs to another VM; leaving it");
+            return Ok(());
+        }
+        let desc = config_str(&cfg, "description").unwrap_or_default();
+        if let Some(note) = Note::parse(&desc).filter(|n| n.belongs_to(r.vmid)) {
             let status = note.metadata.get(crate::lifecycle::metadata::KEY_STATUS);
             let temporary =
                 note.role == ROLE_SMOKE || status.map(String::as_str) == Some("candidate");
             if !temporary {
-                tracing::warn!(vmid, "not destroying VM {vmid}: it is a golden image now");
+                tracing::warn!(
+                    vmid = r.vmid,
+                    "not destroying VM {}: it is a golden image now",
+                    r.vmid
+                );
                 return Ok(());
             }
         }
-        self.destroy_vm(node, vmid, cx).await
+        self.destroy_vm(&r.node, r.vmid, cx).await
     }
 
     fn cleanup_cx(&self) -> Cx {
@@ -269,9 +295,28 @@ impl ProxmoxPlatform {
     }
 }
 
-fn parse_vm_ref(id: &str) -> Option<(String, u32)> {
-    let (node, vmid) = id.split_once('/')?;
-    Some((node.to_owned(), vmid.parse().ok()?))
+/// A temporary VM as the ledger names it: `<node>/<vmid>/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct VmRef {
+    pub node: String,
+    pub vmid: u32,
+    pub name: String,
+}
+
+impl VmRef {
+    pub fn undo(&self) -> UndoAction {
+        UndoAction::DestroyVm {
+            id: format!("{}/{}/{}", self.node, self.vmid, self.name),
+        }
+    }
+
+    fn parse(id: &str) -> Option<VmRef> {
+        let mut parts = id.splitn(3, '/');
+        let node = parts.next()?.to_owned();
+        let vmid = parts.next()?.parse().ok()?;
+        let name = parts.next()?.to_owned();
+        Some(VmRef { node, vmid, name })
+    }
 }
 
 fn now() -> time::OffsetDateTime {
@@ -345,10 +390,15 @@ impl Platform for ProxmoxPlatform {
         let node = self.node_of(vmid);
         // Re-check ownership right before deleting (only our own, ever).
         let Some(note) = self.note_of(&node, vmid).await? else {
-            return Err(Error::not_found(format!("VM {vmid} is gone or no longer golden's")));
+            return Err(Error::not_found(format!(
+                "VM {vmid} is gone or no longer golden's"
+            )));
         };
         if Metadata::decode(&note.metadata, image.meta.family()).is_err() {
-            return Err(Error::not_found(format!("VM {vmid} is not {} any more", image.name())));
+            return Err(Error::not_found(format!(
+                "VM {vmid} is not {} any more",
+                image.name()
+            )));
         }
         self.destroy_vm(&node, vmid, &self.cleanup_cx()).await
     }
@@ -357,10 +407,13 @@ impl Platform for ProxmoxPlatform {
         let cx = self.cleanup_cx();
         match action {
             UndoAction::DestroyVm { id } => {
-                let (node, vmid) = parse_vm_ref(id).ok_or_else(|| {
-                    Error::new(ErrorKind::Other, format!("bad VM reference {id:?} in the ledger"))
+                let r = VmRef::parse(id).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Other,
+                        format!("bad VM reference {id:?} in the ledger"),
+                    )
                 })?;
-                self.destroy_temporary(&node, vmid, &cx).await
+                self.destroy_temporary(&r, &cx).await
             }
             UndoAction::DiscardCandidate { family, name } => {
                 let Ok(family) = Family::try_from(family.clone()) else {
@@ -410,7 +463,12 @@ impl Platform for ProxmoxPlatform {
             };
             if note.deadline_passed(now) {
                 tracing::info!(vmid = r.vmid, name = ?r.name, "removing an abandoned golden VM");
-                if let Err(e) = self.destroy_temporary(&node, r.vmid, &cx).await {
+                let vm = VmRef {
+                    node: node.clone(),
+                    vmid: r.vmid,
+                    name: r.name.clone().unwrap_or_default(),
+                };
+                if let Err(e) = self.destroy_temporary(&vm, &cx).await {
                     tracing::warn!(vmid = r.vmid, error = %e, "could not remove an abandoned VM");
                 }
             }
@@ -428,5 +486,26 @@ impl Platform for ProxmoxPlatform {
             .note_of(&self.node_of(vmid), vmid)
             .await?
             .and_then(|n| n.report))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_vm_refs_round_trip_with_the_name() {
+        let r = VmRef {
+            node: "pve".into(),
+            vmid: 900_004,
+            name: "smoke-base-20261125-001".into(),
+        };
+        let UndoAction::DestroyVm { id } = r.undo() else {
+            panic!("not a DestroyVm")
+        };
+        assert_eq!(id, "pve/900004/smoke-base-20261125-001");
+        assert_eq!(VmRef::parse(&id), Some(r));
+        assert_eq!(VmRef::parse("pve/x/y"), None);
+        assert_eq!(VmRef::parse("pve/900004"), None);
     }
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::agent::{self, Output};
 use super::api::{params, VmApi};
 use super::encoding::{self, Note};
-use super::{tasks, ProxmoxPlatform};
+use super::{tasks, ProxmoxPlatform, VmRef};
 use crate::lifecycle::cloudinit::SMOKE_USER;
 use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
@@ -30,33 +30,46 @@ pub async fn run(p: &ProxmoxPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) 
 
     let keydir = key_dir(cx)?;
     let public_key = cx
-        .run("creating a throwaway SSH key", crate::sshkey::throwaway_key(&keydir))
+        .run(
+            "creating a throwaway SSH key",
+            crate::sshkey::throwaway_key(&keydir),
+        )
         .await?;
 
-    let resources = api.vm_resources().await?;
-    let vmid = p.free_vmid(&resources, &[])?;
-    let deadline = encoding::rfc3339(super::now() + cx.remaining());
-    let form = params([
-        ("newid", vmid.to_string()),
-        ("name", format!("smoke-{name}")),
-        ("description", Note::smoke(&name, vmid, deadline).to_description()),
-    ]);
-    let upid = node_api.vm(template).clone_to(form).await?;
-    p.remember_node(vmid, &node);
-    cx.record(UndoAction::DestroyVm {
-        id: format!("{node}/{vmid}"),
-    });
-    tasks::wait(&node_api, &upid, &format!("linked clone {vmid} of {name}"), cx).await?;
+    let (vmid, upid) = linked_clone(p, &node, template, &name, cx).await?;
+    let undo = VmRef {
+        node: node.clone(),
+        vmid,
+        name: smoke_vm_name(&name),
+    }
+    .undo();
+    cx.record(undo.clone());
+    tasks::wait(
+        &node_api,
+        &upid,
+        &format!("linked clone {vmid} of {name}"),
+        cx,
+    )
+    .await?;
     let vm = node_api.vm(vmid);
     vm.set_config(params([
-        ("tags", format!("{};{}", encoding::TAG_MANAGED, encoding::TAG_SMOKE)),
+        (
+            "tags",
+            format!("{};{}", encoding::TAG_MANAGED, encoding::TAG_SMOKE),
+        ),
         ("ciuser", SMOKE_USER.to_owned()),
         ("sshkeys", pve_urlencode(public_key.trim())),
         ("ipconfig0", "ip=dhcp".to_owned()),
     ]))
     .await?;
     let upid = vm.start().await?;
-    tasks::wait(&node_api, &upid, &format!("starting smoke-test VM {vmid}"), cx).await?;
+    tasks::wait(
+        &node_api,
+        &upid,
+        &format!("starting smoke-test VM {vmid}"),
+        cx,
+    )
+    .await?;
     tracing::info!(vmid, template, "smoke-test VM started");
 
     let limit = spec.timeout.min(cx.remaining());
@@ -72,16 +85,72 @@ pub async fn run(p: &ProxmoxPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) 
     // Tear down now rather than at ledger time, so the report's duration is
     // honest and the VM is gone before publish; the ledger entry stays as the
     // safety net (destroying what is gone succeeds).
-    let teardown = p.destroy_vm(&node, vmid, &cx.for_cleanup(crate::lifecycle::pipeline::CLEANUP_TIMEOUT)).await;
+    let teardown = p
+        .destroy_vm(
+            &node,
+            vmid,
+            &cx.for_cleanup(crate::lifecycle::pipeline::CLEANUP_TIMEOUT),
+        )
+        .await;
     let _ = std::fs::remove_dir_all(&keydir);
-    outcome?;
-    if let Err(e) = teardown {
-        tracing::warn!(vmid, error = %e, "could not destroy the smoke-test VM; the ledger will retry");
+    match teardown {
+        // Gone now: forget it, so a late ledger replay cannot hit a VM that
+        // reuses the id.
+        Ok(()) => cx.forget(&undo),
+        Err(e) => {
+            tracing::warn!(vmid, error = %e, "could not destroy the smoke-test VM; the ledger will retry")
+        }
     }
+    outcome?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     report.finished_at = encoding::rfc3339(super::now());
-    tracing::info!(passed = report.passed(), seconds = started.elapsed().as_secs_f64(), "smoke test finished");
+    tracing::info!(
+        passed = report.passed(),
+        seconds = started.elapsed().as_secs_f64(),
+        "smoke test finished"
+    );
     Ok(report)
+}
+
+/// Clones the template into the lowest free VM id, moving on when a
+/// concurrent run takes the same id first.
+async fn linked_clone(
+    p: &ProxmoxPlatform,
+    node: &str,
+    template: u32,
+    name: &str,
+    cx: &Cx,
+) -> Result<(u32, super::api::Upid)> {
+    let api = p.api();
+    let resources = api.vm_resources().await?;
+    let mut tried = Vec::new();
+    loop {
+        let vmid = p.free_vmid(&resources, &tried)?;
+        tried.push(vmid);
+        let deadline = encoding::rfc3339(super::now() + cx.remaining());
+        let form = params([
+            ("newid", vmid.to_string()),
+            ("name", smoke_vm_name(name)),
+            (
+                "description",
+                Note::smoke(name, vmid, deadline).to_description(),
+            ),
+        ]);
+        match api.node(node).vm(template).clone_to(form).await {
+            Ok(upid) => {
+                p.remember_node(vmid, node);
+                return Ok((vmid, upid));
+            }
+            Err(e) if e.is_already_exists() && tried.len() < 10 => {
+                tracing::info!(vmid, "VM id taken meanwhile; trying the next one");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn smoke_vm_name(image: &str) -> String {
+    format!("smoke-{image}")
 }
 
 fn key_dir(cx: &Cx) -> Result<std::path::PathBuf> {
@@ -99,7 +168,9 @@ fn key_dir(cx: &Cx) -> Result<std::path::PathBuf> {
 pub fn pve_urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             other => format!("%{other:02X}"),
         })
         .collect()
@@ -129,26 +200,56 @@ async fn checks(
     match ready {
         Ok(took) => {
             if wants(Check::Boot) {
-                report.push("boot", true, t.elapsed(), format!("VM running; userspace reached (guest agent answered after {:.0}s)", took.as_secs_f64()));
+                report.push(
+                    "boot",
+                    true,
+                    t.elapsed(),
+                    format!(
+                        "VM running; userspace reached (guest agent answered after {:.0}s)",
+                        took.as_secs_f64()
+                    ),
+                );
             }
         }
         Err(e) if e.is_cancelled() => return Err(e),
         Err(e) => {
-            report.push("boot", false, t.elapsed(), format!("no sign of userspace: {e}"));
+            report.push(
+                "boot",
+                false,
+                t.elapsed(),
+                format!("no sign of userspace: {e}"),
+            );
             return Ok(());
         }
     }
 
     if wants(Check::GuestAgent) {
         let t = Instant::now();
-        let exec = agent::sh(vm, "uname -sr", Duration::from_secs(60).min(remaining(deadline)), cx).await;
+        let exec = agent::sh(
+            vm,
+            "uname -sr",
+            Duration::from_secs(60).min(remaining(deadline)),
+            cx,
+        )
+        .await;
         let net = vm.agent_network().await;
         let (ok, detail) = match (&exec, &net) {
             (Ok(o), Ok(n)) if o.success() => (
                 true,
-                format!("agent/ping + agent/exec ({}) + network-get-interfaces ({})", o.stdout.trim(), addresses(n)),
+                format!(
+                    "agent/ping + agent/exec ({}) + network-get-interfaces ({})",
+                    o.stdout.trim(),
+                    addresses(n)
+                ),
             ),
-            (Ok(o), _) if !o.success() => (false, format!("agent/exec of `uname -sr` exited {}: {}", o.exitcode, o.combined())),
+            (Ok(o), _) if !o.success() => (
+                false,
+                format!(
+                    "agent/exec of `uname -sr` exited {}: {}",
+                    o.exitcode,
+                    o.combined()
+                ),
+            ),
             (Err(e), _) => (false, format!("agent/exec failed: {e}")),
             (_, Err(e)) => (false, format!("network-get-interfaces failed: {e}")),
             _ => (false, "unexpected".into()),
@@ -166,9 +267,16 @@ async fn checks(
         let degraded = text.contains("degraded") || out.exitcode == 2;
         let ok = out.success() || (degraded && spec.allow_degraded);
         let detail = if ok {
-            format!("`cloud-init status --wait` via guest agent: {}", text.lines().last().unwrap_or("").trim())
+            format!(
+                "`cloud-init status --wait` via guest agent: {}",
+                text.lines().last().unwrap_or("").trim()
+            )
         } else {
-            format!("`cloud-init status --wait` exited {}: {}", out.exitcode, tail_lines(&text, 20))
+            format!(
+                "`cloud-init status --wait` exited {}: {}",
+                out.exitcode,
+                tail_lines(&text, 20)
+            )
         };
         report.push("cloud_init", ok, t.elapsed(), detail);
         if !ok {
@@ -185,9 +293,14 @@ async fn checks(
         );
         let out = guest(vm, &script, deadline, cx).await?;
         let detail = if out.success() {
-            "sshd active and the throwaway key installed by cloud-init (checked via guest agent)".to_owned()
+            "sshd active and the throwaway key installed by cloud-init (checked via guest agent)"
+                .to_owned()
         } else {
-            format!("sshd not active or the throwaway key missing (exit {}): {}", out.exitcode, out.combined())
+            format!(
+                "sshd not active or the throwaway key missing (exit {}): {}",
+                out.exitcode,
+                out.combined()
+            )
         };
         report.push("ssh", out.success(), t.elapsed(), detail);
         if !out.success() {

@@ -28,7 +28,12 @@ pub async fn wait(node: &NodeApi<'_>, upid: &Upid, what: &str, cx: &Cx) -> Resul
                 transient_failures += 1;
                 tracing::warn!(error = %e, task = %upid.0, "could not read the task status; polling again");
             }
-            Err(e) => return Err(Error::other(format!("{what}: reading task status"), e.into())),
+            Err(e) => {
+                return Err(Error::other(
+                    format!("{what}: reading task status"),
+                    e.into(),
+                ))
+            }
         }
         cx.sleep(what, every).await?;
         every = (every * 3 / 2).min(MAX_POLL);
@@ -48,7 +53,14 @@ async fn finished(node: &NodeApi<'_>, upid: &Upid, what: &str, exit: Option<Stri
         .unwrap_or_default();
     let mut err = Error::new(
         ErrorKind::Other,
-        format!("{what}: PVE task failed: {}", if exit.is_empty() { "no exit status" } else { &exit }),
+        format!(
+            "{what}: PVE task failed: {}",
+            if exit.is_empty() {
+                "no exit status"
+            } else {
+                &exit
+            }
+        ),
     );
     if !log.trim().is_empty() {
         err = err.with_detail(format!("Task log (last lines, {}):\n{log}", upid.0));

@@ -11,7 +11,9 @@ use tf_provider::{AttributePath, Diagnostics};
 use super::state::ImageState;
 use crate::lifecycle::duration;
 use crate::lifecycle::naming::{Family, NamingRules};
-use crate::lifecycle::recipe::{Check, Checksum, Provision, Recipe, SmokeSpec, Source, TemplateRef};
+use crate::lifecycle::recipe::{
+    Check, Checksum, Provision, Recipe, SmokeSpec, Source, TemplateRef,
+};
 use crate::lifecycle::retention::RetentionPolicy;
 use crate::resources::values::{string_list, string_map, Known};
 
