@@ -1,0 +1,417 @@
+//! `/nodes/{node}/qemu/{vmid}/agent/...`: the QEMU guest agent as PVE relays
+//! it, for both backends: the instant backend answers from the guest's file
+//! map and the fake shell; the QEMU backend forwards to the real agent inside
+//! a real guest (and this module also owns that guest's QEMU process).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use golden::qemu::qga::Qga;
+use golden::qemu::{qmp, Vm as QemuVm};
+use serde_json::{json, Value};
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::schema::{parse_bool, Params};
+use super::shell;
+use super::state::{Backend, ExecRecord, Power, Shared};
+use super::ApiError;
+
+/// How long the instant backend's exec takes before `exec-status` reports it.
+const INSTANT_EXEC: Duration = Duration::from_millis(50);
+
+fn not_running() -> ApiError {
+    ApiError::new(500, "QEMU guest agent is not running")
+}
+
+fn first<'a>(p: &'a Params, k: &str) -> Option<&'a str> {
+    p.get(k).and_then(|v| v.first()).map(String::as_str)
+}
+
+pub async fn handle(
+    shared: &Shared,
+    vmid: u32,
+    cmd: &str,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let guest = {
+        let mut cl = shared.lock();
+        let ready_ms = cl.opts.agent_ready_ms;
+        let never = cl.agent_never(vmid);
+        let backend = cl.opts.backend;
+        let vm = cl.vm(vmid)?;
+        if !vm.agent_enabled() {
+            return Err(ApiError::new(500, "No QEMU guest agent configured"));
+        }
+        let Power::Running { since, guest, .. } = &vm.power else {
+            return Err(ApiError::new(500, format!("VM {vmid} is not running")));
+        };
+        if never {
+            return Err(not_running());
+        }
+        match backend {
+            Backend::Instant => {
+                if since.elapsed() < Duration::from_millis(ready_ms) {
+                    return Err(not_running());
+                }
+                return instant(&mut cl, vmid, cmd, params);
+            }
+            Backend::Qemu => guest.clone().ok_or_else(not_running)?,
+        }
+    };
+    qemu(&guest, cmd, params).await
+}
+
+fn interfaces(mac: &str) -> Value {
+    json!({"result": [
+        {"name": "lo", "hardware-address": "00:00:00:00:00:00", "ip-addresses": [
+            {"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8},
+            {"ip-address": "::1", "ip-address-type": "ipv6", "prefix": 128}]},
+        {"name": "eth0", "hardware-address": mac.to_ascii_lowercase(), "ip-addresses": [
+            {"ip-address": "10.0.2.15", "ip-address-type": "ipv4", "prefix": 24}]}
+    ]})
+}
+
+fn command_args(params: &Params) -> Result<Vec<String>, ApiError> {
+    match params.get("command") {
+        Some(c) if !c.is_empty() => Ok(c.clone()),
+        _ => Err(ApiError::param(
+            "command",
+            "property is missing and it is not optional",
+        )),
+    }
+}
+
+/// `file-write`'s content as bytes: with `encode=1` (the default) PVE
+/// base64-encodes the plain text for the agent; with 0 it is base64 already.
+fn file_write_bytes(params: &Params) -> Result<Vec<u8>, ApiError> {
+    let content = first(params, "content").unwrap_or("");
+    let encode = first(params, "encode").and_then(parse_bool).unwrap_or(true);
+    if encode {
+        Ok(content.as_bytes().to_vec())
+    } else {
+        B64.decode(content.trim()).map_err(|e| {
+            ApiError::new(
+                500,
+                format!("Agent error: Invalid parameter type for 'buf-b64': {e}"),
+            )
+        })
+    }
+}
+
+fn instant(
+    cl: &mut super::state::Cluster,
+    vmid: u32,
+    cmd: &str,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let vm = cl.vm(vmid)?;
+    let boot = vm.boot_volid();
+    let name = vm.name();
+    let mac = vm
+        .config
+        .get("net0")
+        .and_then(|n| {
+            n.split(',')
+                .find_map(|p| p.split_once('=').map(|(_, v)| v.to_owned()))
+        })
+        .unwrap_or_else(|| "BC:24:11:00:00:00".into());
+    match cmd {
+        "ping" => Ok(json!({"result": {}})),
+        "info" => Ok(json!({"result": {"version": "7.2.0", "supported_commands": []}})),
+        "get-host-name" => Ok(json!({"result": {"host-name": name}})),
+        "network-get-interfaces" => Ok(interfaces(&mac)),
+        "exec" => {
+            let argv = command_args(params)?;
+            let input = first(params, "input-data").map(|s| s.as_bytes().to_vec());
+            let joined = argv.join(" ");
+            let out = match cl.take_exec_fault(&joined) {
+                Some(f) => shell::Output {
+                    exitcode: f.exitcode,
+                    stdout: f.stdout.into_bytes(),
+                    stderr: f.stderr.into_bytes(),
+                },
+                None => {
+                    let fs = boot
+                        .and_then(|b| cl.volumes.get_mut(&b))
+                        .map(|v| &mut v.files)
+                        .ok_or_else(|| {
+                            ApiError::new(500, "Agent error: the guest has no boot disk")
+                        })?;
+                    shell::run_argv(fs, &argv, input.as_deref())
+                }
+            };
+            let vm = cl.vm_mut(vmid)?;
+            let pid = vm.next_exec_pid;
+            vm.next_exec_pid += 1;
+            vm.execs.insert(
+                pid,
+                ExecRecord {
+                    started: Instant::now(),
+                    exitcode: out.exitcode,
+                    stdout: out.stdout,
+                    stderr: out.stderr,
+                },
+            );
+            Ok(json!({"pid": pid}))
+        }
+        "exec-status" => {
+            let pid: i64 = first(params, "pid")
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| {
+                    ApiError::param("pid", "property is missing and it is not optional")
+                })?;
+            let vm = cl.vm_mut(vmid)?;
+            let Some(rec) = vm.execs.get(&pid) else {
+                return Err(ApiError::new(500, "Agent error: Invalid parameter 'pid'"));
+            };
+            if rec.started.elapsed() < INSTANT_EXEC {
+                return Ok(json!({"exited": false}));
+            }
+            // Like qemu-ga, a finished process is reported once, then forgotten.
+            let rec = vm.execs.remove(&pid).unwrap_or_else(|| unreachable!());
+            let mut v = json!({"exited": true, "exitcode": rec.exitcode});
+            if !rec.stdout.is_empty() {
+                v["out-data"] = json!(String::from_utf8_lossy(&rec.stdout));
+            }
+            if !rec.stderr.is_empty() {
+                v["err-data"] = json!(String::from_utf8_lossy(&rec.stderr));
+            }
+            Ok(v)
+        }
+        "file-write" => {
+            let file = first(params, "file")
+                .ok_or_else(|| {
+                    ApiError::param("file", "property is missing and it is not optional")
+                })?
+                .to_owned();
+            let bytes = file_write_bytes(params)?;
+            let vol = boot
+                .and_then(|b| cl.volumes.get_mut(&b))
+                .ok_or_else(|| ApiError::new(500, "Agent error: the guest has no boot disk"))?;
+            vol.files.insert(file, bytes);
+            Ok(Value::Null)
+        }
+        "file-read" => {
+            let file = first(params, "file").unwrap_or("");
+            let body = boot
+                .and_then(|b| cl.volumes.get(&b))
+                .and_then(|v| v.files.get(file))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        500,
+                        format!(
+                            "Agent error: Failed to open file '{file}': No such file or directory"
+                        ),
+                    )
+                })?;
+            Ok(json!({"content": String::from_utf8_lossy(body)}))
+        }
+        other => Err(ApiError::new(
+            501,
+            format!("Method 'agent/{other}' not implemented by the simulator"),
+        )),
+    }
+}
+
+/// A real guest: its QEMU process and a cached agent connection (the agent's
+/// channel serves one client at a time, so calls take turns).
+pub struct QemuGuest {
+    vm: AsyncMutex<QemuVm>,
+    qga_socket: PathBuf,
+    qmp_socket: PathBuf,
+    qga: AsyncMutex<Option<Qga>>,
+}
+
+impl QemuGuest {
+    pub fn new(vm: QemuVm) -> QemuGuest {
+        QemuGuest {
+            qga_socket: vm.agent.socket.clone(),
+            qmp_socket: vm.qmp_socket.clone(),
+            vm: AsyncMutex::new(vm),
+            qga: AsyncMutex::new(None),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        execute: &str,
+        args: Value,
+        timeout: Duration,
+    ) -> Result<Value, ApiError> {
+        let mut slot = self.qga.lock().await;
+        if slot.is_none() {
+            // PVE asks with a short timeout whether the agent is there.
+            let q = Qga::connect(&self.qga_socket, Duration::from_secs(2))
+                .await
+                .map_err(|_| not_running())?;
+            *slot = Some(q);
+        }
+        let q = slot.as_mut().ok_or_else(not_running)?;
+        match q.call(execute, args, timeout).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                let prefix = format!("guest agent {execute}: ");
+                match msg.strip_prefix(&prefix) {
+                    // The agent's own error answer: the channel is fine.
+                    Some(desc) => Err(ApiError::new(500, format!("Agent error: {desc}"))),
+                    // No answer or a broken channel: reconnect next time.
+                    None => {
+                        *slot = None;
+                        Err(not_running())
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn has_exited(&self) -> bool {
+        self.vm.lock().await.has_exited()
+    }
+
+    /// Clean power-off: the agent if it answers, else the ACPI button; waits
+    /// up to `timeout`; then kills when `force`. Returns whether it is down.
+    pub async fn shutdown(&self, use_agent: bool, timeout: Duration, force: bool) -> bool {
+        let mut asked = false;
+        if use_agent {
+            let mut slot = self.qga.lock().await;
+            if slot.is_none() {
+                *slot = Qga::connect(&self.qga_socket, Duration::from_secs(2))
+                    .await
+                    .ok();
+            }
+            // The agent powers down without answering guest-shutdown.
+            if let Some(q) = slot.as_mut() {
+                asked = q.shutdown().await.is_ok();
+            }
+        }
+        if !asked {
+            let _ = qmp::command(&self.qmp_socket, "system_powerdown").await;
+        }
+        *self.qga.lock().await = None;
+        let mut vm = self.vm.lock().await;
+        if vm.wait_exit(timeout).await {
+            return true;
+        }
+        if force {
+            vm.kill().await;
+            return true;
+        }
+        false
+    }
+
+    pub async fn kill(&self) {
+        *self.qga.lock().await = None;
+        self.vm.lock().await.kill().await;
+    }
+
+    /// From synchronous code (a VM removed under the cluster lock).
+    pub fn kill_soon(self: &Arc<Self>) {
+        let g = self.clone();
+        tokio::spawn(async move { g.kill().await });
+    }
+}
+
+async fn qemu(guest: &QemuGuest, cmd: &str, params: &Params) -> Result<Value, ApiError> {
+    let t = Duration::from_secs(10);
+    match cmd {
+        "ping" => guest
+            .call("guest-ping", Value::Null, t)
+            .await
+            .map(|_| json!({"result": {}})),
+        "info" => guest
+            .call("guest-info", Value::Null, t)
+            .await
+            .map(|r| json!({"result": r})),
+        "get-host-name" => guest
+            .call("guest-get-host-name", Value::Null, t)
+            .await
+            .map(|r| json!({"result": r})),
+        "network-get-interfaces" => guest
+            .call("guest-network-get-interfaces", Value::Null, t)
+            .await
+            .map(|r| json!({"result": r})),
+        "exec" => {
+            let argv = command_args(params)?;
+            let mut args = json!({"path": argv[0], "arg": argv[1..], "capture-output": true});
+            if let Some(input) = first(params, "input-data") {
+                args["input-data"] = json!(B64.encode(input));
+            }
+            let r = guest.call("guest-exec", args, t).await?;
+            Ok(json!({"pid": r.get("pid").cloned().unwrap_or(Value::Null)}))
+        }
+        "exec-status" => {
+            let pid: i64 = first(params, "pid")
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| {
+                    ApiError::param("pid", "property is missing and it is not optional")
+                })?;
+            let mut r = guest
+                .call("guest-exec-status", json!({"pid": pid}), t)
+                .await?;
+            // PVE hands out the captured output decoded.
+            for k in ["out-data", "err-data"] {
+                if let Some(s) = r.get(k).and_then(Value::as_str) {
+                    let text = B64
+                        .decode(s)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                    r[k] = json!(text);
+                }
+            }
+            Ok(r)
+        }
+        "file-write" => {
+            let file = first(params, "file").ok_or_else(|| {
+                ApiError::param("file", "property is missing and it is not optional")
+            })?;
+            let bytes = file_write_bytes(params)?;
+            let h = guest
+                .call("guest-file-open", json!({"path": file, "mode": "wb"}), t)
+                .await?;
+            let written = guest
+                .call(
+                    "guest-file-write",
+                    json!({"handle": h, "buf-b64": B64.encode(&bytes)}),
+                    t,
+                )
+                .await;
+            let closed = guest
+                .call("guest-file-close", json!({"handle": h}), t)
+                .await;
+            written?;
+            closed?;
+            Ok(Value::Null)
+        }
+        "file-read" => {
+            let file = first(params, "file").unwrap_or("");
+            let h = guest
+                .call("guest-file-open", json!({"path": file, "mode": "r"}), t)
+                .await?;
+            let read = guest
+                .call(
+                    "guest-file-read",
+                    json!({"handle": h, "count": 16 * 1024 * 1024}),
+                    t,
+                )
+                .await;
+            let _ = guest
+                .call("guest-file-close", json!({"handle": h}), t)
+                .await;
+            let r = read?;
+            let body = r
+                .get("buf-b64")
+                .and_then(Value::as_str)
+                .and_then(|s| B64.decode(s).ok())
+                .unwrap_or_default();
+            Ok(json!({"content": String::from_utf8_lossy(&body)}))
+        }
+        other => Err(ApiError::new(
+            501,
+            format!("Method 'agent/{other}' not implemented by the simulator"),
+        )),
+    }
+}

@@ -1,0 +1,252 @@
+//! Powering a VM on: the instant backend just marks it running (and plays
+//! cloud-init's part by setting the hostname); the QEMU backend boots a real
+//! guest from the VM's disk file with a NoCloud seed made from the VM's
+//! cloud-init settings, the way PVE builds its cloud-init drive.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use golden::qemu::accel::{self, AccelChoice};
+use golden::qemu::{img, seed, Vm as QemuVm, VmSpec};
+
+use super::agent::QemuGuest;
+use super::state::{Backend, Power, Shared};
+use super::tasks::unix_now;
+use super::vms::DiskFile;
+
+/// What a boot needs from the VM's config, read under the lock.
+struct BootPlan {
+    name: String,
+    memory_mib: u32,
+    cpus: u32,
+    disk: Option<std::path::PathBuf>,
+    boot_volid: Option<String>,
+    user_data: String,
+    workdir: std::path::PathBuf,
+}
+
+pub async fn boot(shared: &Shared, vmid: u32) -> Result<(), String> {
+    let (backend, plan) = {
+        let mut cl = shared.lock();
+        let backend = cl.opts.backend;
+        let workdir = cl.opts.state_dir.join("vms").join(vmid.to_string());
+        let vm = cl.vm(vmid).map_err(|e| e.message)?;
+        if vm.running() {
+            return Err(format!("VM {vmid} already running"));
+        }
+        let boot_volid = vm.boot_volid();
+        let plan = BootPlan {
+            name: vm.name(),
+            memory_mib: vm.memory_mib().clamp(256, 16384) as u32,
+            cpus: vm.cores().clamp(1, 8) as u32,
+            disk: boot_volid
+                .as_ref()
+                .and_then(|id| cl.volumes.get(id))
+                .and_then(|v| v.path.clone()),
+            boot_volid: boot_volid.clone(),
+            user_data: user_data(&vm.name(), &vm.config),
+            workdir,
+        };
+        if backend == Backend::Instant {
+            // cloud-init names the host after the VM on first boot.
+            if let Some(vol) = boot_volid.and_then(|id| cl.volumes.get_mut(&id)) {
+                vol.files.insert(
+                    "/etc/hostname".into(),
+                    format!("{}\n", plan.name).into_bytes(),
+                );
+            }
+            let vm = cl.vm_mut(vmid).map_err(|e| e.message)?;
+            vm.power = Power::Running {
+                since: Instant::now(),
+                guest: None,
+            };
+            return Ok(());
+        }
+        (backend, plan)
+    };
+    debug_assert_eq!(backend, Backend::Qemu);
+    let Some(disk) = plan.disk else {
+        return Err(format!(
+            "volume '{}' has no image file (start golden-sim with --base-image)",
+            plan.boot_volid.unwrap_or_else(|| "<no boot disk>".into())
+        ));
+    };
+    std::fs::create_dir_all(&plan.workdir)
+        .map_err(|e| format!("creating {}: {e}", plan.workdir.display()))?;
+    // A fresh instance-id on every start, so cloud-init applies the current settings.
+    let meta = format!(
+        "instance-id: pve-{vmid}-{}\nlocal-hostname: {}\n",
+        unix_now(),
+        plan.name
+    );
+    let seed_iso = seed::make_seed(&plan.workdir, &plan.user_data, &meta)
+        .await
+        .map_err(|e| format!("making the cloud-init drive: {e:#}"))?;
+    let accel = accel::resolve(AccelChoice::Auto)?;
+    let spec = VmSpec {
+        name: format!("pve-{vmid}"),
+        disk,
+        seed: Some(seed_iso),
+        workdir: plan.workdir.clone(),
+        memory_mib: plan.memory_mib,
+        cpus: plan.cpus,
+        accel,
+        forward_ssh: false,
+        scratch_disk: false,
+    };
+    let vm = QemuVm::launch(&spec)
+        .await
+        .map_err(|e| format!("start failed: {e:#}"))?;
+    eprintln!(
+        "golden-sim: VM {vmid} booting under QEMU ({accel}), serial log {}",
+        vm.serial_log.display()
+    );
+    let guest = Arc::new(QemuGuest::new(vm));
+    {
+        let mut cl = shared.lock();
+        match cl.vm_mut(vmid) {
+            Ok(vm) => {
+                vm.power = Power::Running {
+                    since: Instant::now(),
+                    guest: Some(guest.clone()),
+                };
+            }
+            Err(e) => {
+                guest.kill_soon();
+                return Err(e.message);
+            }
+        }
+    }
+    tokio::spawn(watch(shared.clone(), vmid, guest));
+    Ok(())
+}
+
+/// Marks the VM stopped when its guest powers itself off.
+async fn watch(shared: Shared, vmid: u32, guest: Arc<QemuGuest>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let still_ours = {
+            let cl = shared.lock();
+            matches!(cl.vms.get(&vmid).map(|v| &v.power),
+                Some(Power::Running { guest: Some(g), .. }) if Arc::ptr_eq(g, &guest))
+        };
+        if !still_ours {
+            return;
+        }
+        if guest.has_exited().await {
+            let mut cl = shared.lock();
+            if let Some(vm) = cl.vms.get_mut(&vmid) {
+                if matches!(&vm.power, Power::Running { guest: Some(g), .. } if Arc::ptr_eq(g, &guest))
+                {
+                    eprintln!("golden-sim: VM {vmid}'s guest powered off");
+                    vm.power = Power::Stopped;
+                    vm.execs.clear();
+                }
+            }
+            return;
+        }
+    }
+}
+
+/// PVE's `sshkeys` is stored URL-encoded; the seed needs it decoded.
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The user-data PVE writes on its cloud-init drive (`nocloud`).
+fn user_data(name: &str, config: &std::collections::BTreeMap<String, String>) -> String {
+    let mut s = format!("#cloud-config\nhostname: {name}\nmanage_etc_hosts: true\nfqdn: {name}\n");
+    if let Some(u) = config.get("ciuser") {
+        s += &format!("user: {u}\n");
+    }
+    if let Some(p) = config.get("cipassword") {
+        s += &format!("password: {p}\n");
+    }
+    if let Some(keys) = config.get("sshkeys") {
+        s += "ssh_authorized_keys:\n";
+        for k in url_decode(keys).lines().filter(|l| !l.trim().is_empty()) {
+            s += &format!("  - {}\n", k.trim());
+        }
+    }
+    s += "chpasswd:\n  expire: False\nusers:\n  - default\n";
+    // PVE upgrades packages on first boot unless `ciupgrade=0`; offline test
+    // guests cannot, so only an explicit `ciupgrade=1` asks for it.
+    let upgrade = config.get("ciupgrade").is_some_and(|v| v == "1");
+    s += &format!("package_upgrade: {upgrade}\n");
+    s
+}
+
+/// Makes a volume's qcow2: an overlay on its source, or an empty disk.
+pub async fn make_disk_file(f: &DiskFile) -> Result<(), String> {
+    if let Some(dir) = f.path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    match &f.backing {
+        Some(backing) => {
+            let info = img::info(backing)
+                .await
+                .map_err(|e| format!("reading {}: {e:#}", backing.display()))?;
+            img::create_overlay(backing, &info.format, &f.path)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        }
+        None => blank(&f.path, f.size).await,
+    }
+}
+
+async fn blank(path: &Path, size: u64) -> Result<(), String> {
+    let out = tokio::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg(size.to_string())
+        .output()
+        .await
+        .map_err(|e| format!("running qemu-img: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "qemu-img create failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_carries_the_cloud_init_settings() {
+        let mut c = std::collections::BTreeMap::new();
+        c.insert("ciuser".to_owned(), "golden".to_owned());
+        c.insert(
+            "sshkeys".to_owned(),
+            "ssh-ed25519%20AAAA%20me%40h%0Assh-rsa%20BBBB".to_owned(),
+        );
+        let u = user_data("build-1", &c);
+        assert!(u.starts_with("#cloud-config\nhostname: build-1\n"));
+        assert!(u.contains("user: golden\n"));
+        assert!(
+            u.contains("  - ssh-ed25519 AAAA me@h\n  - ssh-rsa BBBB\n"),
+            "{u}"
+        );
+        assert!(u.contains("package_upgrade: false"));
+    }
+}

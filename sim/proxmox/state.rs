@@ -1,0 +1,686 @@
+//! The simulated cluster: one node, its storages and volumes, its VMs (a
+//! config map each, as `/etc/pve/qemu-server/<vmid>.conf` holds), its tasks,
+//! and the simulator's own records (faults, violations, requests).
+//!
+//! Everything sits behind one mutex, held briefly and never across an await.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::admin::Fault;
+use super::agent::QemuGuest;
+use super::schema::{split_tags, valid_tag};
+use super::tasks::{unix_now, Task};
+use super::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Instant,
+    Qemu,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub node: String,
+    pub storage: String,
+    /// `user@realm!tokenid=secret`.
+    pub token: String,
+    pub task_ms: u64,
+    pub agent_ready_ms: u64,
+    pub backend: Backend,
+    pub base_image: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub extra_vms: u32,
+}
+
+impl Options {
+    /// `user@realm!tokenid`: what PVE puts in a task's UPID.
+    pub fn token_user(&self) -> String {
+        self.token
+            .split_once('=')
+            .map(|(u, _)| u.to_owned())
+            .unwrap_or_else(|| self.token.clone())
+    }
+
+    pub fn task(&self) -> Duration {
+        Duration::from_millis(self.task_ms)
+    }
+}
+
+/// A guest's files, for the instant backend: path -> content. It lives on the
+/// boot volume so clones and imports carry it like a real disk would.
+pub type GuestFs = BTreeMap<String, Vec<u8>>;
+
+pub struct Volume {
+    pub storage: String,
+    /// After `storage:`; `base-9000-disk-0/vm-101-disk-0` for a linked clone.
+    pub name: String,
+    pub vmid: Option<u32>,
+    pub size: u64,
+    pub format: String,
+    /// `images` or `import` (PVE's content type).
+    pub content: String,
+    /// The base volume (name) a linked clone sits on.
+    pub parent: Option<String>,
+    pub files: GuestFs,
+    pub ctime: u64,
+    /// QEMU backend: the qcow2 file and the file it is an overlay on.
+    pub path: Option<PathBuf>,
+    pub backing: Option<PathBuf>,
+}
+
+impl Volume {
+    pub fn volid(&self) -> String {
+        format!("{}:{}", self.storage, self.name)
+    }
+}
+
+pub struct StorageDef {
+    pub id: String,
+    pub plugin: &'static str,
+    pub content: &'static str,
+    pub total: u64,
+}
+
+pub enum Power {
+    Stopped,
+    Running {
+        since: Instant,
+        /// QEMU backend: the real guest.
+        guest: Option<Arc<QemuGuest>>,
+    },
+}
+
+pub struct ExecRecord {
+    pub started: Instant,
+    pub exitcode: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+pub struct Vm {
+    pub vmid: u32,
+    /// Keys and values as in the VM's config file (`lock`, `template` too).
+    pub config: BTreeMap<String, String>,
+    pub power: Power,
+    pub execs: BTreeMap<i64, ExecRecord>,
+    pub next_exec_pid: i64,
+}
+
+impl Vm {
+    pub fn new(vmid: u32, config: BTreeMap<String, String>) -> Vm {
+        Vm {
+            vmid,
+            config,
+            power: Power::Stopped,
+            execs: BTreeMap::new(),
+            next_exec_pid: 1000,
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.config
+            .get("name")
+            .cloned()
+            .unwrap_or_else(|| format!("VM {}", self.vmid))
+    }
+
+    pub fn is_template(&self) -> bool {
+        self.config.get("template").is_some_and(|v| v == "1")
+    }
+
+    pub fn lock(&self) -> Option<&str> {
+        self.config.get("lock").map(String::as_str)
+    }
+
+    pub fn running(&self) -> bool {
+        matches!(self.power, Power::Running { .. })
+    }
+
+    pub fn uptime(&self) -> u64 {
+        match &self.power {
+            Power::Running { since, .. } => since.elapsed().as_secs(),
+            Power::Stopped => 0,
+        }
+    }
+
+    pub fn memory_mib(&self) -> u64 {
+        self.config
+            .get("memory")
+            .and_then(|m| m.split(',').next())
+            .map(|m| m.trim_start_matches("current="))
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(512)
+    }
+
+    pub fn cores(&self) -> u64 {
+        let c: u64 = self
+            .config
+            .get("cores")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        let s: u64 = self
+            .config
+            .get("sockets")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        c * s
+    }
+
+    /// `agent: 1` or `agent: enabled=1,...`.
+    pub fn agent_enabled(&self) -> bool {
+        self.config.get("agent").is_some_and(|a| {
+            a.split(',').any(|p| {
+                let v = p.strip_prefix("enabled=").unwrap_or(p);
+                matches!(v, "1" | "true" | "yes" | "on")
+            })
+        })
+    }
+
+    /// PVE's `digest`: a hash of the config file.
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        for (k, v) in &self.config {
+            h.update(format!("{k}: {v}\n"));
+        }
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        hex[..40].to_owned()
+    }
+
+    /// Volume ids of every disk-like key (including the cloud-init drive).
+    pub fn disk_volids(&self) -> Vec<(String, String)> {
+        self.config
+            .iter()
+            .filter(|(k, _)| is_drive_key(k))
+            .filter_map(|(k, v)| drive_volid(v).map(|id| (k.clone(), id.to_owned())))
+            .collect()
+    }
+
+    /// The volume the guest boots from: the first disk of `boot: order=`,
+    /// else the first of scsi0/virtio0/sata0/ide0.
+    pub fn boot_volid(&self) -> Option<String> {
+        let order: Vec<String> = self
+            .config
+            .get("boot")
+            .and_then(|b| b.split(',').find_map(|p| p.strip_prefix("order=")))
+            .map(|o| o.split(';').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let fallback = ["scsi0", "virtio0", "sata0", "ide0"].map(str::to_owned);
+        order
+            .iter()
+            .chain(fallback.iter())
+            .filter_map(|k| self.config.get(k))
+            .filter(|v| !v.contains("media=cdrom"))
+            .find_map(|v| drive_volid(v).map(str::to_owned))
+    }
+}
+
+/// `scsi0`, `virtio1`, `ide2`, `efidisk0`, `unused0`...
+pub fn is_drive_key(k: &str) -> bool {
+    let base = k.trim_end_matches(|c: char| c.is_ascii_digit());
+    base.len() < k.len()
+        && matches!(
+            base,
+            "scsi" | "virtio" | "sata" | "ide" | "efidisk" | "tpmstate" | "unused"
+        )
+}
+
+/// The volume id of a drive value (`local-lvm:vm-1-disk-0,size=2G`), unless
+/// it is `none` or a path.
+pub fn drive_volid(v: &str) -> Option<&str> {
+    let first = v.split(',').next()?;
+    let file = first.strip_prefix("file=").unwrap_or(first);
+    if file.contains(':') && !file.starts_with('/') {
+        Some(file)
+    } else {
+        None
+    }
+}
+
+/// PVE prints sizes as `2G`, `512M` or `4K`.
+pub fn fmt_size(bytes: u64) -> String {
+    const K: u64 = 1024;
+    for (unit, f) in [
+        ("T", K * K * K * K),
+        ("G", K * K * K),
+        ("M", K * K),
+        ("K", K),
+    ] {
+        if bytes >= f && bytes % f == 0 {
+            return format!("{}{unit}", bytes / f);
+        }
+    }
+    bytes.to_string()
+}
+
+/// `tags`: split on `;`, `,` or space, drop empties, refuse invalid ones,
+/// de-duplicate, sort, join with `;`.
+pub fn normalize_tags(v: &str) -> Result<String, String> {
+    let mut tags: Vec<&str> = split_tags(v).collect();
+    if let Some(bad) = tags.iter().find(|t| !valid_tag(t)) {
+        return Err(format!(
+            "invalid tag '{bad}': tags must match [a-z0-9_][a-z0-9_+.-]*"
+        ));
+    }
+    tags.sort_unstable();
+    tags.dedup();
+    Ok(tags.join(";"))
+}
+
+#[derive(Clone)]
+pub struct Violation {
+    pub kind: &'static str,
+    pub method: String,
+    pub path: String,
+    pub detail: String,
+}
+
+pub struct RequestRecord {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub auth_ok: bool,
+}
+
+pub struct Cluster {
+    pub opts: Arc<Options>,
+    pub pstart: u32,
+    pub booted: Instant,
+    pub storages: Vec<StorageDef>,
+    pub vms: BTreeMap<u32, Vm>,
+    pub volumes: BTreeMap<String, Volume>,
+    pub tasks: BTreeMap<String, Task>,
+    pub task_seq: u32,
+    pub faults: Vec<Fault>,
+    pub violations: Vec<Violation>,
+    pub requests: Vec<RequestRecord>,
+    mac_seq: u32,
+}
+
+#[derive(Clone)]
+pub struct Shared(Arc<Mutex<Cluster>>);
+
+impl Shared {
+    pub fn new(cluster: Cluster) -> Shared {
+        Shared(Arc::new(Mutex::new(cluster)))
+    }
+
+    /// A panic elsewhere must not wedge the whole simulator.
+    pub fn lock(&self) -> MutexGuard<'_, Cluster> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+impl Cluster {
+    pub fn new(opts: Arc<Options>) -> Cluster {
+        let storages = vec![
+            StorageDef {
+                id: opts.storage.clone(),
+                plugin: "lvmthin",
+                content: "images,rootdir",
+                total: 512 * GIB,
+            },
+            StorageDef {
+                id: "local".into(),
+                plugin: "dir",
+                content: "iso,vztmpl,import,backup",
+                total: 100 * GIB,
+            },
+        ];
+        let mut cl = Cluster {
+            pstart: (unix_now() % 0x00FF_FFFF) as u32,
+            opts,
+            booted: Instant::now(),
+            storages,
+            vms: BTreeMap::new(),
+            volumes: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            task_seq: 0,
+            faults: Vec::new(),
+            violations: Vec::new(),
+            requests: Vec::new(),
+            mac_seq: 0,
+        };
+        cl.seed_source_template();
+        for i in 0..cl.opts.extra_vms {
+            cl.seed_extra_vm(10_000 + i, i);
+        }
+        cl
+    }
+
+    /// Template 9000 `debian-12-base`, the source golden clones.
+    fn seed_source_template(&mut self) {
+        let st = self.opts.storage.clone();
+        let cfg: BTreeMap<String, String> = [
+            ("name", "debian-12-base".to_owned()),
+            ("template", "1".into()),
+            ("agent", "1".into()),
+            ("memory", "1024".into()),
+            ("cores", "2".into()),
+            ("net0", "virtio=BC:24:11:00:90:00,bridge=vmbr0".into()),
+            ("scsihw", "virtio-scsi-single".into()),
+            ("scsi0", format!("{st}:base-9000-disk-0,size=2G")),
+            ("ide2", format!("{st}:vm-9000-cloudinit,media=cdrom")),
+            ("serial0", "socket".into()),
+            ("vga", "serial0".into()),
+            ("boot", "order=scsi0".into()),
+            ("ostype", "l26".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let mut disk = self.new_volume(&st, "base-9000-disk-0", Some(9000), 2 * GIB, "raw");
+        disk.files = debian_fs("debian-12-base");
+        disk.path = self.opts.base_image.clone();
+        self.add_volume(disk);
+        let ci = self.new_volume(&st, "vm-9000-cloudinit", Some(9000), 4 * 1024 * 1024, "raw");
+        self.add_volume(ci);
+        self.vms.insert(9000, Vm::new(9000, cfg));
+    }
+
+    /// Unrelated VMs that make the cluster big: lookups must cope.
+    fn seed_extra_vm(&mut self, vmid: u32, i: u32) {
+        let st = self.opts.storage.clone();
+        let template = i % 10 == 9;
+        let disk = format!("{}-{vmid}-disk-0", if template { "base" } else { "vm" });
+        let mut cfg: BTreeMap<String, String> = BTreeMap::new();
+        cfg.insert("name".into(), format!("vm-{vmid}"));
+        cfg.insert("memory".into(), "2048".into());
+        cfg.insert("cores".into(), "2".into());
+        cfg.insert("scsi0".into(), format!("{st}:{disk},size=8G"));
+        cfg.insert(
+            "net0".into(),
+            format!("virtio={},bridge=vmbr0", self.new_mac()),
+        );
+        cfg.insert("ostype".into(), "l26".into());
+        if template {
+            cfg.insert("template".into(), "1".into());
+        }
+        match i % 4 {
+            1 => cfg.insert("tags".into(), "prod;web".into()),
+            2 => cfg.insert("tags".into(), "db;staging".into()),
+            _ => None,
+        };
+        let mut vol = self.new_volume(&st, &disk, Some(vmid), 8 * GIB, "raw");
+        vol.files = debian_fs(&format!("vm-{vmid}"));
+        self.add_volume(vol);
+        self.vms.insert(vmid, Vm::new(vmid, cfg));
+    }
+
+    pub fn new_volume(
+        &self,
+        storage: &str,
+        name: &str,
+        vmid: Option<u32>,
+        size: u64,
+        format: &str,
+    ) -> Volume {
+        Volume {
+            storage: storage.to_owned(),
+            name: name.to_owned(),
+            vmid,
+            size,
+            format: format.to_owned(),
+            content: "images".into(),
+            parent: None,
+            files: GuestFs::new(),
+            ctime: unix_now(),
+            path: None,
+            backing: None,
+        }
+    }
+
+    pub fn add_volume(&mut self, v: Volume) {
+        self.volumes.insert(v.volid(), v);
+    }
+
+    pub fn storage(&self, id: &str) -> Result<&StorageDef, ApiError> {
+        self.storages
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| ApiError::new(500, format!("storage '{id}' does not exist")))
+    }
+
+    /// A fresh MAC in Proxmox's `BC:24:11` range.
+    pub fn new_mac(&mut self) -> String {
+        self.mac_seq += 1;
+        let n = self.mac_seq;
+        format!(
+            "BC:24:11:{:02X}:{:02X}:{:02X}",
+            (n >> 16) & 0xFF,
+            (n >> 8) & 0xFF,
+            n & 0xFF
+        )
+    }
+
+    pub fn vm(&self, vmid: u32) -> Result<&Vm, ApiError> {
+        self.vms.get(&vmid).ok_or_else(|| self.no_such_vm(vmid))
+    }
+
+    pub fn vm_mut(&mut self, vmid: u32) -> Result<&mut Vm, ApiError> {
+        let err = self.no_such_vm(vmid);
+        self.vms.get_mut(&vmid).ok_or(err)
+    }
+
+    fn no_such_vm(&self, vmid: u32) -> ApiError {
+        ApiError::new(
+            500,
+            format!(
+                "Configuration file 'nodes/{}/qemu-server/{vmid}.conf' does not exist",
+                self.opts.node
+            ),
+        )
+    }
+
+    /// The first free `vm-<vmid>-disk-N` name on a storage.
+    pub fn free_disk_name(&self, storage: &str, vmid: u32, prefix: Option<&str>) -> String {
+        (0..)
+            .find(|n| {
+                !self.volumes.values().any(|v| {
+                    v.storage == storage
+                        && v.vmid == Some(vmid)
+                        && (v.name.ends_with(&format!("vm-{vmid}-disk-{n}"))
+                            || v.name.ends_with(&format!("base-{vmid}-disk-{n}")))
+                })
+            })
+            .map(|n: u32| match prefix {
+                Some(p) => format!("{p}/vm-{vmid}-disk-{n}"),
+                None => format!("vm-{vmid}-disk-{n}"),
+            })
+            .unwrap_or_default()
+    }
+
+    /// VMs whose disks are linked clones of a base volume of `vmid`.
+    pub fn linked_clones_of(&self, vmid: u32) -> Vec<u32> {
+        let bases: Vec<String> = self
+            .volumes
+            .values()
+            .filter(|v| {
+                v.vmid == Some(vmid) && v.name.starts_with("base-") && !v.name.contains('/')
+            })
+            .map(|v| v.name.clone())
+            .collect();
+        let mut out: Vec<u32> = self
+            .volumes
+            .values()
+            .filter(|v| v.parent.as_ref().is_some_and(|p| bases.contains(p)))
+            .filter_map(|v| v.vmid)
+            .filter(|id| *id != vmid)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Removes a VM and every volume it owns (files too, unless another
+    /// volume still uses the file as its backing).
+    pub fn remove_vm(&mut self, vmid: u32) {
+        if let Some(vm) = self.vms.remove(&vmid) {
+            if let Power::Running { guest: Some(g), .. } = vm.power {
+                g.kill_soon();
+            }
+        }
+        let owned: Vec<String> = self
+            .volumes
+            .iter()
+            .filter(|(_, v)| v.vmid == Some(vmid) && v.content == "images")
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in owned {
+            self.remove_volume(&id);
+        }
+    }
+
+    pub fn remove_volume(&mut self, volid: &str) {
+        let Some(vol) = self.volumes.remove(volid) else {
+            return;
+        };
+        if let Some(path) = vol.path {
+            let still_backing = self
+                .volumes
+                .values()
+                .any(|v| v.backing.as_ref() == Some(&path));
+            let is_base_image = self.opts.base_image.as_ref() == Some(&path);
+            if !still_backing && !is_base_image && path.starts_with(&self.opts.state_dir) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
+    pub fn record_violation(
+        &mut self,
+        kind: &'static str,
+        method: &str,
+        path: &str,
+        detail: String,
+    ) {
+        eprintln!("golden-sim: SCHEMA VIOLATION ({kind}) {method} {path}: {detail}");
+        self.violations.push(Violation {
+            kind,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            detail,
+        });
+    }
+
+    /// `/_sim/vms`.
+    pub fn vm_json(&self, vm: &Vm) -> Value {
+        let disks: Vec<String> = vm.disk_volids().into_iter().map(|(_, id)| id).collect();
+        json!({
+            "vmid": vm.vmid,
+            "name": vm.config.get("name"),
+            "template": vm.is_template(),
+            "status": if vm.running() { "running" } else { "stopped" },
+            "lock": vm.lock(),
+            "tags": vm.config.get("tags"),
+            "description": vm.config.get("description"),
+            "config": vm.config,
+            "disks": disks,
+            "linked_clones": self.linked_clones_of(vm.vmid),
+        })
+    }
+}
+
+/// The files of a freshly installed Debian 12 cloud image, enough for the
+/// fake shell's `cat`/`test`/`grep`.
+pub fn debian_fs(hostname: &str) -> GuestFs {
+    let mut fs = GuestFs::new();
+    fs.insert("/etc/hostname".into(), format!("{hostname}\n").into_bytes());
+    fs.insert(
+        "/etc/os-release".into(),
+        b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n".to_vec(),
+    );
+    fs.insert("/etc/debian_version".into(), b"12.8\n".to_vec());
+    fs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> Arc<Options> {
+        Arc::new(Options {
+            node: "pve".into(),
+            storage: "local-lvm".into(),
+            token: "root@pam!golden=s3cret".into(),
+            task_ms: 10,
+            agent_ready_ms: 10,
+            backend: Backend::Instant,
+            base_image: None,
+            state_dir: std::env::temp_dir().join("golden-sim-unit"),
+            extra_vms: 20,
+        })
+    }
+
+    #[test]
+    fn tags_are_normalised_like_pve() {
+        assert_eq!(
+            normalize_tags("web;prod,web  golden").unwrap(),
+            "golden;prod;web"
+        );
+        assert_eq!(normalize_tags(";;").unwrap(), "");
+        assert_eq!(
+            normalize_tags("golden-family.x_1+2").unwrap(),
+            "golden-family.x_1+2"
+        );
+        assert!(
+            normalize_tags("Prod").is_err(),
+            "upper case is refused, not folded"
+        );
+        assert!(normalize_tags("a=b").is_err());
+        assert!(normalize_tags("-lead").is_err());
+    }
+
+    #[test]
+    fn sizes_print_like_pve() {
+        assert_eq!(fmt_size(2 * GIB), "2G");
+        assert_eq!(fmt_size(4 * 1024 * 1024), "4M");
+        assert_eq!(fmt_size(1536), "1536");
+    }
+
+    #[test]
+    fn seeds_the_source_template_and_extra_vms() {
+        let cl = Cluster::new(opts());
+        let t = cl.vm(9000).unwrap();
+        assert!(t.is_template() && t.agent_enabled());
+        assert_eq!(
+            t.boot_volid().as_deref(),
+            Some("local-lvm:base-9000-disk-0")
+        );
+        assert_eq!(cl.vms.len(), 21);
+        assert_eq!(cl.vms.values().filter(|v| v.is_template()).count(), 3);
+        assert!(cl
+            .vms
+            .values()
+            .any(|v| v.config.get("tags").is_some_and(|t| t == "prod;web")));
+    }
+
+    #[test]
+    fn linked_clones_are_found_by_their_base() {
+        let mut cl = Cluster::new(opts());
+        let mut v = cl.new_volume(
+            "local-lvm",
+            "base-9000-disk-0/vm-101-disk-0",
+            Some(101),
+            GIB,
+            "raw",
+        );
+        v.parent = Some("base-9000-disk-0".into());
+        cl.add_volume(v);
+        assert_eq!(cl.linked_clones_of(9000), vec![101]);
+        assert_eq!(
+            cl.free_disk_name("local-lvm", 101, None),
+            "vm-101-disk-1",
+            "disk-0 is taken by the linked clone's volume"
+        );
+        cl.remove_vm(101);
+        assert!(cl.linked_clones_of(9000).is_empty());
+    }
+}

@@ -1,0 +1,1098 @@
+//! `/nodes/{node}/qemu/...` and `/cluster/resources`: VMs and templates, with
+//! PVE's rules (locks, templates, linked clones) and its asynchronous tasks.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::agent::QemuGuest;
+use super::guest;
+use super::schema::{parse_bool, Params};
+use super::state::{
+    drive_volid, fmt_size, is_drive_key, normalize_tags, Backend, Cluster, Power, Shared, Vm,
+};
+use super::tasks::{self, TaskSpec};
+use super::ApiError;
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// Config keys PVE returns as JSON numbers (the schema's integer, number and
+/// boolean keys of `GET .../config`); everything else is a string.
+const INT_KEYS: &[&str] = &[
+    "balloon",
+    "cores",
+    "cpuunits",
+    "migrate_speed",
+    "shares",
+    "smp",
+    "snaptime",
+    "sockets",
+    "vcpus",
+    "acpi",
+    "allow-ksm",
+    "autostart",
+    "ciupgrade",
+    "freeze",
+    "keephugepages",
+    "kvm",
+    "localtime",
+    "numa",
+    "onboot",
+    "protection",
+    "reboot",
+    "tablet",
+    "tdf",
+    "template",
+];
+const NUM_KEYS: &[&str] = &["cpulimit", "migrate_downtime"];
+
+/// Parameters that steer an API call and are not stored in the config.
+const NOT_CONFIG: &[&str] = &[
+    "node",
+    "vmid",
+    "start",
+    "storage",
+    "pool",
+    "archive",
+    "force",
+    "unique",
+    "delete",
+    "digest",
+    "skiplock",
+    "revert",
+    "background_delay",
+    "import-working-storage",
+    "live-restore",
+    "bwlimit",
+];
+
+fn first<'a>(p: &'a Params, k: &str) -> Option<&'a str> {
+    p.get(k).and_then(|v| v.first()).map(String::as_str)
+}
+
+fn flag(p: &Params, k: &str) -> Option<bool> {
+    first(p, k).and_then(parse_bool)
+}
+
+pub fn parse_vmid(name: &str, v: &str) -> Result<u32, ApiError> {
+    v.parse::<u32>()
+        .ok()
+        .filter(|n| (100..=999_999_999).contains(n))
+        .ok_or_else(|| {
+            ApiError::param(
+                name,
+                format!("invalid format - value '{v}' does not look like a valid VM ID"),
+            )
+        })
+}
+
+fn locked(vm: &Vm) -> Result<(), ApiError> {
+    match vm.lock() {
+        Some(l) => Err(ApiError::new(
+            500,
+            format!("VM {} is locked ({l})", vm.vmid),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn config_json(vm: &Vm) -> Value {
+    let mut m = Map::new();
+    for (k, v) in &vm.config {
+        let val = if INT_KEYS.contains(&k.as_str()) {
+            v.parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| json!(v))
+        } else if NUM_KEYS.contains(&k.as_str()) {
+            v.parse::<f64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| json!(v))
+        } else {
+            json!(v)
+        };
+        m.insert(k.clone(), val);
+    }
+    m.insert("digest".into(), json!(vm.digest()));
+    Value::Object(m)
+}
+
+fn disk_size(cl: &Cluster, vm: &Vm) -> u64 {
+    vm.boot_volid()
+        .and_then(|id| cl.volumes.get(&id))
+        .map(|v| v.size)
+        .unwrap_or(0)
+}
+
+/// The fields `GET /nodes/{node}/qemu` and `/cluster/resources` share.
+fn vm_summary(cl: &Cluster, vm: &Vm) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("vmid".into(), json!(vm.vmid));
+    m.insert("name".into(), json!(vm.name()));
+    m.insert(
+        "status".into(),
+        json!(if vm.running() { "running" } else { "stopped" }),
+    );
+    m.insert("maxmem".into(), json!(vm.memory_mib() * 1024 * 1024));
+    m.insert("maxdisk".into(), json!(disk_size(cl, vm)));
+    m.insert(
+        "mem".into(),
+        json!(if vm.running() {
+            vm.memory_mib() * 1024 * 1024 / 4
+        } else {
+            0
+        }),
+    );
+    m.insert("cpu".into(), json!(0));
+    m.insert("uptime".into(), json!(vm.uptime()));
+    m.insert("netin".into(), json!(0));
+    m.insert("netout".into(), json!(0));
+    m.insert("diskread".into(), json!(0));
+    m.insert("diskwrite".into(), json!(0));
+    if vm.is_template() {
+        m.insert("template".into(), json!(1));
+    }
+    if let Some(t) = vm.config.get("tags").filter(|t| !t.is_empty()) {
+        m.insert("tags".into(), json!(t));
+    }
+    if let Some(l) = vm.lock() {
+        m.insert("lock".into(), json!(l));
+    }
+    m
+}
+
+pub fn list(cl: &Cluster) -> Value {
+    Value::Array(
+        cl.vms
+            .values()
+            .map(|vm| {
+                let mut m = vm_summary(cl, vm);
+                m.insert("cpus".into(), json!(vm.cores()));
+                Value::Object(m)
+            })
+            .collect(),
+    )
+}
+
+pub fn resources(cl: &Cluster, kind: Option<&str>) -> Value {
+    let node = &cl.opts.node;
+    let mut out = Vec::new();
+    if matches!(kind, None | Some("node")) {
+        out.push(json!({
+            "id": format!("node/{node}"), "type": "node", "node": node, "status": "online",
+            "maxcpu": 2, "maxmem": 16 * GIB, "mem": 2 * GIB, "cpu": 0.01,
+            "maxdisk": 100 * GIB, "disk": 10 * GIB, "uptime": cl.booted.elapsed().as_secs(),
+            "level": "", "cgroup-mode": 2,
+        }));
+    }
+    if matches!(kind, None | Some("vm")) {
+        for vm in cl.vms.values() {
+            let mut m = vm_summary(cl, vm);
+            m.insert("id".into(), json!(format!("qemu/{}", vm.vmid)));
+            m.insert("type".into(), json!("qemu"));
+            m.insert("node".into(), json!(node));
+            m.insert("maxcpu".into(), json!(vm.cores()));
+            m.insert("disk".into(), json!(0));
+            m.insert("template".into(), json!(i32::from(vm.is_template())));
+            out.push(Value::Object(m));
+        }
+    }
+    if matches!(kind, None | Some("storage")) {
+        for s in &cl.storages {
+            out.push(json!({
+                "id": format!("storage/{node}/{}", s.id), "type": "storage", "storage": s.id,
+                "node": node, "status": "available", "content": s.content, "plugintype": s.plugin,
+                "maxdisk": s.total, "disk": used_bytes(cl, &s.id),
+            }));
+        }
+    }
+    Value::Array(out)
+}
+
+pub fn used_bytes(cl: &Cluster, storage: &str) -> u64 {
+    cl.volumes
+        .values()
+        .filter(|v| v.storage == storage)
+        .map(|v| v.size)
+        .sum()
+}
+
+pub fn nextid(cl: &Cluster, params: &Params) -> Result<Value, ApiError> {
+    if let Some(v) = first(params, "vmid") {
+        let id = parse_vmid("vmid", v)?;
+        if cl.vms.contains_key(&id) {
+            return Err(ApiError::param("vmid", format!("VM {id} already exists")));
+        }
+        return Ok(json!(id));
+    }
+    let id = (100..).find(|id| !cl.vms.contains_key(id)).unwrap_or(100);
+    Ok(json!(id))
+}
+
+pub fn config_get(cl: &Cluster, vmid: u32) -> Result<Value, ApiError> {
+    Ok(config_json(cl.vm(vmid)?))
+}
+
+pub fn status_current(cl: &Cluster, vmid: u32) -> Result<Value, ApiError> {
+    let vm = cl.vm(vmid)?;
+    let mut m = vm_summary(cl, vm);
+    m.insert("cpus".into(), json!(vm.cores()));
+    m.insert(
+        "qmpstatus".into(),
+        json!(if vm.running() { "running" } else { "stopped" }),
+    );
+    m.insert("agent".into(), json!(i32::from(vm.agent_enabled())));
+    m.insert("ha".into(), json!({"managed": 0}));
+    if vm.running() {
+        m.insert("pid".into(), json!(40_000 + vm.vmid % 20_000));
+        m.insert("running-qemu".into(), json!("9.0.2"));
+        m.insert("running-machine".into(), json!("pc-i440fx-9.0+pve0"));
+    }
+    if vm.config.contains_key("serial0") {
+        m.insert("serial".into(), json!(1));
+    }
+    Ok(Value::Object(m))
+}
+
+/// A disk file the QEMU backend must make before a VM can use the volume:
+/// an overlay on `backing`, or an empty image of `size` bytes.
+pub struct DiskFile {
+    pub path: PathBuf,
+    pub backing: Option<PathBuf>,
+    pub size: u64,
+}
+
+pub async fn make_disk_files(files: Vec<DiskFile>) -> Result<(), String> {
+    for f in files {
+        guest::make_disk_file(&f).await?;
+    }
+    Ok(())
+}
+
+/// Where the QEMU backend keeps a volume's file.
+fn volume_path(cl: &Cluster, volid: &str) -> PathBuf {
+    cl.opts
+        .state_dir
+        .join("images")
+        .join(format!("{}.qcow2", volid.replace([':', '/'], "_")))
+}
+
+/// Allocates the volumes a drive value asks for (`<storage>:<GiB>`,
+/// `<storage>:0,import-from=<volid>`, `<storage>:cloudinit`) and returns the
+/// value to store, as PVE rewrites it (`<volid>,...,size=<n>`).
+fn allocate_drive(
+    cl: &mut Cluster,
+    vmid: u32,
+    key: &str,
+    value: &str,
+    files: &mut Vec<DiskFile>,
+) -> Result<String, ApiError> {
+    let mut parts: Vec<&str> = value.split(',').collect();
+    let file = parts[0]
+        .strip_prefix("file=")
+        .unwrap_or(parts[0])
+        .to_owned();
+    let import = parts
+        .iter()
+        .find_map(|p| p.strip_prefix("import-from="))
+        .map(str::to_owned);
+    parts.retain(|p| !p.starts_with("import-from=") && !p.starts_with("size="));
+    let rest: Vec<&str> = parts[1..].to_vec();
+    let Some((storage, what)) = file.split_once(':') else {
+        return Ok(value.to_owned());
+    };
+    let storage = storage.to_owned();
+    let new_size: Option<u64> = what.parse::<f64>().ok().map(|g| (g * GIB as f64) as u64);
+    if what == "cloudinit" {
+        cl.storage(&storage)?;
+        let name = format!("vm-{vmid}-cloudinit");
+        let vol = cl.new_volume(&storage, &name, Some(vmid), 4 * 1024 * 1024, "raw");
+        cl.add_volume(vol);
+        return Ok(format!("{storage}:{name},media=cdrom"));
+    }
+    let Some(mut size) = new_size else {
+        // An existing volume being attached.
+        if !cl.volumes.contains_key(&file) && !value.contains("media=cdrom") && file != "none" {
+            return Err(ApiError::param(
+                key,
+                format!("volume '{file}' does not exist"),
+            ));
+        }
+        return Ok(value.to_owned());
+    };
+    let st = cl.storage(&storage)?;
+    if !st.content.contains("images") {
+        return Err(ApiError::new(
+            500,
+            format!("storage '{storage}' does not support vm images"),
+        ));
+    }
+    let name = cl.free_disk_name(&storage, vmid, None);
+    let volid = format!("{storage}:{name}");
+    let mut vol = cl.new_volume(&storage, &name, Some(vmid), size, "raw");
+    let qemu = cl.opts.backend == Backend::Qemu;
+    let path = volume_path(cl, &volid);
+    let mut backing = None;
+    if let Some(src) = import {
+        let Some(source) = cl.volumes.get(&src) else {
+            return Err(ApiError::param(
+                key,
+                format!("import-from: volume '{src}' does not exist"),
+            ));
+        };
+        size = size.max(source.size);
+        vol.size = size;
+        vol.files = source.files.clone();
+        backing = source.path.clone();
+        if qemu && backing.is_none() {
+            return Err(ApiError::new(
+                500,
+                format!("import-from: volume '{src}' has no image file here"),
+            ));
+        }
+    }
+    if qemu {
+        vol.path = Some(path.clone());
+        vol.backing = backing.clone();
+        files.push(DiskFile {
+            path,
+            backing,
+            size,
+        });
+    }
+    cl.add_volume(vol);
+    let mut out = volid;
+    for r in rest {
+        out.push(',');
+        out.push_str(r);
+    }
+    out.push_str(&format!(",size={}", fmt_size(size)));
+    Ok(out)
+}
+
+/// Applies settable keys to a config: tags normalised, description bounded,
+/// new drives allocated. Used by create and by config updates.
+fn apply_settings(
+    cl: &mut Cluster,
+    vmid: u32,
+    config: &mut BTreeMap<String, String>,
+    params: &Params,
+    files: &mut Vec<DiskFile>,
+) -> Result<(), ApiError> {
+    for (k, values) in params {
+        if NOT_CONFIG.contains(&k.as_str()) {
+            continue;
+        }
+        let v = values.first().cloned().unwrap_or_default();
+        let v = match k.as_str() {
+            "tags" => normalize_tags(&v).map_err(|why| ApiError::param("tags", why))?,
+            "description" if v.chars().count() > 8192 => {
+                return Err(ApiError::param(
+                    "description",
+                    "value may only be 8192 characters long",
+                ));
+            }
+            "template" => continue,
+            key if is_drive_key(key) && !key.starts_with("unused") => {
+                allocate_drive(cl, vmid, key, &v, files)?
+            }
+            key if is_net_key(key) => with_mac(cl, &v),
+            _ => v,
+        };
+        if k == "tags" && v.is_empty() {
+            config.remove(k);
+        } else {
+            config.insert(k.clone(), v);
+        }
+    }
+    Ok(())
+}
+
+fn is_net_key(k: &str) -> bool {
+    k.strip_prefix("net")
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// `virtio,bridge=vmbr0` gets a MAC, as PVE assigns one: `virtio=BC:24:11:..`.
+fn with_mac(cl: &mut Cluster, v: &str) -> String {
+    let mut parts: Vec<String> = v.split(',').map(str::to_owned).collect();
+    let has_mac = parts
+        .iter()
+        .any(|p| p.contains('=') && p.matches(':').count() == 5);
+    if !has_mac {
+        if let Some(model) = parts.iter_mut().find(|p| !p.contains('=')) {
+            *model = format!("{model}={}", cl.new_mac());
+        } else if let Some(i) = parts.iter().position(|p| p.starts_with("model=")) {
+            let model = parts[i].trim_start_matches("model=").to_owned();
+            parts[i] = format!("{model}={}", cl.new_mac());
+        }
+    }
+    parts.join(",")
+}
+
+pub fn create(shared: &Shared, cl: &mut Cluster, params: &Params) -> Result<Value, ApiError> {
+    let vmid = parse_vmid(
+        "vmid",
+        first(params, "vmid")
+            .ok_or_else(|| ApiError::param("vmid", "property is missing and it is not optional"))?,
+    )?;
+    if cl.vms.contains_key(&vmid) {
+        return Err(ApiError::new(
+            500,
+            format!("unable to create VM {vmid} - VM {vmid} already exists"),
+        ));
+    }
+    let mut config = BTreeMap::new();
+    let mut files = Vec::new();
+    if let Err(e) = apply_settings(cl, vmid, &mut config, params, &mut files) {
+        cl.remove_vm(vmid);
+        return Err(e);
+    }
+    config.insert("lock".into(), "create".into());
+    cl.vms.insert(vmid, Vm::new(vmid, config));
+    let start = flag(params, "start").unwrap_or(false);
+    let s2 = shared.clone();
+    let work = async move {
+        make_disk_files(files).await?;
+        if let Ok(vm) = s2.lock().vm_mut(vmid) {
+            vm.config.remove("lock");
+        }
+        if start {
+            guest::boot(&s2, vmid).await?;
+        }
+        Ok(())
+    };
+    let upid = tasks::spawn(
+        shared,
+        cl,
+        TaskSpec {
+            kind: "qmcreate",
+            id: &vmid.to_string(),
+            duration: cl.opts.task(),
+            first_line: format!("create VM {vmid}"),
+        },
+        work,
+        move |cl| cl.remove_vm(vmid),
+    );
+    Ok(json!(upid))
+}
+
+pub fn config_set(
+    shared: &Shared,
+    cl: &mut Cluster,
+    vmid: u32,
+    params: &Params,
+    post: bool,
+) -> Result<Value, ApiError> {
+    let vm = cl.vm(vmid)?;
+    if !flag(params, "skiplock").unwrap_or(false) {
+        locked(vm)?;
+    }
+    if let Some(d) = first(params, "digest") {
+        if d != vm.digest() {
+            return Err(ApiError::new(
+                500,
+                "detected modified configuration - file changed by other user? Try again.",
+            ));
+        }
+    }
+    let mut config = vm.config.clone();
+    let mut files = Vec::new();
+    if let Some(del) = first(params, "delete") {
+        for key in del.split([',', ';', ' ']).filter(|k| !k.is_empty()) {
+            if let Some(old) = config.remove(key) {
+                // A deleted cloud-init drive goes; other disks become unused.
+                if let Some(volid) = drive_volid(&old).map(str::to_owned) {
+                    if volid.ends_with("-cloudinit") {
+                        cl.remove_volume(&volid);
+                    } else if is_drive_key(key) && cl.volumes.contains_key(&volid) {
+                        let n = (0..)
+                            .find(|n| !config.contains_key(&format!("unused{n}")))
+                            .unwrap_or(0);
+                        config.insert(format!("unused{n}"), volid);
+                    }
+                }
+            }
+        }
+    }
+    apply_settings(cl, vmid, &mut config, params, &mut files)?;
+    cl.vm_mut(vmid)?.config = config;
+    // New disks need a file first: then PVE's POST answers with a task.
+    if post && !files.is_empty() {
+        let upid = tasks::spawn(
+            shared,
+            cl,
+            TaskSpec {
+                kind: "qmconfig",
+                id: &vmid.to_string(),
+                duration: Duration::ZERO,
+                first_line: format!("update VM {vmid}"),
+            },
+            make_disk_files(files),
+            |_| {},
+        );
+        return Ok(json!(upid));
+    }
+    if !files.is_empty() {
+        tokio::spawn(make_disk_files(files));
+    }
+    Ok(Value::Null)
+}
+
+/// A clone under way: the new VM exists (locked `clone`); `run` makes its
+/// disk files.
+pub struct CloneJob {
+    pub newid: u32,
+    files: Vec<DiskFile>,
+}
+
+impl CloneJob {
+    pub async fn run(self) -> Result<(), String> {
+        make_disk_files(self.files).await
+    }
+}
+
+/// Everything PVE checks before the clone task starts, then the new VM with
+/// its new volumes (full copies, or linked clones of a template's base).
+pub fn prepare_clone(
+    cl: &mut Cluster,
+    vmid: u32,
+    newid: u32,
+    name: Option<String>,
+    full: bool,
+    description: Option<String>,
+    storage: Option<String>,
+) -> Result<CloneJob, ApiError> {
+    let src = cl.vm(vmid)?;
+    if cl.vms.contains_key(&newid) {
+        return Err(ApiError::new(500, format!("VM {newid} already exists")));
+    }
+    let template = src.is_template();
+    if !full && !template {
+        return Err(ApiError::new(
+            500,
+            "Linked clone feature is not supported for a non-template VM",
+        ));
+    }
+    if !full && storage.is_some() {
+        return Err(ApiError::new(
+            500,
+            "parameter 'storage' not allowed for linked clones",
+        ));
+    }
+    if !template {
+        locked(src)?;
+    }
+    if let Some(s) = &storage {
+        cl.storage(s)?;
+    }
+    let src_name = src.name();
+    let mut config = src.config.clone();
+    let disks = src.disk_volids();
+    for k in ["template", "lock", "digest", "vmgenid", "meta"] {
+        config.remove(k);
+    }
+    config.insert(
+        "name".into(),
+        name.unwrap_or_else(|| format!("Copy-of-VM-{src_name}")),
+    );
+    if let Some(d) = description {
+        config.insert("description".into(), d);
+    }
+    let nets: Vec<String> = config
+        .keys()
+        .filter(|k| k.starts_with("net"))
+        .cloned()
+        .collect();
+    for k in nets {
+        let mac = cl.new_mac();
+        let v = &config[&k];
+        let rewritten: Vec<String> = v
+            .split(',')
+            .map(|p| match p.split_once('=') {
+                Some((model, m)) if m.len() == 17 && m.matches(':').count() == 5 => {
+                    format!("{model}={mac}")
+                }
+                Some(("macaddr", _)) => format!("macaddr={mac}"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        config.insert(k, rewritten.join(","));
+    }
+    let qemu = cl.opts.backend == Backend::Qemu;
+    let mut files = Vec::new();
+    for (key, volid) in disks {
+        let Some(source) = cl.volumes.get(&volid) else {
+            continue;
+        };
+        let target_storage = storage.clone().unwrap_or_else(|| source.storage.clone());
+        let (name, parent) = if volid.ends_with("-cloudinit") {
+            (format!("vm-{newid}-cloudinit"), None)
+        } else if full {
+            (cl.free_disk_name(&target_storage, newid, None), None)
+        } else {
+            let base = source.name.clone();
+            (
+                cl.free_disk_name(&target_storage, newid, Some(&base)),
+                Some(base),
+            )
+        };
+        // Two disks of one VM must not get the same name: reserve as we go.
+        let mut vol = cl.new_volume(
+            &target_storage,
+            &name,
+            Some(newid),
+            source.size,
+            &source.format,
+        );
+        vol.files = source.files.clone();
+        vol.parent = parent;
+        if qemu && !volid.ends_with("-cloudinit") {
+            let path = volume_path(cl, &vol.volid());
+            vol.path = Some(path.clone());
+            vol.backing = source.path.clone();
+            if source.path.is_none() {
+                return Err(ApiError::new(
+                    500,
+                    format!(
+                        "volume '{volid}' has no image file (start golden-sim with --base-image)"
+                    ),
+                ));
+            }
+            files.push(DiskFile {
+                path,
+                backing: source.path.clone(),
+                size: source.size,
+            });
+        }
+        let old = config[&key].clone();
+        let tail: Vec<&str> = old.split(',').skip(1).collect();
+        let mut value = vol.volid();
+        for t in tail {
+            value.push(',');
+            value.push_str(t);
+        }
+        config.insert(key, value);
+        cl.add_volume(vol);
+    }
+    config.insert("lock".into(), "clone".into());
+    cl.vms.insert(newid, Vm::new(newid, config));
+    Ok(CloneJob { newid, files })
+}
+
+pub fn finish_clone(cl: &mut Cluster, newid: u32) {
+    if let Ok(vm) = cl.vm_mut(newid) {
+        vm.config.remove("lock");
+    }
+}
+
+pub fn clone(
+    shared: &Shared,
+    cl: &mut Cluster,
+    vmid: u32,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let newid = parse_vmid(
+        "newid",
+        first(params, "newid").ok_or_else(|| {
+            ApiError::param("newid", "property is missing and it is not optional")
+        })?,
+    )?;
+    let template = cl.vm(vmid)?.is_template();
+    let full = flag(params, "full").unwrap_or(!template);
+    let job = prepare_clone(
+        cl,
+        vmid,
+        newid,
+        first(params, "name").map(str::to_owned),
+        full,
+        first(params, "description").map(str::to_owned),
+        first(params, "storage").map(str::to_owned),
+    )?;
+    let s2 = shared.clone();
+    let work = async move {
+        job.run().await?;
+        finish_clone(&mut s2.lock(), newid);
+        Ok(())
+    };
+    let upid = tasks::spawn(
+        shared,
+        cl,
+        TaskSpec {
+            kind: "qmclone",
+            id: &vmid.to_string(),
+            duration: cl.opts.task(),
+            first_line: format!(
+                "create {} clone of VM {vmid} as VM {newid}",
+                if full { "full" } else { "linked" }
+            ),
+        },
+        work,
+        move |cl| cl.remove_vm(newid),
+    );
+    Ok(json!(upid))
+}
+
+pub fn template(shared: &Shared, cl: &mut Cluster, vmid: u32) -> Result<Value, ApiError> {
+    let vm = cl.vm(vmid)?;
+    locked(vm)?;
+    if vm.running() {
+        return Err(ApiError::new(
+            500,
+            "you can't convert a running VM to a template",
+        ));
+    }
+    let s2 = shared.clone();
+    let work = async move {
+        let mut cl = s2.lock();
+        let vm = cl.vm(vmid).map_err(|e| e.message)?;
+        if vm.running() {
+            return Err("you can't convert a running VM to a template".to_owned());
+        }
+        let disks = vm.disk_volids();
+        let mut renames = Vec::new();
+        for (key, volid) in disks {
+            if volid.ends_with("-cloudinit") {
+                continue;
+            }
+            let Some(mut vol) = cl.volumes.remove(&volid) else {
+                continue;
+            };
+            let (prefix, own) = match vol.name.rsplit_once('/') {
+                Some((p, o)) => (Some(p.to_owned()), o.to_owned()),
+                None => (None, vol.name.clone()),
+            };
+            if let Some(rest) = own.strip_prefix("vm-") {
+                let own = format!("base-{rest}");
+                vol.name = match prefix {
+                    Some(p) => format!("{p}/{own}"),
+                    None => own,
+                };
+            }
+            renames.push((key, volid, vol.volid()));
+            cl.add_volume(vol);
+        }
+        let vm = cl.vm_mut(vmid).map_err(|e| e.message)?;
+        for (key, old, new) in renames {
+            if let Some(v) = vm.config.get_mut(&key) {
+                *v = v.replacen(&old, &new, 1);
+            }
+        }
+        vm.config.insert("template".into(), "1".into());
+        Ok(())
+    };
+    let upid = tasks::spawn(
+        shared,
+        cl,
+        TaskSpec {
+            kind: "qmtemplate",
+            id: &vmid.to_string(),
+            duration: cl.opts.task() / 2,
+            first_line: format!("convert VM {vmid} to a template"),
+        },
+        work,
+        |_| {},
+    );
+    Ok(json!(upid))
+}
+
+pub fn start(
+    shared: &Shared,
+    cl: &mut Cluster,
+    vmid: u32,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let vm = cl.vm(vmid)?;
+    if vm.is_template() {
+        return Err(ApiError::new(
+            500,
+            "you can't start a vm if it's a template",
+        ));
+    }
+    if !flag(params, "skiplock").unwrap_or(false) {
+        locked(vm)?;
+    }
+    if vm.running() {
+        return Err(ApiError::new(500, format!("VM {vmid} already running")));
+    }
+    let s2 = shared.clone();
+    let upid = tasks::spawn(
+        shared,
+        cl,
+        TaskSpec {
+            kind: "qmstart",
+            id: &vmid.to_string(),
+            duration: cl.opts.task(),
+            first_line: format!("start VM {vmid}"),
+        },
+        async move { guest::boot(&s2, vmid).await },
+        |_| {},
+    );
+    Ok(json!(upid))
+}
+
+fn set_stopped(cl: &mut Cluster, vmid: u32) -> Option<std::sync::Arc<QemuGuest>> {
+    let vm = cl.vms.get_mut(&vmid)?;
+    let old = std::mem::replace(&mut vm.power, Power::Stopped);
+    vm.execs.clear();
+    match old {
+        Power::Running { guest, .. } => guest,
+        Power::Stopped => None,
+    }
+}
+
+pub fn stop(
+    shared: &Shared,
+    cl: &mut Cluster,
+    vmid: u32,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let vm = cl.vm(vmid)?;
+    if !flag(params, "skiplock").unwrap_or(false) {
+        locked(vm)?;
+    }
+    let s2 = shared.clone();
+    let work = async move {
+        let guest = set_stopped(&mut s2.lock(), vmid);
+        if let Some(g) = guest {
+            g.kill().await;
+        }
+        Ok(())
+    };
+    let upid = tasks::spawn(
+        shared,
+        cl,
+        TaskSpec {
+            kind: "qmstop",
+            id: &vmid.to_string(),
+            duration: cl.opts.task(),
+            first_line: format!("stop VM {vmid}"),
+        },
+        work,
+        |_| {},
+    );
+    Ok(json!(upid))
+}
+
+pub fn shutdown(
+    shared: &Shared,
+    cl: &mut Cluster,
+    vmid: u32,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let vm = cl.vm(vmid)?;
+    if !flag(params, "skiplock").unwrap_or(false) {
+        locked(vm)?;
+    }
+    if !vm.running() {
+        return Err(ApiError::new(500, format!("VM {vmid} not running")));
+    }
+    let use_agent = vm.agent_enabled();
+    let timeout = first(params, "timeout")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(60);
+    let force = flag(params, "forceStop").unwrap_or(false);
+    let s2 = shared.clone();
+    let work = async move {
+        let guest = match &s2.lock().vm(vmid).map_err(|e| e.message)?.power {
+            Power::Running { guest, .. } => guest.clone(),
+            Power::Stopped => return Ok(()),
+        };
+        if let Some(g) = guest {
+            if !g
+                .shutdown(use_agent, Duration::from_secs(timeout), force)
+                .await
+            {
+                return Err("VM quit/powerdown failed - got timeout".to_owned());
+            }
+        }
+        set_stopped(&mut s2.lock(), vmid);
+        Ok(())
+    };
+    let upid = tasks::spawn(
+        shared,
+        cl,
+        TaskSpec {
+            kind: "qmshutdown",
+            id: &vmid.to_string(),
+            duration: cl.opts.task(),
+            first_line: format!("shutdown VM {vmid}"),
+        },
+        work,
+        |_| {},
+    );
+    Ok(json!(upid))
+}
+
+pub fn delete(
+    shared: &Shared,
+    cl: &mut Cluster,
+    vmid: u32,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let vm = cl.vm(vmid)?;
+    if !flag(params, "skiplock").unwrap_or(false) {
+        locked(vm)?;
+    }
+    if vm.running() {
+        return Err(ApiError::new(
+            500,
+            format!("VM {vmid} is running - destroy failed"),
+        ));
+    }
+    let s2 = shared.clone();
+    let work = async move { destroy(&mut s2.lock(), vmid) };
+    let upid = tasks::spawn(
+        shared,
+        cl,
+        TaskSpec {
+            kind: "qmdestroy",
+            id: &vmid.to_string(),
+            duration: cl.opts.task() / 2,
+            first_line: format!("destroy VM {vmid}"),
+        },
+        work,
+        |_| {},
+    );
+    Ok(json!(upid))
+}
+
+/// The destroy task's work: a template whose base volume still backs linked
+/// clones stays, and the task fails as PVE's does.
+fn destroy(cl: &mut Cluster, vmid: u32) -> Result<(), String> {
+    let vm = cl.vm(vmid).map_err(|e| e.message)?;
+    if vm.running() {
+        return Err(format!("VM {vmid} is running - destroy failed"));
+    }
+    let clones = cl.linked_clones_of(vmid);
+    if !clones.is_empty() {
+        let base = vm
+            .disk_volids()
+            .into_iter()
+            .map(|(_, id)| id)
+            .find(|id| id.contains(":base-") && !id.contains('/'))
+            .unwrap_or_default();
+        let ids: Vec<String> = clones.iter().map(u32::to_string).collect();
+        return Err(format!(
+            "base volume '{base}' is still in use by linked cloned VM {}",
+            ids.join(", ")
+        ));
+    }
+    cl.remove_vm(vmid);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::state::Options;
+    use super::*;
+
+    fn cluster() -> Cluster {
+        Cluster::new(Arc::new(Options {
+            node: "pve".into(),
+            storage: "local-lvm".into(),
+            token: "root@pam!golden=s".into(),
+            task_ms: 0,
+            agent_ready_ms: 0,
+            backend: Backend::Instant,
+            base_image: None,
+            state_dir: std::env::temp_dir().join("golden-sim-unit"),
+            extra_vms: 0,
+        }))
+    }
+
+    fn convert_to_template(cl: &mut Cluster, vmid: u32) {
+        let vm = cl.vm_mut(vmid).unwrap();
+        vm.config.insert("template".into(), "1".into());
+        let key = vm.config["scsi0"].clone();
+        let renamed = key.replace(&format!("vm-{vmid}-disk-0"), &format!("base-{vmid}-disk-0"));
+        vm.config.insert("scsi0".into(), renamed);
+        let mut vol = cl
+            .volumes
+            .remove(&format!("local-lvm:vm-{vmid}-disk-0"))
+            .unwrap();
+        vol.name = format!("base-{vmid}-disk-0");
+        cl.add_volume(vol);
+    }
+
+    #[test]
+    fn full_and_linked_clones_get_pve_volume_names() {
+        let mut cl = cluster();
+        prepare_clone(&mut cl, 9000, 101, Some("a".into()), true, None, None).unwrap();
+        prepare_clone(&mut cl, 9000, 102, Some("b".into()), false, None, None).unwrap();
+        assert_eq!(
+            cl.vm(101).unwrap().config["scsi0"],
+            "local-lvm:vm-101-disk-0,size=2G"
+        );
+        assert_eq!(
+            cl.vm(102).unwrap().config["scsi0"],
+            "local-lvm:base-9000-disk-0/vm-102-disk-0,size=2G"
+        );
+        assert_eq!(
+            cl.vm(102).unwrap().config["ide2"],
+            "local-lvm:vm-102-cloudinit,media=cdrom"
+        );
+        assert_eq!(cl.vm(102).unwrap().lock(), Some("clone"));
+        assert_ne!(
+            cl.vm(102).unwrap().config["net0"],
+            cl.vm(9000).unwrap().config["net0"]
+        );
+        assert_eq!(cl.linked_clones_of(9000), vec![102]);
+        let err = prepare_clone(&mut cl, 9000, 101, None, true, None, None)
+            .err()
+            .unwrap();
+        assert_eq!(err.message, "VM 101 already exists");
+        let err = prepare_clone(&mut cl, 101, 103, None, false, None, None)
+            .err()
+            .unwrap();
+        assert_eq!(err.status, 500);
+    }
+
+    #[test]
+    fn a_template_with_linked_clones_is_not_destroyed() {
+        let mut cl = cluster();
+        prepare_clone(&mut cl, 9000, 101, Some("build".into()), true, None, None).unwrap();
+        finish_clone(&mut cl, 101);
+        convert_to_template(&mut cl, 101);
+        prepare_clone(&mut cl, 101, 102, Some("smoke".into()), false, None, None).unwrap();
+        finish_clone(&mut cl, 102);
+        let err = destroy(&mut cl, 101).unwrap_err();
+        assert_eq!(
+            err,
+            "base volume 'local-lvm:base-101-disk-0' is still in use by linked cloned VM 102"
+        );
+        assert!(cl.vms.contains_key(&101), "the template stays");
+        assert!(cl.volumes.contains_key("local-lvm:base-101-disk-0"));
+        destroy(&mut cl, 102).unwrap();
+        destroy(&mut cl, 101).unwrap();
+        assert!(!cl.vms.contains_key(&101));
+        assert!(!cl
+            .volumes
+            .keys()
+            .any(|k| k.contains("-101-") || k.contains("-102-")));
+    }
+
+    #[test]
+    fn nextid_is_the_lowest_free_id() {
+        let mut cl = cluster();
+        assert_eq!(nextid(&cl, &Params::new()).unwrap(), json!(100));
+        cl.vms.insert(100, Vm::new(100, BTreeMap::new()));
+        assert_eq!(nextid(&cl, &Params::new()).unwrap(), json!(101));
+        let mut p = Params::new();
+        p.insert("vmid".into(), vec!["100".into()]);
+        assert_eq!(nextid(&cl, &p).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn config_renders_numbers_as_pve_does() {
+        let cl = cluster();
+        let c = config_get(&cl, 9000).unwrap();
+        assert_eq!(c["cores"], json!(2));
+        assert_eq!(c["template"], json!(1));
+        assert_eq!(c["memory"], json!("1024"));
+        assert_eq!(c["digest"].as_str().unwrap().len(), 40);
+    }
+}
