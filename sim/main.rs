@@ -191,6 +191,10 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 async fn serve(cli: Cli) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Before the ready line: a test may stop us as soon as it has read it.
+    let term = signal(SignalKind::terminate())?;
+    let int = signal(SignalKind::interrupt())?;
     let schema = match &cli.schema {
         Some(p) => Some(Schema::load(p)?),
         None => {
@@ -233,7 +237,7 @@ async fn serve(cli: Cli) -> Result<()> {
         opts.state_dir.display(),
         opts.token,
     );
-    wait_for_exit(cli.exit_on_stdin_eof).await?;
+    wait_for_exit(term, int, cli.exit_on_stdin_eof).await;
     eprintln!("golden-sim: stopping");
     proxmox::stop_guests(&started.shared).await;
     Ok(())
@@ -241,10 +245,11 @@ async fn serve(cli: Cli) -> Result<()> {
 
 /// SIGINT, SIGTERM, or (when asked) the end of stdin: the test that started
 /// us is gone.
-async fn wait_for_exit(on_stdin_eof: bool) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+async fn wait_for_exit(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+    on_stdin_eof: bool,
+) {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let eof = Arc::new(std::sync::Mutex::new(Some(tx)));
     if on_stdin_eof {
@@ -270,5 +275,4 @@ async fn wait_for_exit(on_stdin_eof: bool) -> Result<()> {
         _ = int.recv() => {}
         _ = stdin_gone => {}
     }
-    Ok(())
 }

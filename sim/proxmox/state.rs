@@ -536,6 +536,8 @@ impl Cluster {
         for id in owned {
             self.remove_volume(&id);
         }
+        // Seed and serial log of a QEMU guest.
+        let _ = std::fs::remove_dir_all(self.opts.state_dir.join("vms").join(vmid.to_string()));
     }
 
     pub fn remove_volume(&mut self, volid: &str) {
