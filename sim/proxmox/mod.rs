@@ -160,7 +160,11 @@ fn reply(status: u16, reason: Option<&str>, body: Value) -> Response<Full<Bytes>
                 }
             })
             .collect();
-        if let Ok(p) = hyper::ext::ReasonPhrase::try_from(clean) {
+        // An empty message keeps the canonical phrase ("Internal Server Error").
+        let phrase = (!clean.trim().is_empty())
+            .then(|| hyper::ext::ReasonPhrase::try_from(clean).ok())
+            .flatten();
+        if let Some(p) = phrase {
             resp.extensions_mut().insert(p);
         }
     }
