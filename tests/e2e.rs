@@ -6,10 +6,13 @@
 //! image from `scripts/make-base-image.sh` and fail (never skip) without it.
 
 mod e2e {
+    pub mod sim;
     pub mod util;
 
     mod bad_config;
     mod examples;
     mod interrupt;
     mod lifecycle;
+    mod proxmox;
+    mod proxmox_faults;
 }

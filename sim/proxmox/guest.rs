@@ -50,11 +50,25 @@ pub async fn boot(shared: &Shared, vmid: u32) -> Result<(), String> {
         };
         if backend == Backend::Instant {
             // cloud-init names the host after the VM on first boot.
+            // It also installs the configured user's SSH keys, which a smoke
+            // test looks for.
+            let keys = vm.config.get("sshkeys").map(|k| url_decode(k));
+            let user = vm
+                .config
+                .get("ciuser")
+                .cloned()
+                .unwrap_or_else(|| "debian".to_owned());
             if let Some(vol) = boot_volid.and_then(|id| cl.volumes.get_mut(&id)) {
                 vol.files.insert(
                     "/etc/hostname".into(),
                     format!("{}\n", plan.name).into_bytes(),
                 );
+                if let Some(keys) = keys {
+                    vol.files.insert(
+                        format!("/home/{user}/.ssh/authorized_keys"),
+                        format!("{}\n", keys.trim_end()).into_bytes(),
+                    );
+                }
             }
             let vm = cl.vm_mut(vmid).map_err(|e| e.message)?;
             vm.power = Power::Running {

@@ -451,6 +451,10 @@ impl<'a> State<'a> {
                 out.extend(self.fs.get("/etc/hostname").cloned().unwrap_or_default());
                 0
             }
+            "uname" => {
+                out.extend(b"Linux 6.1.0-golden-sim\n");
+                0
+            }
             "touch" => {
                 for f in args.iter().filter(|a| !a.starts_with('-')) {
                     self.fs.entry(f.clone()).or_default();

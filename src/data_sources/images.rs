@@ -42,7 +42,7 @@ impl DataSource for ImagesDataSource {
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
         let b = block(
             vec![
-                ("platform", attr(T::String, C::Required, "`local`.")),
+                ("platform", attr(T::String, C::Required, "`local` or `proxmox`.")),
                 ("family", attr(T::String, C::Required, "The image family.")),
                 ("validated_only", attr(T::Bool, C::Optional, "Only validated images (default `false`: every status).")),
                 ("id", attr(T::String, C::Computed, "`<platform>/<family>`.")),

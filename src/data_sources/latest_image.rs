@@ -50,7 +50,7 @@ impl DataSource for LatestImageDataSource {
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
         let b = block(
             vec![
-                ("platform", attr(T::String, C::Required, "`local`.")),
+                ("platform", attr(T::String, C::Required, "`local` or `proxmox`.")),
                 ("family", attr(T::String, C::Required, "The image family.")),
                 (
                     "validated_only",
@@ -74,7 +74,7 @@ impl DataSource for LatestImageDataSource {
                     attr(
                         T::String,
                         C::Computed,
-                        "Platform identifier (a file path on `local`).",
+                        "Platform identifier: a file path on `local`, the template's VM id on `proxmox`.",
                     ),
                 ),
                 (

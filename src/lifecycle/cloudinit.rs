@@ -74,7 +74,7 @@ pub fn provision_script(p: &Provision) -> String {
     for pkg in &p.packages {
         s += &format!(
             "step {} sh -c 'dpkg-query -W -f=\"\\${{db:Status-Status}}\" \"$1\" 2>/dev/null | grep -qx installed' _ {}\n",
-            sh_quote(&format!("package {pkg} installed (cloud-init packages module)")),
+            sh_quote(&format!("package {pkg} installed")),
             sh_quote(pkg)
         );
     }

@@ -145,6 +145,13 @@ pub fn configure(
         return None;
     };
     let Some(raw_token) = known(&b.api_token).or_else(|| env(ENV_API_TOKEN)) else {
+        if block.is_none() {
+            // PROXMOX_VE_ENDPOINT alone is often left set for other tools
+            // (bpg/proxmox with a password): not ours to fail on. A resource
+            // on proxmox then reports the platform as not configured.
+            tracing::warn!("{ENV_ENDPOINT} is set but {ENV_API_TOKEN} is not: the proxmox platform stays unconfigured");
+            return Some(None);
+        }
         diags.error(
             "Missing Proxmox API Token",
             format!("set proxmox.api_token or {ENV_API_TOKEN} (USER@REALM!TOKENID=SECRET)"),

@@ -85,6 +85,15 @@ impl TfDir {
         std::fs::write(self.path().join("main.tf"), hcl).unwrap();
     }
 
+    /// Writes `main.tf` with the terraform header, `provider` (a whole
+    /// `provider "golden"` block) and `body`.
+    pub fn write_with_provider(&self, provider: &str, body: &str) {
+        let hcl = format!(
+            "terraform {{\n  required_providers {{\n    golden = {{ source = \"golden/golden\" }}\n  }}\n}}\n\n{provider}\n{body}\n"
+        );
+        std::fs::write(self.path().join("main.tf"), hcl).unwrap();
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new("terraform");
         c.args(args)

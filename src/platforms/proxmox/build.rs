@@ -19,6 +19,7 @@ use super::{ProxmoxPlatform, SourceVm, VmRef};
 use crate::lifecycle::cloudinit::{parse_provision_marker, provision_script};
 use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
+use crate::lifecycle::ledger::UndoAction;
 use crate::lifecycle::metadata::Metadata;
 use crate::lifecycle::recipe::{Recipe, Source, TemplateRef};
 use crate::lifecycle::report::tail_lines;
@@ -47,7 +48,12 @@ pub async fn reserve(
         let vmid = p.free_vmid(&resources, &tried)?;
         tried.push(vmid);
         match create_candidate(p, meta, &source, vmid, cx).await {
-            Ok(image) => return check_claim(p, image, cx).await,
+            Ok((image, undo)) => {
+                check_claim(p, &image, cx).await?;
+                // From here the pipeline's DiscardCandidate owns the VM.
+                cx.forget(&undo);
+                return Ok(image);
+            }
             Err(e) if e.is_already_exists() => {
                 info!(vmid, "VM id taken meanwhile; trying the next one");
             }
@@ -177,16 +183,17 @@ async fn import_cloud_image(
 
 /// Clones or creates the candidate VM `vmid`. The clone is recorded for
 /// destruction before its task is awaited, so an interrupt mid-clone leaves
-/// nothing behind.
+/// nothing behind; the caller forgets that record once the claim holds.
 async fn create_candidate(
     p: &ProxmoxPlatform,
     meta: &Metadata,
     source: &SourceVm,
     vmid: u32,
     cx: &Cx,
-) -> Result<Image> {
+) -> Result<(Image, UndoAction)> {
     let deadline = encoding::rfc3339(super::now() + cx.remaining());
-    let note = Note::image(meta, vmid, Some(deadline), None);
+    let mut note = Note::image(meta, vmid, Some(deadline), None);
+    note.created = Some(encoding::rfc3339(super::now()));
     let name = encoding::candidate_vm_name(&meta.name);
     let api = p.api();
     let (node, upid): (String, Upid) = match source {
@@ -245,32 +252,47 @@ async fn create_candidate(
         .vm(vmid)
         .set_config(params([("tags", encoding::tags_for(meta))]))
         .await?;
-    // From here the pipeline's DiscardCandidate owns the VM.
-    cx.forget(&undo);
-    Ok(Image {
+    let image = Image {
         meta: meta.clone(),
         id: vmid.to_string(),
         size_bytes: None,
         in_progress: true,
         protected: None,
-    })
+    };
+    Ok((image, undo))
 }
 
-/// Two applies that picked the same build number both created a candidate:
-/// the lower VM id keeps it, the other gives way (AlreadyExists -> the
-/// pipeline tries the next number).
-async fn check_claim(p: &ProxmoxPlatform, image: Image, cx: &Cx) -> Result<Image> {
-    let vmid = p.vm_by_id(&image).await?;
-    let name = encoding::candidate_vm_name(image.name());
+/// Two applies that picked the same build number both created a candidate.
+/// The earlier claim (creation time, then the lower VM id) keeps the number;
+/// the other run destroys its VM and gives way (AlreadyExists sends the
+/// pipeline to the next number). The order is the same whenever either run
+/// looks, so exactly one keeps it. A rival whose note cannot be read, or an
+/// image already published under the name, always wins.
+async fn check_claim(p: &ProxmoxPlatform, image: &Image, cx: &Cx) -> Result<()> {
+    let vmid = p.vm_by_id(image).await?;
+    let candidate_name = encoding::candidate_vm_name(image.name());
     let final_name = image.name().to_string();
     let resources = p.api().vm_resources().await?;
-    let rival = resources.iter().any(|r| {
-        r.vmid != vmid
-            && (r.name.as_deref() == Some(&name) && r.vmid < vmid
-                || r.name.as_deref() == Some(&final_name))
-    });
-    if !rival {
-        return Ok(image);
+    let ours = p
+        .note_of(&p.node_of(vmid), vmid)
+        .await?
+        .and_then(|n| n.created_at());
+    let mut lost = false;
+    for r in resources.iter().filter(|r| r.vmid != vmid) {
+        let named = r.name.as_deref();
+        if named == Some(final_name.as_str()) {
+            lost = true;
+        } else if named == Some(candidate_name.as_str()) {
+            let node = r.node.clone().unwrap_or_else(|| p.config.node.clone());
+            let theirs = p.note_of(&node, r.vmid).await?.and_then(|n| n.created_at());
+            lost |= match (theirs, ours) {
+                (Some(t), Some(o)) => (t, r.vmid) < (o, vmid),
+                _ => true,
+            };
+        }
+    }
+    if !lost {
+        return Ok(());
     }
     info!(vmid, image = %final_name, "another run claimed this build number first; giving way");
     p.destroy_vm(

@@ -109,6 +109,10 @@ pub struct Note {
     /// RFC 3339: a candidate or smoke VM past this time is abandoned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
+    /// RFC 3339 with nanoseconds: when the candidate VM was created. Two runs
+    /// that claimed one build number keep the earlier claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
 }
@@ -129,6 +133,7 @@ impl Note {
             role: ROLE_IMAGE.into(),
             metadata: meta.encode(),
             deadline,
+            created: None,
             report,
         }
     }
@@ -140,6 +145,7 @@ impl Note {
             role: ROLE_SMOKE.into(),
             metadata: BTreeMap::from([("golden-smoke-of".to_owned(), of.to_owned())]),
             deadline: Some(deadline),
+            created: None,
             report: None,
         }
     }
@@ -190,6 +196,24 @@ impl Note {
         format!("{title}\n\n{FENCE_OPEN}{json}{FENCE_CLOSE}\n")
     }
 
+    /// The description with golden's part replaced and whatever a person
+    /// wrote around it (PVE's notes) kept in front. When both do not fit in
+    /// PVE's limit, golden's part wins: lookups depend on it.
+    pub fn merge_into(&self, existing: &str) -> String {
+        let ours = self.to_description();
+        let theirs = without_golden_block(existing);
+        if theirs.is_empty() {
+            return ours;
+        }
+        let merged = format!("{theirs}\n\n{ours}");
+        if merged.len() <= MAX_DESCRIPTION {
+            merged
+        } else {
+            tracing::warn!("the notes on this VM and golden's metadata exceed PVE's 8 KiB; the notes are dropped");
+            ours
+        }
+    }
+
     fn shrink_report(&mut self, level: usize) {
         let Some(r) = &mut self.report else { return };
         let keep = [2000usize, 300, 80, 0][level.min(3)];
@@ -213,6 +237,12 @@ impl Note {
         self.vmid == vmid
     }
 
+    /// When the VM was created, if the note says.
+    pub fn created_at(&self) -> Option<time::OffsetDateTime> {
+        let c = self.created.as_deref()?;
+        time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339).ok()
+    }
+
     pub fn deadline_passed(&self, now: time::OffsetDateTime) -> bool {
         let Some(d) = &self.deadline else {
             return true;
@@ -222,6 +252,27 @@ impl Note {
             Err(_) => true,
         }
     }
+}
+
+/// `text` without golden's title line and fenced block.
+fn without_golden_block(text: &str) -> String {
+    let Some(open) = text.find(FENCE_OPEN) else {
+        return text.trim().to_owned();
+    };
+    let Some(close) = text[open + FENCE_OPEN.len()..].find(FENCE_CLOSE) else {
+        return text.trim().to_owned();
+    };
+    let end = open + FENCE_OPEN.len() + close + FENCE_CLOSE.len();
+    let before = &text[..open];
+    let start = ["Golden image ", "Smoke-test VM "]
+        .iter()
+        .filter_map(|t| before.rfind(t))
+        .max()
+        .filter(|i| *i == 0 || before[..*i].ends_with('\n'))
+        .unwrap_or(open);
+    format!("{}\n{}", text[..start].trim(), text[end..].trim())
+        .trim()
+        .to_owned()
 }
 
 fn tail_chars(s: &str, n: usize) -> String {
@@ -317,9 +368,35 @@ mod tests {
     }
 
     #[test]
+    fn a_persons_notes_survive_a_metadata_rewrite() {
+        let first = Note::image(&meta(Status::Candidate), 900001, None, None);
+        let existing = format!(
+            "Owner: team-platform\n\n{}\nSee runbook 12.",
+            first.to_description()
+        );
+        let mut v = meta(Status::Validated);
+        v.validated_at = Some("2026-11-25T10:00:00Z".into());
+        let second = Note::image(&v, 900001, None, None);
+        let merged = second.merge_into(&existing);
+        assert!(
+            merged.starts_with("Owner: team-platform\nSee runbook 12.\n\nGolden image"),
+            "{merged}"
+        );
+        assert_eq!(Note::parse(&merged), Some(second.clone()));
+        assert_eq!(merged.matches(FENCE_OPEN).count(), 1);
+        // Nothing of a person's: only golden's part.
+        assert_eq!(
+            second.merge_into(&first.to_description()),
+            second.to_description()
+        );
+    }
+
+    #[test]
     fn a_huge_report_is_shortened_to_fit_pve() {
-        let mut r = Report::default();
-        r.console_tail = "x".repeat(20_000);
+        let mut r = Report {
+            console_tail: "x".repeat(20_000),
+            ..Default::default()
+        };
         r.push(
             "commands[0]",
             false,

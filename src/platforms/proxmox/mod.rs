@@ -220,16 +220,16 @@ impl ProxmoxPlatform {
     /// Rewrites name, tags and description in one config write, so lookups by
     /// name or tag switch over together.
     async fn write_metadata(&self, vmid: u32, meta: &Metadata, note: &Note) -> Result<()> {
+        let node = self.node_of(vmid);
+        let api = self.api();
+        let vm = api.node(&node).vm(vmid);
+        let existing = config_str(&vm.config().await?, "description").unwrap_or_default();
         let form = params([
             ("name", encoding::vm_name(meta)),
             ("tags", encoding::tags_for(meta)),
-            ("description", note.to_description()),
+            ("description", note.merge_into(&existing)),
         ]);
-        self.api()
-            .node(&self.node_of(vmid))
-            .vm(vmid)
-            .set_config(form)
-            .await
+        vm.set_config(form).await
     }
 
     /// Stops (if running) and destroys a VM with purge; gone already is fine.

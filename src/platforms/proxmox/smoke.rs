@@ -288,12 +288,14 @@ async fn checks(
         let t = Instant::now();
         let key_words: Vec<&str> = public_key.split_whitespace().take(2).collect();
         let script = format!(
-            "(systemctl is-active ssh || systemctl is-active sshd) && grep -qF '{}' /home/{SMOKE_USER}/.ssh/authorized_keys",
+            // `a || b && c` is `(a || b) && c` in sh.
+            // Ubuntu 24.04 starts sshd on demand: an active ssh.socket counts.
+            "systemctl is-active ssh || systemctl is-active sshd || systemctl is-active ssh.socket && grep -qF '{}' /home/{SMOKE_USER}/.ssh/authorized_keys",
             key_words.join(" ")
         );
         let out = guest(vm, &script, deadline, cx).await?;
         let detail = if out.success() {
-            "sshd active and the throwaway key installed by cloud-init (checked via guest agent)"
+            "sshd (or ssh.socket) active and the throwaway key installed by cloud-init (checked via guest agent)"
                 .to_owned()
         } else {
             format!(

@@ -276,6 +276,19 @@ pub async fn destroy(
             ));
             return None;
         }
+        if let Some(why) = &image.protected {
+            // Deleting it would break the VMs that use it; the platform would
+            // refuse anyway. The others still go; destroy fails so the state
+            // keeps owning the family until this one can go too.
+            failed = true;
+            diags.root_error(
+                format!("Unable to Delete Image {}", image.name()),
+                format!(
+                    "{why}. Remove those VMs or make them full clones, then run destroy again."
+                ),
+            );
+            continue;
+        }
         let deleted = tokio::time::timeout_at(deadline, platform.delete(image)).await;
         let Ok(deleted) = deleted else {
             diags.root_error_short(format!(

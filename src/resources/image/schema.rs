@@ -80,7 +80,7 @@ pub fn schema() -> Schema {
                 attr(list_str(), C::Optional, "systemd units to enable."),
             ),
         ],
-        "Provisioning steps, run by cloud-init in the build VM after `packages` are installed.",
+        "Provisioning steps run in the build VM after `packages` are installed: by cloud-init on `local`, through the QEMU guest agent on `proxmox`.",
     );
     let smoke = block(
         vec![
@@ -145,16 +145,16 @@ pub fn schema() -> Schema {
         ("finished_at", T::String),
     ]);
     let attributes = vec![
-        ("platform", attr(T::String, C::Required, "Where the family lives: `local` (this build supports `local`).")),
+        ("platform", attr(T::String, C::Required, "Where the family lives: `local` or `proxmox`.")),
         ("family", attr(T::String, C::Required, "The image family: a lowercase letter, then `[a-z0-9-]` (and `.` where the platform allows), at most 50 characters. Images are named `{family}-{YYYYMMDD}-{NNN}`.")),
-        ("packages", attr(list_str(), C::Optional, "Packages installed in the build VM by cloud-init.")),
+        ("packages", attr(list_str(), C::Optional, "Packages installed in the build VM (cloud-init on `local`, `apt-get` through the guest agent on `proxmox`).")),
         ("tags", attr(map_str(), C::Optional, "Tags stored on every image of the family; `os` and `type` also become `golden-os` / `golden-type`. Changing tags re-tags in place, no rebuild.")),
         ("rebuild_after", attr(T::String, C::Optional, "Plan a rebuild once the newest image is older than this, e.g. `720h`.")),
         ("triggers", attr(map_str(), C::Optional, "Arbitrary values; any change plans a rebuild.")),
         ("on_destroy", attr(T::String, C::Optional, "`keep` (default): destroy leaves the images in place. `delete`: destroy deletes every image golden built for the family.")),
         ("id", attr(T::String, C::Computed, "`<platform>/<family>`.")),
         ("name", attr(T::String, C::Computed, "Name of the newest validated image.")),
-        ("image_id", attr(T::String, C::Computed, "Platform identifier of that image (a file path on `local`).")),
+        ("image_id", attr(T::String, C::Computed, "Platform identifier of that image: a file path on `local`, the template's VM id on `proxmox`.")),
         ("build_date", attr(T::String, C::Computed, "Its UTC build date, `YYYYMMDD`.")),
         ("build_number", attr(T::Number, C::Computed, "Its build number within that day.")),
         ("recipe_hash", attr(T::String, C::Computed, "Hash of the recipe (source, packages, provision, smoke_test, builder major version). A change rebuilds.")),

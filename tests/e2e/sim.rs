@@ -1,0 +1,223 @@
+//! The Proxmox VE simulator as the tests use it: started as its own process
+//! (exactly what `make sim-proxmox` runs), checked against the official PVE
+//! schema, steered and inspected through its `/_sim` admin API.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// The PVE API schema beside the repository (`../shared/specs`). Missing is a
+/// failure: the point of these tests is that client and simulator agree with it.
+pub fn pve_schema() -> PathBuf {
+    let p = std::env::var_os("GOLDEN_PVE_SCHEMA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/proxmox/PVE-schema.json")
+        });
+    assert!(
+        p.is_file(),
+        "the PVE API schema {} is missing: the simulator tests check every request against it (set GOLDEN_PVE_SCHEMA)",
+        p.display()
+    );
+    p
+}
+
+pub struct Sim {
+    child: Child,
+    _stdin: ChildStdin,
+    pub endpoint: String,
+    pub token: String,
+    pub node: String,
+    admin: String,
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+}
+
+impl Sim {
+    /// An instant-backend simulator with default timings.
+    pub fn start() -> Sim {
+        Sim::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Sim {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_golden-sim"))
+            .arg("proxmox")
+            .arg("--schema")
+            .arg(pve_schema())
+            .arg("--exit-on-stdin-eof")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting golden-sim");
+        let stdin = child.stdin.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("reading the simulator's endpoint line");
+        let v: Value = serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("simulator printed {line:?}: {e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Sim {
+            child,
+            _stdin: stdin,
+            endpoint: v["endpoint"].as_str().unwrap().to_owned(),
+            token: v["api_token"].as_str().unwrap().to_owned(),
+            node: v["node"].as_str().unwrap_or("pve").to_owned(),
+            admin: v["admin"].as_str().unwrap().to_owned(),
+            rt,
+            http,
+        }
+    }
+
+    /// The token's secret: what must never appear in logs or state.
+    pub fn secret(&self) -> String {
+        self.token.split_once('=').unwrap().1.to_owned()
+    }
+
+    fn send(&self, req: reqwest::RequestBuilder) -> Value {
+        self.rt.block_on(async {
+            let resp = req.send().await.expect("simulator admin API");
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            assert!(status.is_success(), "admin API answered {status}: {body}");
+            serde_json::from_str(&body).unwrap_or(Value::Null)
+        })
+    }
+
+    pub fn admin_get(&self, path: &str) -> Value {
+        self.send(self.http.get(format!("{}{path}", self.admin)))
+    }
+
+    pub fn admin_post(&self, path: &str, body: Value) -> Value {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.admin))
+                .header("Content-Type", "application/json")
+                .body(body.to_string()),
+        )
+    }
+
+    pub fn admin_delete(&self, path: &str) {
+        self.send(self.http.delete(format!("{}{path}", self.admin)));
+    }
+
+    /// A PVE API call with the token, as any API client would make it.
+    pub fn api(&self, method: reqwest::Method, path: &str) -> Value {
+        let req = self
+            .http
+            .request(method, format!("{}/api2/json{path}", self.endpoint))
+            .header("Authorization", format!("PVEAPIToken={}", self.token));
+        self.send(req)["data"].clone()
+    }
+
+    /// Destroys a VM through the PVE API and waits for the task.
+    pub fn api_destroy(&self, vmid: u64) {
+        let upid = self.api(
+            reqwest::Method::DELETE,
+            &format!("/nodes/{}/qemu/{vmid}", self.node),
+        );
+        let upid = upid.as_str().expect("a UPID").to_owned();
+        for _ in 0..200 {
+            let st = self.api(
+                reqwest::Method::GET,
+                &format!("/nodes/{}/tasks/{upid}/status", self.node),
+            );
+            if st["status"] == "stopped" {
+                assert_eq!(st["exitstatus"], "OK", "destroying VM {vmid}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("destroying VM {vmid} did not finish");
+    }
+
+    pub fn fault(&self, rule: Value) {
+        self.admin_post("/faults", json!([rule]));
+    }
+
+    pub fn clear_faults(&self) {
+        self.admin_delete("/faults");
+    }
+
+    pub fn vms(&self) -> Vec<Value> {
+        self.admin_get("/vms")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// VMs golden made (tagged `golden`), as (name, tags) sorted by name.
+    pub fn golden_vms(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .vms()
+            .into_iter()
+            .filter(|vm| {
+                vm["tags"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split(';')
+                    .any(|t| t == "golden")
+            })
+            .map(|vm| {
+                (
+                    vm["name"].as_str().unwrap_or("").to_owned(),
+                    vm["tags"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn vm_named(&self, name: &str) -> Option<Value> {
+        self.vms().into_iter().find(|v| v["name"] == name)
+    }
+
+    /// Requests and responses the PVE schema does not allow: must be none.
+    pub fn assert_schema_clean(&self) {
+        let v = self.admin_get("/violations");
+        assert_eq!(
+            v.as_array().map(Vec::len),
+            Some(0),
+            "requests or responses outside the PVE schema: {v:#}"
+        );
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.admin_get("/requests")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The provider block for this simulator plus a local store for ledgers.
+    pub fn provider_block(&self, store: &Path, extra: &str) -> String {
+        format!(
+            "provider \"golden\" {{\n  local {{\n    store_dir = \"{}\"\n  }}\n  proxmox {{\n    endpoint  = \"{}\"\n    api_token = \"{}\"\n    insecure  = true\n    node      = \"{}\"\n{extra}  }}\n}}\n",
+            store.display(),
+            self.endpoint,
+            self.token,
+            self.node
+        )
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
