@@ -5,7 +5,7 @@ GOLDEN_CACHE_DIR ?= $(HOME)/.cache/golden
 BIN := $(CARGO_TARGET_DIR)/debug/terraform-provider-golden
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/terraform-provider-golden
 
-.PHONY: demo test deps base-image build release lint unit e2e bench clean-demo sim-proxmox
+.PHONY: demo test deps base-image build release lint unit e2e bench bench-proxmox clean-demo sim-proxmox
 
 deps:
 	@scripts/install-deps.sh
@@ -40,6 +40,10 @@ bench: release base-image
 
 clean-demo:
 	rm -rf examples/local/.terraform examples/local/terraform.tfstate* examples/local/.terraform.lock.hcl
+
+## make bench-proxmox: the Proxmox figures (API calls and time per build, lookups over 5000 VMs, QEMU backend).
+bench-proxmox: release base-image
+	@scripts/bench-proxmox.sh
 
 ## make sim-proxmox: the PVE API simulator in the foreground (see docs/guides/proxmox-simulator.md).
 PVE_SCHEMA ?= ../shared/specs/proxmox/PVE-schema.json
