@@ -89,11 +89,7 @@ resource "golden_image" "ubuntu" {
     }
     commands = [
       "systemctl mask apt-daily.timer apt-daily-upgrade.timer",
-      # Ubuntu 24.04 starts sshd on demand (ssh.socket); the smoke test's ssh
-      # check wants ssh.service running from boot.
-      "systemctl disable ssh.socket 2>/dev/null || true",
     ]
-    services = ["ssh"]
   }
 
   # PVE tags: os.ubuntu-24.04, type.minimal (plus golden's own).
