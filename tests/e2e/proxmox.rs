@@ -475,3 +475,124 @@ resource "golden_image" "x" {{
         qemu_processes(simstate.to_str().unwrap())
     );
 }
+
+/// A one-file HTTP server on loopback (the "internet" PVE downloads from);
+/// counts the downloads.
+struct ImageServer {
+    url: String,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ImageServer {
+    fn start(body: &'static [u8]) -> ImageServer {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "http://{}/images/tiny-cloud.qcow2",
+            listener.local_addr().unwrap()
+        );
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(body);
+            }
+        });
+        ImageServer { url, hits }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `source.url`: PVE itself downloads the cloud image (`download-url`, content
+/// `import`), verifying the checksum, once per checksum; the candidate is
+/// created with `import-from`. A layered family builds on the newest
+/// validated image of the first. A wrong checksum fails clearly.
+#[test]
+fn url_source_is_downloaded_by_pve_once_and_layering_builds_on_it() {
+    const IMAGE: &[u8] = b"QFI\xfb not really a qcow2, but the simulator only moves bytes";
+    let server = ImageServer::start(IMAGE);
+    let sim = Sim::start();
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    let config = |checksum: &str, rev: &str| {
+        format!(
+            r#"
+resource "golden_image" "cloud" {{
+  platform = "proxmox"
+  family   = "e2e-cloud"
+  source {{
+    url      = "{url}"
+    checksum = "sha256:{checksum}"
+  }}
+  provision {{ files = {{ "/etc/rev" = "{rev}" }} }}
+  smoke_test {{ commands = ["grep -qx {rev} /etc/rev"] }}
+}}
+
+resource "golden_image" "app" {{
+  platform = "proxmox"
+  family   = "e2e-app"
+  source {{ family = golden_image.cloud.family }}
+  provision {{ files = {{ "/etc/app" = "on {rev}" }} }}
+  # The layer sees what the base family's build wrote.
+  smoke_test {{ commands = ["grep -qx {rev} /etc/rev", "test -f /etc/app"] }}
+  depends_on = [golden_image.cloud]
+}}
+"#,
+            url = server.url,
+        )
+    };
+    tf.write_with_provider(
+        &sim.provider_block(&store, ""),
+        &config(&sha256_hex(IMAGE), "a"),
+    );
+    tf.apply();
+    assert_eq!(server.hits(), 1, "PVE downloads the image once");
+    let st = tf.state_json();
+    assert_eq!(resource(&st, "golden_image.cloud")["validated"], true);
+    assert_eq!(resource(&st, "golden_image.app")["validated"], true);
+    let volume = format!("local:import/golden-{}.qcow2", &sha256_hex(IMAGE)[..16]);
+    let cloud = sim.vm_named(&format!("e2e-cloud-{}-001", today())).unwrap();
+    assert!(
+        cloud["config"].to_string().contains("scsi0"),
+        "the imported disk is the boot disk: {cloud}"
+    );
+
+    // A rebuild reuses the downloaded volume.
+    tf.write_with_provider(
+        &sim.provider_block(&store, ""),
+        &config(&sha256_hex(IMAGE), "b"),
+    );
+    tf.apply();
+    assert_eq!(server.hits(), 1, "the second build must reuse {volume}");
+    assert!(sim
+        .vm_named(&format!("e2e-cloud-{}-002", today()))
+        .is_some());
+    assert!(sim.vm_named(&format!("e2e-app-{}-002", today())).is_some());
+
+    // A checksum that does not match fails the download task with PVE's words.
+    let wrong = "0".repeat(64);
+    tf.write_with_provider(&sim.provider_block(&store, ""), &config(&wrong, "c"));
+    let out = tf.fails(&["apply", "-auto-approve", "-no-color", "-input=false"]);
+    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(out.contains("checksum mismatch"), "{out}");
+    assert_nothing_leaked(&sim, &store);
+}
