@@ -16,7 +16,7 @@ use tracing::{info, warn, Instrument};
 use super::allocation::next_build_number;
 use super::context::Cx;
 use super::image::Image;
-use super::ledger::UndoAction;
+use super::ledger::{orphaned, UndoAction};
 use super::metadata::{Metadata, Status};
 use super::naming::{BuildDate, Family, ImageName};
 use super::recipe::{Recipe, BUILDER_VERSION};
@@ -228,6 +228,26 @@ pub async fn prune(platform: &dyn Platform, family: &Family, planned: &[String])
         }
     }
     outcome
+}
+
+/// Carries out the ledgers that runs killed outright (their process is gone)
+/// left in the platform's ledger directory. A ledger whose every action
+/// succeeded is removed; the others stay for the next sweep. Platforms call
+/// this first in `sweep`.
+pub async fn finish_interrupted_runs(platform: &dyn Platform) {
+    for (file, actions) in orphaned(&platform.ledger_dir()) {
+        tracing::info!(ledger = %file.display(), "finishing the cleanup of an interrupted run");
+        let mut all_done = true;
+        for action in &actions {
+            if let Err(e) = platform.undo(action).await {
+                tracing::warn!(error = %e, "sweep could not undo {action:?}");
+                all_done = false;
+            }
+        }
+        if all_done {
+            let _ = std::fs::remove_file(&file);
+        }
+    }
 }
 
 /// Drains the ledger newest first with a fresh cancellation token and its own

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
-use crate::lifecycle::ledger::{orphaned, UndoAction};
+use crate::lifecycle::ledger::UndoAction;
 use crate::lifecycle::metadata::{Metadata, Status};
 use crate::lifecycle::naming::{Family, NamingRules};
 use crate::lifecycle::recipe::{Recipe, SmokeSpec};
@@ -213,19 +213,7 @@ impl Platform for LocalPlatform {
     }
 
     async fn sweep(&self) -> Result<()> {
-        for (file, actions) in orphaned(&self.ledger_dir()) {
-            tracing::info!(ledger = %file.display(), "finishing the cleanup of an interrupted run");
-            let mut all_done = true;
-            for action in &actions {
-                if let Err(e) = self.undo(action).await {
-                    tracing::warn!(error = %e, "sweep could not undo {action:?}");
-                    all_done = false;
-                }
-            }
-            if all_done {
-                let _ = std::fs::remove_file(&file);
-            }
-        }
+        crate::lifecycle::pipeline::finish_interrupted_runs(self).await;
         // Candidates whose builder died without a ledger entry (e.g. killed
         // between reserve and record) are abandoned: remove them too.
         for family in self.store.families() {

@@ -249,31 +249,25 @@ impl VmApi<'_> {
             .map(|_| ())
     }
 
+    /// POSTs to `<vm>/<sub>` and returns the task it started.
+    async fn start_task(&self, sub: &str, form: &Params) -> Result<Upid> {
+        let data = self
+            .client
+            .post(&format!("{}/{sub}", self.base), form)
+            .await?;
+        Upid::from_data(sub, data)
+    }
+
     pub async fn clone_to(&self, form: Params) -> Result<Upid> {
-        Upid::from_data(
-            "clone",
-            self.client
-                .post(&format!("{}/clone", self.base), &form)
-                .await?,
-        )
+        self.start_task("clone", &form).await
     }
 
     pub async fn to_template(&self) -> Result<Upid> {
-        Upid::from_data(
-            "template",
-            self.client
-                .post(&format!("{}/template", self.base), &Vec::new())
-                .await?,
-        )
+        self.start_task("template", &Vec::new()).await
     }
 
     pub async fn start(&self) -> Result<Upid> {
-        Upid::from_data(
-            "start",
-            self.client
-                .post(&format!("{}/status/start", self.base), &Vec::new())
-                .await?,
-        )
+        self.start_task("status/start", &Vec::new()).await
     }
 
     pub async fn shutdown(&self, timeout_secs: u64) -> Result<Upid> {
@@ -281,21 +275,11 @@ impl VmApi<'_> {
             ("timeout", timeout_secs.to_string()),
             ("forceStop", "1".to_owned()),
         ]);
-        Upid::from_data(
-            "shutdown",
-            self.client
-                .post(&format!("{}/status/shutdown", self.base), &form)
-                .await?,
-        )
+        self.start_task("status/shutdown", &form).await
     }
 
     pub async fn stop(&self) -> Result<Upid> {
-        Upid::from_data(
-            "stop",
-            self.client
-                .post(&format!("{}/status/stop", self.base), &Vec::new())
-                .await?,
-        )
+        self.start_task("status/stop", &Vec::new()).await
     }
 
     /// `running`, `stopped`, ...

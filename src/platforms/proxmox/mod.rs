@@ -25,7 +25,7 @@ use async_trait::async_trait;
 
 use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
-use crate::lifecycle::ledger::{orphaned, UndoAction};
+use crate::lifecycle::ledger::UndoAction;
 use crate::lifecycle::metadata::{Metadata, Status};
 use crate::lifecycle::naming::{Family, NamingRules};
 use crate::lifecycle::recipe::{Recipe, SmokeSpec};
@@ -434,19 +434,7 @@ impl Platform for ProxmoxPlatform {
     }
 
     async fn sweep(&self) -> Result<()> {
-        for (file, actions) in orphaned(&self.ledger_dir()) {
-            tracing::info!(ledger = %file.display(), "finishing the cleanup of an interrupted run");
-            let mut all_done = true;
-            for action in &actions {
-                if let Err(e) = self.undo(action).await {
-                    tracing::warn!(error = %e, "sweep could not undo {action:?}");
-                    all_done = false;
-                }
-            }
-            if all_done {
-                let _ = std::fs::remove_file(&file);
-            }
-        }
+        crate::lifecycle::pipeline::finish_interrupted_runs(self).await;
         // Candidates and smoke clones whose deadline passed were abandoned by
         // a run that died without a ledger (another machine, a lost disk).
         let resources = self.api().vm_resources().await?;
