@@ -327,3 +327,35 @@ fn bad_proxmox_settings_fail_at_plan_naming_the_attribute() {
         );
     }
 }
+
+#[test]
+fn storage_without_linked_clones_gets_a_full_clone_for_the_smoke_test() {
+    let sim = Sim::start();
+    // The candidate is VM 900000; its template refuses a linked clone, as
+    // thick LVM or raw files on a directory storage do.
+    sim.fault(json!({"kind": "http", "method": "POST", "path": "/qemu/900000/clone", "status": 500,
+                     "message": "Linked clone feature is not supported for drive 'scsi0'", "times": 1}));
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    tf.write_with_provider(&sim.provider_block(&store, ""), &image("thick-lvm"));
+    tf.apply();
+    assert_eq!(
+        resource(&tf.state_json(), "golden_image.x")["validated"],
+        true
+    );
+    let clones: Vec<String> = sim
+        .requests()
+        .iter()
+        .filter(|r| {
+            r["method"] == "POST" && r["path"].as_str().unwrap_or("").ends_with("/900000/clone")
+        })
+        .map(|r| r["status"].to_string())
+        .collect();
+    assert_eq!(
+        clones,
+        ["500", "200"],
+        "one refused linked clone, then a full clone"
+    );
+    assert!(leftovers(&sim).is_empty(), "{:?}", leftovers(&sim));
+    sim.assert_schema_clean();
+}

@@ -375,7 +375,16 @@ pub async fn run(
 
 /// The agent on, DHCP, and a cloud-init drive if the source has none.
 fn build_config(cfg: &VmConfig, storage: &str) -> Vec<(String, String)> {
-    let mut form = params([("agent", "1"), ("ipconfig0", "ip=dhcp")]);
+    let mut form = Vec::new();
+    // Keep the source's own agent options (fstrim, type) when it is on.
+    let agent = config_str(cfg, "agent").unwrap_or_default();
+    if !(agent.starts_with('1') || agent.contains("enabled=1")) {
+        form.push(("agent".to_owned(), "1".to_owned()));
+    }
+    // A source with its own network settings keeps them; DHCP otherwise.
+    if !cfg.contains_key("ipconfig0") {
+        form.push(("ipconfig0".to_owned(), "ip=dhcp".to_owned()));
+    }
     let has_cloudinit = cfg
         .keys()
         .filter_map(|k| config_str(cfg, k))
@@ -493,6 +502,23 @@ mod tests {
         );
         let form = build_config(&cfg, "local-lvm");
         assert!(!form.iter().any(|(k, _)| k.starts_with("ide")));
+    }
+
+    #[test]
+    fn the_sources_agent_options_and_network_settings_are_kept() {
+        let mut cfg = VmConfig::new();
+        cfg.insert("agent".into(), json!("enabled=1,fstrim_cloned_disks=1"));
+        cfg.insert("ipconfig0".into(), json!("ip=10.1.2.3/24,gw=10.1.2.1"));
+        cfg.insert(
+            "ide2".into(),
+            json!("local-lvm:vm-100-cloudinit,media=cdrom"),
+        );
+        assert!(build_config(&cfg, "local-lvm").is_empty());
+        cfg.insert("agent".into(), json!("0"));
+        assert_eq!(
+            build_config(&cfg, "local-lvm"),
+            [("agent".to_owned(), "1".to_owned())]
+        );
     }
 
     #[test]
