@@ -105,7 +105,7 @@ impl Cluster {
                 let path_ok = p.as_deref().is_none_or(|p| path_matches(p, path));
                 if method_ok && path_ok && consume(times) {
                     let default = if *status == 401 {
-                        "authentication failure"
+                        "Authentication failed!"
                     } else {
                         "simulated failure"
                     };

@@ -214,7 +214,14 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, resp) = if auth_ok {
         api(ctx, &method, api_path, &query, &content_type, &body).await
     } else {
-        let r = reply(401, Some("authentication failure"), json!({"data": null}));
+        // What pveproxy answers: "No ticket" without credentials, and
+        // "Authentication failed!" for a wrong token.
+        let why = if auth.trim().is_empty() {
+            "No ticket"
+        } else {
+            "Authentication failed!"
+        };
+        let r = reply(401, Some(why), json!({"data": null}));
         (401, r)
     };
     ctx.shared.lock().requests.push(RequestRecord {

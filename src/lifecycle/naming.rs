@@ -30,6 +30,8 @@ pub enum NameError {
     BadStart,
     #[error("must end with a lowercase letter or a digit")]
     BadEnd,
+    #[error("must have a letter or digit on both sides of every '.'")]
+    BadLabel,
     #[error("may contain only lowercase letters, digits and '-'{dot}, found {found:?}")]
     BadChar { found: char, dot: &'static str },
     #[error("{0:?} is not an image name of family {1:?} (expected {1}-YYYYMMDD-NNN)")]
@@ -57,6 +59,11 @@ impl Family {
         }
         if raw.ends_with(['-', '.']) {
             return Err(NameError::BadEnd);
+        }
+        // Names become DNS names (PVE VM names): every dot-separated label
+        // starts and ends with a letter or digit.
+        if raw.contains("..") || raw.contains(".-") || raw.contains("-.") {
+            return Err(NameError::BadLabel);
         }
         Ok(Family(raw.to_owned()))
     }
@@ -244,6 +251,9 @@ mod tests {
             ),
             ("debian-", DOTS, Some(NameError::BadEnd)),
             ("debian.", DOTS, Some(NameError::BadEnd)),
+            ("ubuntu-24..04", DOTS, Some(NameError::BadLabel)),
+            ("ubuntu-.04", DOTS, Some(NameError::BadLabel)),
+            ("ubuntu.-04", DOTS, Some(NameError::BadLabel)),
         ];
         for (raw, rules, want) in cases {
             assert_eq!(Family::parse(raw, *rules).err(), *want, "family {raw:?}");

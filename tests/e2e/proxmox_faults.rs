@@ -152,12 +152,12 @@ fn transient_5xx_are_retried_and_401_is_reported() {
     assert!(leftovers(&sim).is_empty(), "{:?}", leftovers(&sim));
 
     // An expired or revoked token: every call answers 401.
-    sim.fault(json!({"kind": "http", "method": null, "path": "", "status": 401, "message": "authentication failure"}));
+    sim.fault(json!({"kind": "http", "method": null, "path": "", "status": 401, "message": "Authentication failed!"}));
     let out = tf.run(&["plan", "-no-color", "-input=false"]);
     let msg = text(&out);
     assert!(!out.status.success());
     assert!(
-        msg.contains("401") && msg.contains("authentication failure"),
+        msg.contains("401") && msg.contains("Authentication failed!"),
         "{msg}"
     );
     assert!(
@@ -165,6 +165,19 @@ fn transient_5xx_are_retried_and_401_is_reported() {
         "the token leaked into a diagnostic"
     );
     sim.clear_faults();
+
+    // A wrong token, the real way: the simulator's own auth says no.
+    let wrong = format!("{}=not-the-secret", sim.token.split_once('=').unwrap().0);
+    let provider = sim.provider_block(&store, "").replace(&sim.token, &wrong);
+    tf.write_with_provider(&provider, &image("flaky"));
+    let out = tf.run(&["plan", "-no-color", "-input=false"]);
+    let msg = text(&out);
+    assert!(!out.status.success());
+    assert!(msg.contains("HTTP 401 Authentication failed!"), "{msg}");
+    assert!(
+        !msg.contains("not-the-secret"),
+        "the token leaked into a diagnostic"
+    );
     sim.assert_schema_clean();
 }
 
@@ -356,6 +369,39 @@ fn storage_without_linked_clones_gets_a_full_clone_for_the_smoke_test() {
         ["500", "200"],
         "one refused linked clone, then a full clone"
     );
+    assert!(leftovers(&sim).is_empty(), "{:?}", leftovers(&sim));
+    sim.assert_schema_clean();
+}
+
+#[test]
+fn big_and_non_ascii_files_reach_the_guest_intact() {
+    let sim = Sim::start();
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    // 8000 lines, about 80 KiB: more than one agent/file-write can carry.
+    let big: String = (0..8000).map(|i| format!("line-{i}\\n")).collect();
+    let body = format!(
+        r#"
+resource "golden_image" "x" {{
+  platform = "proxmox"
+  family   = "files"
+  source {{ vm_id = 9000 }}
+  provision {{
+    files = {{
+      "/etc/big"  = "{big}"
+      "/etc/motd" = "grün ✓ — golden"
+    }}
+  }}
+  smoke_test {{
+    commands = ["grep -qx line-0 /etc/big", "grep -qx line-7999 /etc/big", "grep -qx 'grün ✓ — golden' /etc/motd"]
+  }}
+}}
+"#
+    );
+    tf.write_with_provider(&sim.provider_block(&store, ""), &body);
+    tf.apply();
+    let x = resource(&tf.state_json(), "golden_image.x").clone();
+    assert_eq!(x["validated"], true, "{x}");
     assert!(leftovers(&sim).is_empty(), "{:?}", leftovers(&sim));
     sim.assert_schema_clean();
 }

@@ -55,7 +55,11 @@ pub struct VmResource {
 
 impl VmResource {
     pub fn is_template(&self) -> bool {
-        self.template == Some(1)
+        self.is_qemu() && self.template == Some(1)
+    }
+
+    pub fn is_qemu(&self) -> bool {
+        self.kind.as_deref().unwrap_or("qemu") == "qemu"
     }
 
     pub fn tag_list(&self) -> Vec<&str> {
@@ -104,6 +108,17 @@ pub struct ExecStatus {
     pub signal: Option<i64>,
 }
 
+/// PVE decodes the agent's base64 output to bytes and hands them on as if
+/// each byte were a character: UTF-8 output arrives as Latin-1 mojibake.
+/// Undo that when every character fits in a byte.
+pub fn guest_text(s: &str) -> String {
+    if s.chars().all(|c| (c as u32) <= 0xFF) {
+        let bytes: Vec<u8> = s.chars().map(|c| c as u32 as u8).collect();
+        return String::from_utf8_lossy(&bytes).into_owned();
+    }
+    s.to_owned()
+}
+
 impl ExecStatus {
     /// PVE returns `exited` as a JSON boolean or as 0/1 depending on version.
     pub fn has_exited(&self) -> bool {
@@ -143,15 +158,13 @@ impl<'a> Api<'a> {
         }
     }
 
+    /// Every guest in the cluster, VMs and containers: they share one id
+    /// space, so a free id must be free of both. Callers that want VMs only
+    /// use [`VmResource::is_qemu`].
     pub async fn vm_resources(&self) -> Result<Vec<VmResource>> {
-        let all: Vec<VmResource> = self
-            .client
+        self.client
             .get("/cluster/resources", &params([("type", "vm")]))
-            .await?;
-        Ok(all
-            .into_iter()
-            .filter(|r| r.kind.as_deref().unwrap_or("qemu") == "qemu")
-            .collect())
+            .await
     }
 }
 
@@ -185,7 +198,11 @@ impl<'a> NodeApi<'a> {
             t: String,
         }
         let path = format!("/nodes/{}/tasks/{}/log", self.node, encode_segment(&upid.0));
-        let all: Vec<Line> = self.client.get(&path, &params([("limit", "500")])).await?;
+        // `limit` counts from `start` (0): ask for everything, keep the end.
+        let all: Vec<Line> = self
+            .client
+            .get(&path, &params([("start", "0"), ("limit", "100000")]))
+            .await?;
         let skip = all.len().saturating_sub(lines);
         Ok(all.into_iter().skip(skip).map(|l| l.t).collect())
     }
@@ -296,7 +313,9 @@ impl VmApi<'_> {
     }
 
     pub async fn destroy(&self) -> Result<Upid> {
-        let q = params([("purge", "1"), ("destroy-unreferenced-disks", "1")]);
+        // Not `destroy-unreferenced-disks`: it activates every storage on the
+        // node, and one offline share would fail the destroy half-way.
+        let q = params([("purge", "1")]);
         Upid::from_data("destroy", self.client.delete(&self.base, &q).await?)
     }
 
@@ -334,9 +353,13 @@ impl VmApi<'_> {
             .await
     }
 
-    /// Writes a file in the guest; PVE base64-encodes `content` for QEMU.
-    pub async fn agent_file_write(&self, file: &str, content: &str) -> Result<()> {
-        let form = params([("file", file), ("content", content)]);
+    /// Writes a file in the guest. The content goes base64-encoded with
+    /// `encode=0`: PVE's own encoding takes characters, not UTF-8 bytes, and
+    /// breaks on anything outside Latin-1.
+    pub async fn agent_file_write(&self, file: &str, content: &[u8]) -> Result<()> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(content);
+        let form = params([("file", file), ("content", b64.as_str()), ("encode", "0")]);
         self.client
             .post(&format!("{}/agent/file-write", self.base), &form)
             .await
@@ -393,6 +416,15 @@ mod tests {
     fn tags_split_like_pve() {
         assert_eq!(split_tags("a;b,c d;;"), vec!["a", "b", "c", "d"]);
         assert!(split_tags("").is_empty());
+    }
+
+    #[test]
+    fn guest_output_is_repaired_from_latin1() {
+        // "grün" as UTF-8 bytes, each passed on as a character.
+        let mojibake: String = "grün".bytes().map(char::from).collect();
+        assert_eq!(guest_text(&mojibake), "grün");
+        assert_eq!(guest_text("plain ascii\n"), "plain ascii\n");
+        assert_eq!(guest_text("already ✓"), "already ✓");
     }
 
     #[test]

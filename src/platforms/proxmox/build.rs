@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tracing::info;
 
-use super::agent;
+use super::agent::{self, sh_quote};
 use super::api::{config_str, params, Upid, VmConfig, VmResource};
 use super::encoding::{self, Note};
 use super::tasks;
@@ -194,6 +194,8 @@ async fn create_candidate(
     let deadline = encoding::rfc3339(super::now() + cx.remaining());
     let mut note = Note::image(meta, vmid, Some(deadline), None);
     note.created = Some(encoding::rfc3339(super::now()));
+    let claim = super::new_claim();
+    note.claim = Some(claim.clone());
     let name = encoding::candidate_vm_name(&meta.name);
     let api = p.api();
     let (node, upid): (String, Upid) = match source {
@@ -236,7 +238,7 @@ async fn create_candidate(
     let undo = VmRef {
         node: node.clone(),
         vmid,
-        name: name.clone(),
+        claim,
     }
     .undo();
     cx.record(undo.clone());
@@ -278,8 +280,9 @@ async fn check_claim(p: &ProxmoxPlatform, image: &Image, cx: &Cx) -> Result<()> 
         .await?
         .and_then(|n| n.created_at());
     let mut lost = false;
-    for r in resources.iter().filter(|r| r.vmid != vmid) {
-        let named = r.name.as_deref();
+    for r in resources.iter().filter(|r| r.vmid != vmid && r.is_qemu()) {
+        let name = current_name(p, r).await?;
+        let named = name.as_deref();
         if named == Some(final_name.as_str()) {
             lost = true;
         } else if named == Some(candidate_name.as_str()) {
@@ -304,6 +307,21 @@ async fn check_claim(p: &ProxmoxPlatform, image: &Image, cx: &Cx) -> Result<()> 
     Err(Error::already_exists(final_name))
 }
 
+/// A VM's name. `/cluster/resources` takes names from statistics that lag
+/// by about ten seconds, so a VM that is new (no name yet) or locked (being
+/// cloned or created) is asked directly.
+async fn current_name(p: &ProxmoxPlatform, r: &VmResource) -> Result<Option<String>> {
+    if r.name.is_some() && r.lock.is_none() {
+        return Ok(r.name.clone());
+    }
+    let node = r.node.clone().unwrap_or_else(|| p.config.node.clone());
+    match p.api().node(&node).vm(r.vmid).config().await {
+        Ok(cfg) => Ok(config_str(&cfg, "name")),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub async fn run(
     p: &ProxmoxPlatform,
     candidate: &Image,
@@ -318,7 +336,11 @@ pub async fn run(
     let started = std::time::Instant::now();
 
     let cfg = vm.config().await?;
-    vm.set_config(build_config(&cfg, &p.config.storage)).await?;
+    let form = build_config(&cfg, &p.config.storage);
+    // PVE refuses a config write with nothing in it ("no options specified").
+    if !form.is_empty() {
+        vm.set_config(form).await?;
+    }
     let upid = vm.start().await?;
     tasks::wait(&node_api, &upid, &format!("starting build VM {vmid}"), cx).await?;
     info!(vmid, "build VM started; waiting for the guest agent");
@@ -385,10 +407,14 @@ fn build_config(cfg: &VmConfig, storage: &str) -> Vec<(String, String)> {
     if !cfg.contains_key("ipconfig0") {
         form.push(("ipconfig0".to_owned(), "ip=dhcp".to_owned()));
     }
-    let has_cloudinit = cfg
-        .keys()
-        .filter_map(|k| config_str(cfg, k))
-        .any(|v| v.contains("cloudinit"));
+    // PVE's first-boot package upgrade could restart the guest agent under a
+    // running provisioning step; golden installs what the recipe says.
+    if config_str(cfg, "ciupgrade").as_deref() != Some("0") {
+        form.push(("ciupgrade".to_owned(), "0".to_owned()));
+    }
+    let has_cloudinit = cfg.keys().filter(|k| is_drive_key(k)).any(|k| {
+        config_str(cfg, k).is_some_and(|v| v.contains(":cloudinit") || v.contains("-cloudinit"))
+    });
     if !has_cloudinit {
         if let Some(slot) = ["ide2", "ide0", "ide1", "ide3"]
             .into_iter()
@@ -398,6 +424,14 @@ fn build_config(cfg: &VmConfig, storage: &str) -> Vec<(String, String)> {
         }
     }
     form
+}
+
+/// `ide2`, `scsi0`, `sata1`, `virtio3`: the keys that hold drives.
+fn is_drive_key(k: &str) -> bool {
+    ["ide", "scsi", "sata", "virtio"].iter().any(|bus| {
+        k.strip_prefix(bus)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 fn step_failed(step: &str, out: &agent::Output) -> Error {
@@ -446,7 +480,7 @@ async fn write_files(
                 return Err(step_failed(&format!("files[{path}]"), &out));
             }
         }
-        agent::write_file(vm, path, content).await?;
+        agent::write_file(vm, path, content, cx).await?;
         info!(path, bytes = content.len(), "file written");
     }
     Ok(())
@@ -464,7 +498,7 @@ async fn run_provision_script(vm: &super::api::VmApi<'_>, recipe: &Recipe, cx: &
     if !out.success() {
         return Err(step_failed("prepare", &out));
     }
-    agent::write_file(vm, &script_path, &provision_script(&recipe.provision)).await?;
+    agent::write_file(vm, &script_path, &provision_script(&recipe.provision), cx).await?;
     info!(
         commands = recipe.provision.commands.len(),
         "running the provisioning script"
@@ -477,10 +511,6 @@ async fn run_provision_script(vm: &super::api::VmApi<'_>, recipe: &Recipe, cx: &
         .map(|m| m.step)
         .unwrap_or_else(|| "provisioning script".into());
     Err(step_failed(&step, &out))
-}
-
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]
@@ -513,6 +543,9 @@ mod tests {
             "ide2".into(),
             json!("local-lvm:vm-100-cloudinit,media=cdrom"),
         );
+        cfg.insert("ciupgrade".into(), json!(0));
+        // A description that mentions cloudinit is not a drive.
+        cfg.insert("description".into(), json!("built with cloudinit"));
         assert!(build_config(&cfg, "local-lvm").is_empty());
         cfg.insert("agent".into(), json!("0"));
         assert_eq!(

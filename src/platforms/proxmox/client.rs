@@ -347,9 +347,18 @@ pub fn classify(status: StatusCode, message: &str) -> ErrorKind {
     match status.as_u16() {
         401 | 403 => ErrorKind::Auth,
         404 => ErrorKind::NotFound,
-        429 | 502 | 503 | 504 => ErrorKind::Transient,
+        // 595-599: pveproxy could not reach the node it proxies to.
+        429 | 502 | 503 | 504 | 595..=599 => ErrorKind::Transient,
+        // "unable to create VM 105: config file already exists" (clone),
+        // "... VM 105 already exists on node 'pve'" (create).
         500 if m.contains("already exists") => ErrorKind::AlreadyExists,
-        500 if m.contains("does not exist") || m.contains("no such") => ErrorKind::NotFound,
+        // Only a missing *guest* is not-found: "storage 'x' does not exist" or
+        // a guest file error is a real failure.
+        500 if (m.starts_with("configuration file 'nodes/") && m.contains("does not exist"))
+            || m.contains("unable to find configuration file for vm") =>
+        {
+            ErrorKind::NotFound
+        }
         500 if m.contains("guest agent is not running") => ErrorKind::Transient,
         // A 500 without a message is usually a proxy or daemon hiccup.
         500 if m.is_empty() || m == "internal server error" => ErrorKind::Transient,
@@ -423,6 +432,26 @@ mod tests {
             ),
             ErrorKind::NotFound
         );
+        assert_eq!(
+            c(
+                500,
+                "unable to find configuration file for VM 7 on node 'pve'"
+            ),
+            ErrorKind::NotFound
+        );
+        assert_eq!(c(500, "storage 'fast' does not exist"), ErrorKind::Other);
+        assert_eq!(
+            c(
+                500,
+                "Agent error: failed to open file '/x': No such file or directory"
+            ),
+            ErrorKind::Other
+        );
+        assert_eq!(
+            c(500, "unable to create VM 105: config file already exists"),
+            ErrorKind::AlreadyExists
+        );
+        assert_eq!(c(596, "Connection timed out"), ErrorKind::Transient);
         assert_eq!(
             c(500, "QEMU guest agent is not running"),
             ErrorKind::Transient

@@ -113,6 +113,10 @@ pub struct Note {
     /// that claimed one build number keep the earlier claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// The creating run's nonce on candidates and smoke clones: its ledger
+    /// destroys the VM only while this matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
 }
@@ -134,6 +138,7 @@ impl Note {
             metadata: meta.encode(),
             deadline,
             created: None,
+            claim: None,
             report,
         }
     }
@@ -146,6 +151,7 @@ impl Note {
             metadata: BTreeMap::from([("golden-smoke-of".to_owned(), of.to_owned())]),
             deadline: Some(deadline),
             created: None,
+            claim: None,
             report: None,
         }
     }

@@ -255,35 +255,43 @@ impl ProxmoxPlatform {
         Ok(())
     }
 
-    /// Destroys a temporary VM named in a ledger, but only if it is still
-    /// that VM (same name: ids are reused once a VM is gone) and still
-    /// temporary: a ledger replayed late must never remove a published image
-    /// or another run's VM.
-    async fn destroy_temporary(&self, r: &VmRef, cx: &Cx) -> Result<()> {
-        let cfg = match self.api().node(&r.node).vm(r.vmid).config().await {
+    /// Destroys a temporary VM, but only if it is still the one meant: the
+    /// note on it must carry `claim` (VM ids are reused, and two runs racing
+    /// for one id must never destroy each other's VM), and it must still be a
+    /// candidate or a smoke clone (a ledger replayed late must never remove a
+    /// published image). `claim = None` is the sweep's abandoned-VM case,
+    /// where the caller has just read the note itself.
+    async fn destroy_temporary(
+        &self,
+        node: &str,
+        vmid: u32,
+        claim: Option<&str>,
+        cx: &Cx,
+    ) -> Result<()> {
+        let cfg = match self.api().node(node).vm(vmid).config().await {
             Ok(c) => c,
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e),
         };
-        if config_str(&cfg, "name").as_deref() != Some(r.name.as_str()) {
-            tracing::info!(vmid = r.vmid, expected = %r.name, "VM id now belongs to another VM; leaving it");
+        let desc = config_str(&cfg, "description").unwrap_or_default();
+        let Some(note) = Note::parse(&desc).filter(|n| n.belongs_to(vmid)) else {
+            tracing::info!(
+                vmid,
+                "VM {vmid} carries no golden note of its own; leaving it"
+            );
+            return Ok(());
+        };
+        if claim.is_some() && note.claim.as_deref() != claim {
+            tracing::info!(vmid, "VM {vmid} belongs to another run now; leaving it");
             return Ok(());
         }
-        let desc = config_str(&cfg, "description").unwrap_or_default();
-        if let Some(note) = Note::parse(&desc).filter(|n| n.belongs_to(r.vmid)) {
-            let status = note.metadata.get(crate::lifecycle::metadata::KEY_STATUS);
-            let temporary =
-                note.role == ROLE_SMOKE || status.map(String::as_str) == Some("candidate");
-            if !temporary {
-                tracing::warn!(
-                    vmid = r.vmid,
-                    "not destroying VM {}: it is a golden image now",
-                    r.vmid
-                );
-                return Ok(());
-            }
+        let status = note.metadata.get(crate::lifecycle::metadata::KEY_STATUS);
+        let temporary = note.role == ROLE_SMOKE || status.map(String::as_str) == Some("candidate");
+        if !temporary {
+            tracing::warn!(vmid, "not destroying VM {vmid}: it is a golden image now");
+            return Ok(());
         }
-        self.destroy_vm(&r.node, r.vmid, cx).await
+        self.destroy_vm(node, vmid, cx).await
     }
 
     fn cleanup_cx(&self) -> Cx {
@@ -295,18 +303,19 @@ impl ProxmoxPlatform {
     }
 }
 
-/// A temporary VM as the ledger names it: `<node>/<vmid>/<name>`.
+/// A temporary VM as the ledger names it: `<node>/<vmid>/<claim>`, where
+/// `claim` is the nonce the creating run wrote into the VM's note.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct VmRef {
     pub node: String,
     pub vmid: u32,
-    pub name: String,
+    pub claim: String,
 }
 
 impl VmRef {
     pub fn undo(&self) -> UndoAction {
         UndoAction::DestroyVm {
-            id: format!("{}/{}/{}", self.node, self.vmid, self.name),
+            id: format!("{}/{}/{}", self.node, self.vmid, self.claim),
         }
     }
 
@@ -314,9 +323,24 @@ impl VmRef {
         let mut parts = id.splitn(3, '/');
         let node = parts.next()?.to_owned();
         let vmid = parts.next()?.parse().ok()?;
-        let name = parts.next()?.to_owned();
-        Some(VmRef { node, vmid, name })
+        let claim = parts.next().filter(|c| !c.is_empty())?.to_owned();
+        Some(VmRef { node, vmid, claim })
     }
+}
+
+/// A nonce unique to one VM creation by this process.
+pub(crate) fn new_claim() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:x}-{nanos:x}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn now() -> time::OffsetDateTime {
@@ -413,7 +437,8 @@ impl Platform for ProxmoxPlatform {
                         format!("bad VM reference {id:?} in the ledger"),
                     )
                 })?;
-                self.destroy_temporary(&r, &cx).await
+                self.destroy_temporary(&r.node, r.vmid, Some(&r.claim), &cx)
+                    .await
             }
             UndoAction::DiscardCandidate { family, name } => {
                 let Ok(family) = Family::try_from(family.clone()) else {
@@ -451,12 +476,7 @@ impl Platform for ProxmoxPlatform {
             };
             if note.deadline_passed(now) {
                 tracing::info!(vmid = r.vmid, name = ?r.name, "removing an abandoned golden VM");
-                let vm = VmRef {
-                    node: node.clone(),
-                    vmid: r.vmid,
-                    name: r.name.clone().unwrap_or_default(),
-                };
-                if let Err(e) = self.destroy_temporary(&vm, &cx).await {
+                if let Err(e) = self.destroy_temporary(&node, r.vmid, None, &cx).await {
                     tracing::warn!(vmid = r.vmid, error = %e, "could not remove an abandoned VM");
                 }
             }
@@ -482,18 +502,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ledger_vm_refs_round_trip_with_the_name() {
+    fn ledger_vm_refs_round_trip_with_the_claim() {
         let r = VmRef {
             node: "pve".into(),
             vmid: 900_004,
-            name: "smoke-base-20261125-001".into(),
+            claim: new_claim(),
         };
         let UndoAction::DestroyVm { id } = r.undo() else {
             panic!("not a DestroyVm")
         };
-        assert_eq!(id, "pve/900004/smoke-base-20261125-001");
+        assert_eq!(id, format!("pve/900004/{}", r.claim));
         assert_eq!(VmRef::parse(&id), Some(r));
         assert_eq!(VmRef::parse("pve/x/y"), None);
         assert_eq!(VmRef::parse("pve/900004"), None);
+        assert_eq!(VmRef::parse("pve/900004/"), None);
+        assert_ne!(new_claim(), new_claim());
     }
 }

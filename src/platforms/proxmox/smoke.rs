@@ -36,11 +36,11 @@ pub async fn run(p: &ProxmoxPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) 
         )
         .await?;
 
-    let (vmid, upid) = linked_clone(p, &node, template, &name, cx).await?;
+    let (vmid, claim, upid) = linked_clone(p, &node, template, &name, cx).await?;
     let undo = VmRef {
         node: node.clone(),
         vmid,
-        name: smoke_vm_name(&name),
+        claim,
     }
     .undo();
     cx.record(undo.clone());
@@ -123,7 +123,7 @@ async fn linked_clone(
     template: u32,
     name: &str,
     cx: &Cx,
-) -> Result<(u32, super::api::Upid)> {
+) -> Result<(u32, String, super::api::Upid)> {
     let api = p.api();
     let resources = api.vm_resources().await?;
     let mut tried = Vec::new();
@@ -131,13 +131,13 @@ async fn linked_clone(
     let mut vmid = p.free_vmid(&resources, &tried)?;
     loop {
         let deadline = encoding::rfc3339(super::now() + cx.remaining());
+        let claim = super::new_claim();
+        let mut note = Note::smoke(name, vmid, deadline);
+        note.claim = Some(claim.clone());
         let mut form = params([
             ("newid", vmid.to_string()),
             ("name", smoke_vm_name(name)),
-            (
-                "description",
-                Note::smoke(name, vmid, deadline).to_description(),
-            ),
+            ("description", note.to_description()),
         ]);
         if full {
             form.push(("full".into(), "1".into()));
@@ -146,7 +146,7 @@ async fn linked_clone(
         match api.node(node).vm(template).clone_to(form).await {
             Ok(upid) => {
                 p.remember_node(vmid, node);
-                return Ok((vmid, upid));
+                return Ok((vmid, claim, upid));
             }
             Err(e) if e.is_already_exists() && tried.len() < 10 => {
                 tracing::info!(vmid, "VM id taken meanwhile; trying the next one");

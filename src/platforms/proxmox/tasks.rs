@@ -51,8 +51,14 @@ async fn finished(node: &NodeApi<'_>, upid: &Upid, what: &str, exit: Option<Stri
         .await
         .map(|l| l.join("\n"))
         .unwrap_or_default();
+    // A clone whose target id was taken by a concurrent run fails in its
+    // task ("config file already exists"): the same kinds as a direct answer.
+    let kind = match super::client::classify(reqwest::StatusCode::INTERNAL_SERVER_ERROR, &exit) {
+        ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+        _ => ErrorKind::Other,
+    };
     let mut err = Error::new(
-        ErrorKind::Other,
+        kind,
         format!(
             "{what}: PVE task failed: {}",
             if exit.is_empty() {

@@ -269,11 +269,21 @@ fn source(
                 );
                 return Some(None);
             };
+            let url = b.url.as_ref_option().cloned().unwrap_or_default();
+            let compressed = [".xz", ".gz", ".bz2", ".zst", ".zip"]
+                .iter()
+                .any(|ext| url.to_ascii_lowercase().ends_with(ext));
+            if platform == Some("proxmox") && compressed {
+                diags.error(
+                    "Unsupported Source",
+                    "source.url on proxmox must be an uncompressed disk image (qcow2, raw or vmdk): \
+                     PVE's import does not decompress",
+                    block_path("source", "url"),
+                );
+                return Some(None);
+            }
             match Checksum::parse(raw) {
-                Ok(checksum) => Source::Url {
-                    url: b.url.as_ref_option().cloned().unwrap_or_default(),
-                    checksum,
-                },
+                Ok(checksum) => Source::Url { url, checksum },
                 Err(e) => {
                     diags.error("Invalid Checksum", e, block_path("source", "checksum"));
                     return Some(None);
