@@ -431,13 +431,16 @@ resource "golden_image" "x" {{
   family   = "{FAMILY}-qemu"
   source {{ template = "debian-12-base" }}
   provision {{
-    files    = {{ "/etc/golden-e2e" = "qemu" }}
+    files    = {{
+      "/etc/golden-e2e" = "qemu"
+      "/etc/motd"       = "grün ✓ golden"
+    }}
     commands = ["grep -qx qemu /etc/golden-e2e"]
   }}
   tags = {{ os = "debian-12", type = "minimal" }}
   smoke_test {{
     checks   = ["boot", "guest_agent", "cloud_init", "ssh"]
-    commands = ["test -f /etc/golden-e2e", "test ! -e /var/lib/golden/provision.sh"]
+    commands = ["test -f /etc/golden-e2e", "test ! -e /var/lib/golden/provision.sh", "grep -qx 'grün ✓ golden' /etc/motd"]
     timeout  = "15m"
   }}
 }}
@@ -460,7 +463,8 @@ resource "golden_image" "x" {{
             "cloud_init",
             "ssh",
             "commands[0]",
-            "commands[1]"
+            "commands[1]",
+            "commands[2]"
         ]
     );
     assert!(checks.iter().all(|c| c["ok"] == true), "{checks:?}");
