@@ -273,6 +273,43 @@ fn proxmox_family_from_build_to_destroy_on_the_simulator() {
     assert_eq!(family_vms(&sim), validated(&[name(2), name(3)]));
     assert_nothing_leaked(&sim, &store);
 
+    // A change of tags alone re-tags every image in place: no rebuild, and
+    // a person's notes on a template survive the metadata rewrite.
+    let vm3 = vmid_of(&sim, &name(3));
+    sim.api_set_description(
+        vm3,
+        &format!("Owner: team-platform\n\n{}", sim.description(vm3)),
+    );
+    let retagged = config(&v3).replace("type = \"minimal\"", "type = \"base\"");
+    a.write_with_provider(
+        &sim.provider_block(&store, "    agent_timeout = \"30s\"\n"),
+        &retagged,
+    );
+    let plan = a.plan_json();
+    assert_eq!(actions(&plan, "golden_image.x"), ["update"]);
+    assert_ne!(
+        change(&plan, "golden_image.x")["change"]["after_unknown"]["name"],
+        true,
+        "a tags change must not rebuild"
+    );
+    apply_plan(&a);
+    for n in [name(2), name(3)] {
+        let tags = sim.vm_named(&n).unwrap()["tags"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            tags.contains("type.base") && !tags.contains("type.minimal"),
+            "{n}: {tags}"
+        );
+    }
+    assert!(
+        sim.description(vm3).starts_with("Owner: team-platform"),
+        "{}",
+        sim.description(vm3)
+    );
+    assert_eq!(family_vms(&sim), validated(&[name(2), name(3)]));
+
     // 4. A template with a linked clone survives retention and the plan says
     //    why; once the clone is gone the next plan prunes it.
     let vm2 = vmid_of(&sim, &name(2));

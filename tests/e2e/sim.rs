@@ -144,6 +144,28 @@ impl Sim {
         panic!("destroying VM {vmid} did not finish");
     }
 
+    /// A VM's description (PVE's notes), as the admin view shows it.
+    pub fn description(&self, vmid: u64) -> String {
+        self.vms()
+            .into_iter()
+            .find(|v| v["vmid"] == vmid)
+            .and_then(|v| v["description"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// Sets a VM's notes through the PVE API, as a person in the web UI would.
+    pub fn api_set_description(&self, vmid: u64, text: &str) {
+        let req = self
+            .http
+            .put(format!(
+                "{}/api2/json/nodes/{}/qemu/{vmid}/config",
+                self.endpoint, self.node
+            ))
+            .header("Authorization", format!("PVEAPIToken={}", self.token))
+            .form(&[("description", text)]);
+        self.send(req);
+    }
+
     pub fn fault(&self, rule: Value) {
         self.admin_post("/faults", json!([rule]));
     }
