@@ -165,22 +165,7 @@ async fn watch(shared: Shared, vmid: u32, guest: Arc<QemuGuest>) {
 
 /// PVE's `sshkeys` is stored URL-encoded; the seed needs it decoded.
 fn url_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    super::pct_decode(s)
 }
 
 /// The user-data PVE writes on its cloud-init drive (`nocloud`).

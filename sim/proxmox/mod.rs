@@ -339,7 +339,8 @@ async fn api(
     }
 }
 
-fn pct_decode(s: &str) -> String {
+/// `%XX` decoding (query strings, form bodies, PVE's URL-encoded `sshkeys`).
+pub(crate) fn pct_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
