@@ -5,7 +5,7 @@ GOLDEN_CACHE_DIR ?= $(HOME)/.cache/golden
 BIN := $(CARGO_TARGET_DIR)/debug/terraform-provider-golden
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/terraform-provider-golden
 
-.PHONY: demo test deps base-image build release lint unit e2e bench bench-proxmox clean-demo sim-proxmox
+.PHONY: demo test deps base-image build release lint unit e2e bench bench-plan bench-proxmox clean-demo sim-proxmox
 
 deps:
 	@scripts/install-deps.sh
@@ -37,6 +37,10 @@ test: deps base-image lint
 ## make bench: the figures (build, smoke test, bare boot, plan latency).
 bench: release base-image
 	@scripts/bench.sh
+
+## make bench-plan: terraform plan latency before/after ADR 006, against terraform core and a Go provider.
+bench-plan: deps
+	@scripts/bench-plan.sh
 
 clean-demo:
 	rm -rf examples/local/.terraform examples/local/terraform.tfstate* examples/local/.terraform.lock.hcl

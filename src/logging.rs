@@ -79,8 +79,11 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
+        // tf-provider's server is ours too (vendored, ADR 006): it says which
+        // socket the plugin listens on.
         let ours = meta.target().starts_with("golden")
-            || meta.target().starts_with("terraform_provider_golden");
+            || meta.target().starts_with("terraform_provider_golden")
+            || meta.target() == "tf_provider::server";
         // Dependencies (gRPC, HTTP) speak only when something is wrong.
         let max = if ours { self.max } else { Level::WARN };
         if *meta.level() > max {

@@ -13,6 +13,7 @@ mod e2e {
     mod examples;
     mod interrupt;
     mod lifecycle;
+    mod plugin_socket;
     mod proxmox;
     mod proxmox_faults;
 }
