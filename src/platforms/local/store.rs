@@ -36,9 +36,12 @@ pub struct Sidecar {
 pub struct Store {
     root: PathBuf,
     cache: Arc<Mutex<HashMap<PathBuf, CachedFamily>>>,
+    /// One reader per family directory: parallel lookups of a family (a
+    /// plan's data sources) wait for the first read instead of repeating it.
+    readers: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>>,
 }
 
-/// A family directory's decoded sidecars, valid while the directory's mtime is
+/// A family directory's images, valid while the directory's mtime is
 /// unchanged. Every sidecar write is a rename into the directory, which bumps
 /// its mtime, so a changed family is always re-read. A directory modified in
 /// the last `RACY` is never served from cache: its mtime could still tick
@@ -46,16 +49,18 @@ pub struct Store {
 #[derive(Debug, Clone)]
 struct CachedFamily {
     mtime: SystemTime,
-    entries: Vec<(Metadata, Sidecar)>,
+    images: Arc<Vec<Image>>,
+    /// Candidates' sidecars: their size and builder change without a rename.
+    candidates: Arc<Vec<(Metadata, Sidecar)>>,
 }
 
 const RACY: Duration = Duration::from_secs(2);
-
 impl Store {
     pub fn new(root: PathBuf) -> Self {
         Store {
             root,
             cache: Arc::default(),
+            readers: Arc::default(),
         }
     }
 
@@ -131,37 +136,76 @@ impl Store {
             .duration_since(mtime)
             .map(|age| age >= RACY)
             .unwrap_or(false);
-        let cached = settled
-            .then(|| {
-                self.cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&dir)
-                    .cloned()
-            })
-            .flatten()
-            .filter(|c| c.mtime == mtime);
-        let entries = match cached {
-            Some(c) => c.entries,
-            None => {
-                let entries = read_family(&dir, family)?;
-                if settled {
-                    let fresh = CachedFamily {
-                        mtime,
-                        entries: entries.clone(),
-                    };
-                    self.cache
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(dir, fresh);
-                }
-                entries
-            }
-        };
-        Ok(entries
+        if !settled {
+            return Ok(self
+                .read_images(&dir, family)?
+                .into_iter()
+                .map(|(i, _)| i)
+                .collect());
+        }
+        if let Some(images) = self.cached(&dir, mtime) {
+            return Ok(images);
+        }
+        let reader = self.reader(&dir);
+        let _one_reader = reader.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(images) = self.cached(&dir, mtime) {
+            return Ok(images);
+        }
+        let entries = self.read_images(&dir, family)?;
+        let images: Vec<Image> = entries.iter().map(|(i, _)| i.clone()).collect();
+        let candidates = entries
             .into_iter()
-            .map(|(meta, sidecar)| self.image_from(meta, &sidecar))
+            .filter(|(i, _)| i.meta.status == Status::Candidate)
+            .map(|(i, sidecar)| (i.meta, sidecar))
+            .collect();
+        let fresh = CachedFamily {
+            mtime,
+            images: Arc::new(images.clone()),
+            candidates: Arc::new(candidates),
+        };
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dir, fresh);
+        Ok(images)
+    }
+
+    fn read_images(&self, dir: &Path, family: &Family) -> Result<Vec<(Image, Sidecar)>> {
+        Ok(read_family(dir, family)?
+            .into_iter()
+            .map(|(meta, sidecar)| (self.image_from(meta, &sidecar), sidecar))
             .collect())
+    }
+
+    /// The cached images of `dir` if its mtime still matches. A candidate's
+    /// size and builder change without a rename, so candidates are re-read.
+    fn cached(&self, dir: &Path, mtime: SystemTime) -> Option<Vec<Image>> {
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(dir)
+            .filter(|c| c.mtime == mtime)
+            .cloned()?;
+        let settled = cached
+            .images
+            .iter()
+            .filter(|i| i.meta.status != Status::Candidate)
+            .cloned();
+        let candidates = cached
+            .candidates
+            .iter()
+            .map(|(meta, sidecar)| self.image_from(meta.clone(), sidecar));
+        Some(settled.chain(candidates).collect())
+    }
+
+    fn reader(&self, dir: &Path) -> Arc<Mutex<()>> {
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(dir.to_path_buf())
+            .or_default()
+            .clone()
     }
 
     pub fn image_from(&self, meta: Metadata, sidecar: &Sidecar) -> Image {
@@ -215,14 +259,42 @@ fn read_family(dir: &Path, family: &Family) -> Result<Vec<(Metadata, Sidecar)>> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     };
+    let sidecars: Vec<PathBuf> = rd
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.ends_with(".json") && !name.starts_with('.')
+        })
+        .collect();
+    // A large family is read on every core: a plan's first lookup waits for it.
+    const PER_THREAD: usize = 256;
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .min(sidecars.len().div_ceil(PER_THREAD))
+        .max(1);
+    if threads == 1 {
+        return Ok(decode_sidecars(&sidecars, family));
+    }
+    let chunk = sidecars.len().div_ceil(threads);
+    Ok(std::thread::scope(|scope| {
+        let readers: Vec<_> = sidecars
+            .chunks(chunk)
+            .map(|paths| scope.spawn(move || decode_sidecars(paths, family)))
+            .collect();
+        readers
+            .into_iter()
+            .flat_map(|r| r.join().unwrap_or_default())
+            .collect()
+    }))
+}
+
+/// golden's images among `paths`; anything unreadable or not ours is skipped.
+fn decode_sidecars(paths: &[PathBuf], family: &Family) -> Vec<(Metadata, Sidecar)> {
     let mut entries = Vec::new();
-    for entry in rd.flatten() {
-        let path = entry.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if !name.ends_with(".json") || name.starts_with('.') {
-            continue;
-        }
-        let Ok(Some(sidecar)) = read_sidecar(&path) else {
+    for path in paths {
+        let Ok(Some(sidecar)) = read_sidecar(path) else {
             continue;
         };
         let Ok(meta) = Metadata::decode(&sidecar.metadata, family) else {
@@ -234,7 +306,7 @@ fn read_family(dir: &Path, family: &Family) -> Result<Vec<(Metadata, Sidecar)>> 
         }
         entries.push((meta, sidecar));
     }
-    Ok(entries)
+    entries
 }
 
 fn read_sidecar(path: &Path) -> Result<Option<Sidecar>> {

@@ -493,7 +493,7 @@ impl TlsConfig {
         cp.key_identifier_method = rcgen::KeyIdMethod::Sha512;
 
         // Generate the server certificate and its keys
-        let keypair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+        let keypair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let server_cert = cp.self_signed(&keypair)?;
 
         let tls_config = ServerTlsConfig::new()
