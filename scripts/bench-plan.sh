@@ -145,5 +145,5 @@ fi
 if [ -n "${m[go-null]:-}" ]; then
   echo "  after floor / go-null = $(ratio "${m[after floor]}" "${m[go-null]}")x (goal <= 0.6x)"
   [ -n "${m[before floor]:-}" ] && echo "  before floor / go-null = $(ratio "${m[before floor]}" "${m[go-null]}")x"
-  cat "$go_null/VERSION" 2>/dev/null | sed 's/^/  go-null: /' || true
+  head -n 2 "$go_null/VERSION" 2>/dev/null | sed "s/^/  go-null: /" || true
 fi
