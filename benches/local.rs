@@ -127,9 +127,11 @@ fn main() {
             Duration::from_secs(3600),
             Ledger::in_memory(),
         );
+        let recipe_hash = recipe.hash().expect("recipe hash");
         let req = BuildRequest {
             family: &family,
             recipe: &recipe,
+            recipe_hash: &recipe_hash,
             tags: &tags,
             planned_prune: &[],
             date: BuildDate::today(),

@@ -76,7 +76,13 @@ impl DataSource for ImagesDataSource {
             .as_ref_option()
             .copied()
             .unwrap_or(false);
-        let images = match platform.list_images(&family).await {
+        let images = match platform
+            .list_images(
+                &family,
+                &self.shared.call_cx(crate::provider::LOOKUP_TIMEOUT),
+            )
+            .await
+        {
             Ok(v) => v,
             Err(e) => {
                 diags.root_error(

@@ -141,7 +141,13 @@ impl DataSource for LatestImageDataSource {
             .as_ref_option()
             .copied()
             .unwrap_or(true);
-        let images = match platform.list_images(&family).await {
+        let images = match platform
+            .list_images(
+                &family,
+                &self.shared.call_cx(crate::provider::LOOKUP_TIMEOUT),
+            )
+            .await
+        {
             Ok(v) => v,
             Err(e) => {
                 diags.root_error(

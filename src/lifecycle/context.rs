@@ -19,6 +19,12 @@ pub struct Cx {
 }
 
 impl Cx {
+    /// A context for a step that creates nothing to undo (a lookup, a
+    /// re-tag, a delete): cancellable and bounded, with an in-memory ledger.
+    pub fn transient(cancel: CancellationToken, timeout: Duration) -> Self {
+        Cx::new(cancel, timeout, Ledger::in_memory())
+    }
+
     pub fn new(cancel: CancellationToken, timeout: Duration, ledger: Ledger) -> Self {
         Cx {
             cancel,
@@ -47,6 +53,12 @@ impl Cx {
 
     pub fn forget(&self, action: &UndoAction) {
         self.with_ledger(|l| l.forget(action));
+    }
+
+    /// Where this run's ledger is persisted (and interrupted runs' ledgers
+    /// for the same platform wait); `None` for an in-memory ledger.
+    pub fn ledger_dir(&self) -> Option<std::path::PathBuf> {
+        self.with_ledger(|l| l.dir().map(std::path::Path::to_path_buf))
     }
 
     pub fn with_ledger<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {

@@ -17,9 +17,10 @@ pub enum UndoAction {
     KillProcess { process: ProcessId },
     /// Remove a file or a directory tree (overlays, seeds, work dirs).
     RemovePath { path: PathBuf },
-    /// Stop and destroy a temporary VM on a remote platform (a smoke-test
-    /// clone); `id` is the platform's own (`<node>/<vmid>` on Proxmox).
-    DestroyVm { id: String },
+    /// Something only one platform knows how to undo (a temporary VM, a
+    /// droplet, an SSH key), in that platform's own encoding: `lifecycle`
+    /// stores and replays it without reading it.
+    Platform { payload: serde_json::Value },
     /// Remove a candidate image that never got to publish or fail.
     DiscardCandidate { family: String, name: String },
 }
@@ -28,6 +29,34 @@ pub enum UndoAction {
 struct LedgerFile {
     owner: ProcessId,
     entries: Vec<UndoAction>,
+}
+
+/// Where the ledgers of one platform instance live: one directory per
+/// platform and scope (a store, a cluster) under the provider's state dir.
+pub fn runs_dir(state_dir: &Path, platform: &str, scope: &str) -> PathBuf {
+    state_dir.join("runs").join(platform).join(scope)
+}
+
+/// Every ledger file under `root`, at any depth: what a leak check asserts
+/// is empty once no run is going on.
+pub fn ledger_files(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in rd.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().and_then(|e| e.to_str()) == Some("json") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 #[derive(Debug)]
@@ -49,6 +78,11 @@ impl Ledger {
             owner,
             entries: Vec::new(),
         }
+    }
+
+    /// The directory of a persisted ledger.
+    pub fn dir(&self) -> Option<&Path> {
+        self.file.as_deref().and_then(Path::parent)
     }
 
     pub fn in_memory() -> Self {
@@ -114,9 +148,12 @@ impl Ledger {
             owner: self.owner,
             entries: self.entries.clone(),
         };
-        if let Err(e) =
-            crate::fsutil::write_atomic(path, &serde_json::to_vec_pretty(&body).unwrap_or_default())
-        {
+        // A ledger that cannot be written is reported, never replaced by an
+        // empty file: the in-memory entries still drive this run's cleanup.
+        let written = serde_json::to_vec_pretty(&body)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| crate::fsutil::write_atomic(path, &bytes));
+        if let Err(e) = written {
             tracing::warn!(error = %e, path = %path.display(), "could not persist the cleanup ledger");
         }
     }

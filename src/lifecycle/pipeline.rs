@@ -16,7 +16,7 @@ use tracing::{info, warn, Instrument};
 use super::allocation::next_build_number;
 use super::context::Cx;
 use super::image::Image;
-use super::ledger::{orphaned, UndoAction};
+use super::ledger::{orphaned, runs_dir, Ledger, UndoAction};
 use super::metadata::{Metadata, Status};
 use super::naming::{BuildDate, Family, ImageName};
 use super::recipe::{Recipe, BUILDER_VERSION};
@@ -30,6 +30,7 @@ pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct BuildRequest<'a> {
     pub family: &'a Family,
     pub recipe: &'a Recipe,
+    pub recipe_hash: &'a str,
     pub tags: &'a BTreeMap<String, String>,
     /// The names the plan showed in `prune`.
     pub planned_prune: &'a [String],
@@ -64,6 +65,23 @@ impl PipelineError {
     }
 }
 
+/// The context of one build: its ledger persisted with the other ledgers of
+/// the same platform instance under `state_dir`, where the next run finds it
+/// if this one is killed.
+pub fn build_context(
+    platform: &dyn Platform,
+    state_dir: &std::path::Path,
+    cancel: tokio_util::sync::CancellationToken,
+    timeout: Duration,
+) -> Cx {
+    let dir = runs_dir(state_dir, platform.kind(), &platform.ledger_scope());
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        warn!(error = %e, dir = %dir.display(), "cannot create the ledger directory; cleanup stays in memory");
+        return Cx::new(cancel, timeout, Ledger::in_memory());
+    }
+    Cx::new(cancel, timeout, Ledger::persisted(&dir))
+}
+
 /// Builds, smoke-tests and publishes one new image of `req.family`, then prunes.
 pub async fn build_and_publish(
     platform: &dyn Platform,
@@ -81,8 +99,11 @@ async fn run_steps(
     req: &BuildRequest<'_>,
     cx: &Cx,
 ) -> Result<BuildOutcome, PipelineError> {
+    if let Some(dir) = cx.ledger_dir() {
+        finish_interrupted_runs(platform, &dir, cx).await;
+    }
     platform
-        .sweep()
+        .sweep(cx)
         .await
         .map_err(PipelineError::step("sweep"))?;
 
@@ -111,7 +132,7 @@ async fn run_steps(
     if !report.passed() {
         warn!(image = %name, "smoke test failed; marking the candidate failed");
         platform
-            .mark_failed(&built, &report)
+            .mark_failed(&built, &report, cx)
             .await
             .map_err(PipelineError::step("mark failed"))?;
         cx.forget(&discard);
@@ -125,14 +146,14 @@ async fn run_steps(
     cx.check("publish")
         .map_err(PipelineError::step("publish"))?;
     let published = platform
-        .publish(&built, &report)
+        .publish(&built, &report, cx)
         .instrument(tracing::info_span!("publish", image = %name))
         .await
         .map_err(PipelineError::step("publish"))?;
     cx.forget(&discard);
     info!(image = %name, "published");
 
-    let prune = prune(platform, req.family, req.planned_prune).await;
+    let prune = prune(platform, req.family, req.planned_prune, cx).await;
     Ok(BuildOutcome {
         image: published,
         report,
@@ -151,7 +172,7 @@ async fn reserve_candidate(
     let mut floor = 1u16;
     for _ in 0..50 {
         cx.check("reserve")?;
-        let existing = platform.list_images(req.family).await?;
+        let existing = platform.list_images(req.family, cx).await?;
         let names: Vec<&ImageName> = existing.iter().map(|i| i.name()).collect();
         let next = next_build_number(names, req.date)
             .map_err(|e| Error::other("allocating a build number", e.into()))?
@@ -159,7 +180,7 @@ async fn reserve_candidate(
         let meta = Metadata {
             name: ImageName::new(req.family.clone(), req.date, next),
             builder_version: BUILDER_VERSION.to_owned(),
-            recipe_hash: req.recipe.hash(),
+            recipe_hash: req.recipe_hash.to_owned(),
             status: Status::Candidate,
             validated_at: None,
             tags: req.tags.clone(),
@@ -189,12 +210,17 @@ async fn reserve_candidate(
 /// Deletes the planned names that are still safe to delete (see
 /// `retention::still_deletable`). Runs only after publish, or on its own when
 /// an apply changes nothing but retention.
-pub async fn prune(platform: &dyn Platform, family: &Family, planned: &[String]) -> PruneOutcome {
+pub async fn prune(
+    platform: &dyn Platform,
+    family: &Family,
+    planned: &[String],
+    cx: &Cx,
+) -> PruneOutcome {
     let mut outcome = PruneOutcome::default();
     if planned.is_empty() {
         return outcome;
     }
-    let images = match platform.list_images(family).await {
+    let images = match platform.list_images(family, cx).await {
         Ok(v) => v,
         Err(e) => {
             outcome.skipped = planned
@@ -218,7 +244,7 @@ pub async fn prune(platform: &dyn Platform, family: &Family, planned: &[String])
             continue;
         };
         let span = tracing::info_span!("prune", image = %name);
-        match platform.delete(image).instrument(span).await {
+        match platform.delete(image, cx).instrument(span).await {
             Ok(()) => {
                 info!(image = %name, "pruned");
                 outcome.deleted.push(name.clone());
@@ -231,21 +257,49 @@ pub async fn prune(platform: &dyn Platform, family: &Family, planned: &[String])
 }
 
 /// Carries out the ledgers that runs killed outright (their process is gone)
-/// left in the platform's ledger directory. A ledger whose every action
-/// succeeded is removed; the others stay for the next sweep. Platforms call
-/// this first in `sweep`.
-pub async fn finish_interrupted_runs(platform: &dyn Platform) {
-    for (file, actions) in orphaned(&platform.ledger_dir()) {
+/// left in `dir`, this platform instance's ledger directory. A ledger whose
+/// every action succeeded is removed; the others stay for the next run.
+async fn finish_interrupted_runs(platform: &dyn Platform, dir: &std::path::Path, cx: &Cx) {
+    let clean = cx.for_cleanup(CLEANUP_TIMEOUT);
+    for (file, actions) in orphaned(dir) {
         tracing::info!(ledger = %file.display(), "finishing the cleanup of an interrupted run");
         let mut all_done = true;
         for action in &actions {
-            if let Err(e) = platform.undo(action).await {
+            if let Err(e) = carry_out(platform, action, &clean).await {
                 tracing::warn!(error = %e, "sweep could not undo {action:?}");
                 all_done = false;
             }
         }
         if all_done {
             let _ = std::fs::remove_file(&file);
+        }
+    }
+}
+
+/// Carries out one ledger entry: machine-local ones (a helper process, a
+/// temporary file) here, the rest by the platform that recorded them.
+async fn carry_out(platform: &dyn Platform, action: &UndoAction, cx: &Cx) -> Result<(), Error> {
+    match action {
+        UndoAction::KillProcess { process } => {
+            process.kill();
+            Ok(())
+        }
+        UndoAction::RemovePath { path } => {
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+            match removed {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::other(
+                    format!("removing {}", path.display()),
+                    e.into(),
+                )),
+                _ => Ok(()),
+            }
+        }
+        UndoAction::DiscardCandidate { .. } | UndoAction::Platform { .. } => {
+            platform.undo(action, cx).await
         }
     }
 }
@@ -259,7 +313,9 @@ pub async fn cleanup(platform: &dyn Platform, cx: &Cx) {
     for action in actions {
         let r = clean
             .run("cleanup", async {
-                platform.undo(&action).await.map_err(anyhow::Error::from)
+                carry_out(platform, &action, &clean)
+                    .await
+                    .map_err(anyhow::Error::from)
             })
             .await;
         if let Err(e) = r {
@@ -286,7 +342,6 @@ mod tests {
     use crate::platforms::Result;
     use async_trait::async_trait;
     use std::collections::BTreeSet;
-    use std::path::PathBuf;
     use std::sync::Mutex;
     use tokio_util::sync::CancellationToken;
 
@@ -325,8 +380,8 @@ mod tests {
             *seq += 1;
             let id = format!("{what}-{seq}");
             self.live.lock().unwrap().insert(id.clone());
-            cx.record(UndoAction::RemovePath {
-                path: PathBuf::from(id),
+            cx.record(UndoAction::Platform {
+                payload: serde_json::Value::String(id),
             });
         }
 
@@ -382,7 +437,10 @@ mod tests {
         fn naming_rules(&self) -> NamingRules {
             NamingRules { allow_dot: true }
         }
-        async fn list_images(&self, _family: &Family) -> Result<Vec<Image>> {
+        fn ledger_scope(&self) -> String {
+            "fake".into()
+        }
+        async fn list_images(&self, _family: &Family, _cx: &Cx) -> Result<Vec<Image>> {
             let snapshot = self.images.lock().unwrap().clone();
             // Let a concurrent pipeline list the same snapshot: the race that
             // reservation must survive.
@@ -434,7 +492,7 @@ mod tests {
             }
             Ok(r)
         }
-        async fn publish(&self, image: &Image, _report: &Report) -> Result<Image> {
+        async fn publish(&self, image: &Image, _report: &Report, _cx: &Cx) -> Result<Image> {
             if self.fail == FailAt::Publish {
                 return Err(fail("publish"));
             }
@@ -443,24 +501,29 @@ mod tests {
             i.meta.status = Status::Validated;
             Ok(i)
         }
-        async fn mark_failed(&self, image: &Image, _report: &Report) -> Result<()> {
+        async fn mark_failed(&self, image: &Image, _report: &Report, _cx: &Cx) -> Result<()> {
             self.set_status(image.name(), Status::Failed);
             Ok(())
         }
-        async fn retag(&self, _image: &Image, _tags: &BTreeMap<String, String>) -> Result<()> {
+        async fn retag(
+            &self,
+            _image: &Image,
+            _tags: &BTreeMap<String, String>,
+            _cx: &Cx,
+        ) -> Result<()> {
             Ok(())
         }
-        async fn delete(&self, image: &Image) -> Result<()> {
+        async fn delete(&self, image: &Image, _cx: &Cx) -> Result<()> {
             self.images
                 .lock()
                 .unwrap()
                 .retain(|i| i.name() != image.name());
             Ok(())
         }
-        async fn undo(&self, action: &UndoAction) -> Result<()> {
+        async fn undo(&self, action: &UndoAction, _cx: &Cx) -> Result<()> {
             match action {
-                UndoAction::RemovePath { path } => {
-                    self.live.lock().unwrap().remove(path.to_str().unwrap());
+                UndoAction::Platform { payload } => {
+                    self.live.lock().unwrap().remove(payload.as_str().unwrap());
                 }
                 UndoAction::DiscardCandidate { name, .. } => {
                     let mut images = self.images.lock().unwrap();
@@ -468,17 +531,14 @@ mod tests {
                         !(i.name().to_string() == *name && i.status() == Status::Candidate)
                     });
                 }
-                UndoAction::KillProcess { .. } | UndoAction::DestroyVm { .. } => {}
+                UndoAction::KillProcess { .. } | UndoAction::RemovePath { .. } => {}
             }
             Ok(())
         }
-        async fn sweep(&self) -> Result<()> {
+        async fn sweep(&self, _cx: &Cx) -> Result<()> {
             Ok(())
         }
-        fn ledger_dir(&self) -> PathBuf {
-            PathBuf::new()
-        }
-        async fn report(&self, _image: &Image) -> Result<Option<Report>> {
+        async fn report(&self, _image: &Image, _cx: &Cx) -> Result<Option<Report>> {
             Ok(None)
         }
     }
@@ -503,9 +563,11 @@ mod tests {
             std::time::Duration::from_secs(60),
             Ledger::in_memory(),
         );
+        let hash = recipe.hash().unwrap();
         let req = BuildRequest {
             family: &family,
             recipe: &recipe,
+            recipe_hash: &hash,
             tags: &tags,
             planned_prune,
             date: BuildDate::parse("20260102").unwrap(),

@@ -149,7 +149,7 @@ pub struct Recipe {
 impl Recipe {
     /// A stable hash of the recipe plus the builder's major version: 16 hex digits,
     /// short enough for every platform's label values.
-    pub fn hash(&self) -> String {
+    pub fn hash(&self) -> Result<String, serde_json::Error> {
         #[derive(Serialize)]
         struct Hashed<'a> {
             builder_major: u32,
@@ -160,10 +160,9 @@ impl Recipe {
         let bytes = serde_json::to_vec(&Hashed {
             builder_major: BUILDER_MAJOR,
             recipe: self,
-        })
-        .unwrap_or_default();
+        })?;
         let digest = Sha256::digest(&bytes);
-        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
     }
 }
 
@@ -186,14 +185,14 @@ mod tests {
 
     #[test]
     fn hash_is_stable_and_short() {
-        let h = recipe().hash();
+        let h = recipe().hash().unwrap();
         assert_eq!(h.len(), 16);
-        assert_eq!(h, recipe().hash());
+        assert_eq!(h, recipe().hash().unwrap());
     }
 
     #[test]
     fn every_part_of_the_recipe_changes_the_hash() {
-        let base = recipe().hash();
+        let base = recipe().hash().unwrap();
         let mut variants = Vec::new();
         let mut r = recipe();
         r.source = Source::Path("/other.qcow2".into());
@@ -217,7 +216,7 @@ mod tests {
         r.smoke_test.timeout = Duration::from_secs(1);
         variants.push(r);
         for v in variants {
-            assert_ne!(v.hash(), base, "{v:?}");
+            assert_ne!(v.hash().unwrap(), base, "{v:?}");
         }
     }
 

@@ -20,6 +20,8 @@ use crate::lifecycle::report::Report;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Every method takes `&Cx`: a remote call can always be cancelled (Ctrl-C,
+/// StopProvider) and is bounded by the caller's deadline.
 #[async_trait]
 pub trait Platform: Send + Sync {
     /// `local`, `proxmox`, ...: the value of the `platform` attribute.
@@ -27,9 +29,14 @@ pub trait Platform: Send + Sync {
 
     fn naming_rules(&self) -> NamingRules;
 
+    /// Names this platform instance (one store, one cluster) among the
+    /// provider's ledgers: runs against it keep their ledgers together, so
+    /// the next run against it finishes what an interrupted one left.
+    fn ledger_scope(&self) -> String;
+
     /// Every image golden built for `family`, whatever its status. Anything
     /// without golden's metadata for this family is not returned.
-    async fn list_images(&self, family: &Family) -> Result<Vec<Image>>;
+    async fn list_images(&self, family: &Family, cx: &Cx) -> Result<Vec<Image>>;
 
     /// Claims the name in `meta` for a new candidate; fails with
     /// [`ErrorKind::AlreadyExists`] when another build holds it. Platforms
@@ -46,28 +53,28 @@ pub trait Platform: Send + Sync {
     async fn smoke_test(&self, image: &Image, spec: &SmokeSpec, cx: &Cx) -> Result<Report>;
 
     /// Makes a validated candidate visible to family lookups.
-    async fn publish(&self, image: &Image, report: &Report) -> Result<Image>;
+    async fn publish(&self, image: &Image, report: &Report, cx: &Cx) -> Result<Image>;
 
     /// Records a failed smoke test on the candidate; it stays out of lookups.
-    async fn mark_failed(&self, image: &Image, report: &Report) -> Result<()>;
+    async fn mark_failed(&self, image: &Image, report: &Report, cx: &Cx) -> Result<()>;
 
     /// Replaces the user tags on an existing image.
-    async fn retag(&self, image: &Image, tags: &BTreeMap<String, String>) -> Result<()>;
+    async fn retag(&self, image: &Image, tags: &BTreeMap<String, String>, cx: &Cx) -> Result<()>;
 
     /// Deletes an image. Deleting what is already gone succeeds.
-    async fn delete(&self, image: &Image) -> Result<()>;
+    async fn delete(&self, image: &Image, cx: &Cx) -> Result<()>;
 
-    /// Carries out one ledger entry.
-    async fn undo(&self, action: &UndoAction) -> Result<()>;
+    /// Carries out one ledger entry. Entries of other platforms never reach
+    /// a platform: ledgers are kept per platform.
+    async fn undo(&self, action: &UndoAction, cx: &Cx) -> Result<()>;
 
-    /// Finishes what killed runs left behind (their ledgers, stale candidates).
-    async fn sweep(&self) -> Result<()>;
-
-    /// Where this platform persists cleanup ledgers.
-    fn ledger_dir(&self) -> std::path::PathBuf;
+    /// Removes what killed runs left behind without a ledger (stale
+    /// candidates past their deadline). The pipeline replays interrupted
+    /// runs' ledgers itself before calling this.
+    async fn sweep(&self, cx: &Cx) -> Result<()>;
 
     /// The last validation report stored with an image, if the platform keeps one.
-    async fn report(&self, image: &Image) -> Result<Option<Report>>;
+    async fn report(&self, image: &Image, cx: &Cx) -> Result<Option<Report>>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,6 +16,7 @@ use tf_provider::{AttributePath, Diagnostics, DynamicDataSource, DynamicResource
 use tokio_util::sync::CancellationToken;
 
 use crate::data_sources::{images::ImagesDataSource, latest_image::LatestImageDataSource};
+use crate::lifecycle::context::Cx;
 use crate::platforms::local::LocalPlatform;
 use crate::platforms::Platform;
 mod proxmox;
@@ -28,6 +29,8 @@ use crate::resources::image::ImageResource;
 pub struct Shared {
     platforms: RwLock<BTreeMap<&'static str, Arc<dyn Platform>>>,
     pub cancel: CancellationToken,
+    /// The provider's own state: cleanup ledgers of every platform.
+    pub state_dir: PathBuf,
     /// Pipelines running now; an orphaned provider waits for them to clean up.
     pub active: Arc<AtomicUsize>,
 }
@@ -46,8 +49,15 @@ impl Shared {
         Arc::new(Shared {
             platforms: RwLock::new(BTreeMap::new()),
             cancel,
+            state_dir: default_state_dir(),
             active: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// The context of a call that creates nothing (a lookup, a re-tag, a
+    /// delete): cancelled with the provider, bounded by `timeout`.
+    pub fn call_cx(&self, timeout: std::time::Duration) -> Cx {
+        Cx::transient(self.cancel.child_token(), timeout)
     }
 
     pub fn begin_run(&self) -> RunGuard {
@@ -142,6 +152,28 @@ impl GoldenProvider {
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
     }
+}
+
+/// How long a lookup (data source read, refresh, plan listing) may take.
+pub const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `$XDG_STATE_HOME/golden`, else `~/.local/state/golden`: the provider's
+/// cleanup ledgers, per platform and scope (`runs/<platform>/<scope>/`).
+pub fn default_state_dir() -> PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let xdg_state_home = env("XDG_STATE_HOME")
+        .or_else(|| env("HOME").map(|h| h.join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"));
+    state_dir_under(&xdg_state_home)
+}
+
+/// The provider's state dir for a given `$XDG_STATE_HOME`.
+pub fn state_dir_under(xdg_state_home: &std::path::Path) -> PathBuf {
+    xdg_state_home.join("golden")
 }
 
 /// `$XDG_DATA_HOME/golden`, else `~/.local/share/golden`.
@@ -260,7 +292,7 @@ impl Provider for GoldenProvider {
         self.shared
             .set(Arc::new(LocalPlatform::new(store.clone(), accel)));
         let block = proxmox_block(&config);
-        if let Some(p) = proxmox::configure(block.as_ref(), &store, diags)? {
+        if let Some(p) = proxmox::configure(block.as_ref(), diags)? {
             self.shared.set(Arc::new(p));
         }
         Some(())

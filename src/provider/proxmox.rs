@@ -1,7 +1,6 @@
 //! The provider's `proxmox` block: schema, validation with attribute paths,
 //! and `configure` (block first, then `PROXMOX_VE_*`, then defaults).
 
-use std::path::Path;
 use std::time::Duration;
 
 use tf_provider::schema::{AttributeConstraint as C, AttributeType as T, Block};
@@ -127,7 +126,6 @@ fn known(v: &Value<String>) -> Option<String> {
 /// `None` (outer) when the settings are wrong; the diagnostics say why.
 pub fn configure(
     block: Option<&ProxmoxBlock>,
-    store_dir: &Path,
     diags: &mut Diagnostics,
 ) -> Option<Option<ProxmoxPlatform>> {
     let empty = ProxmoxBlock::default();
@@ -194,17 +192,14 @@ pub fn configure(
             return None;
         }
     };
-    let state_dir = store_dir
-        .join(".golden")
-        .join("proxmox")
-        .join(state_key(client.endpoint()));
+    let ledger_scope = state_key(client.endpoint());
     let config = ProxmoxConfig {
         node: known(&b.node).unwrap_or_else(|| DEFAULT_NODE.into()),
         storage: known(&b.storage).unwrap_or_else(|| DEFAULT_STORAGE.into()),
         import_storage: known(&b.import_storage).unwrap_or_else(|| DEFAULT_IMPORT_STORAGE.into()),
         vmid_range,
         agent_timeout,
-        state_dir,
+        ledger_scope,
     };
     tracing::info!(endpoint = client.endpoint(), node = %config.node, storage = %config.storage, insecure, "proxmox platform configured");
     Some(Some(ProxmoxPlatform::new(client, config)))

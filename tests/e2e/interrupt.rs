@@ -38,6 +38,12 @@ fn ctrl_c_during_build_leaves_nothing_behind() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The run's ledger is where the leak check below looks: the check can fail.
+    assert!(
+        !tf.ledgers().is_empty(),
+        "no cleanup ledger under {} while the build runs",
+        tf.state_dir().display()
+    );
     std::thread::sleep(Duration::from_secs(8));
     // SAFETY: signalling the process group we created.
     unsafe { libc::kill(-pgid, libc::SIGINT) };

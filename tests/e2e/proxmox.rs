@@ -128,7 +128,7 @@ fn validated(names: &[String]) -> Vec<(String, String)> {
 }
 
 /// No smoke clone, no candidate, no ledger: nothing temporary survives a run.
-fn assert_nothing_leaked(sim: &Sim, store: &Path) {
+fn assert_nothing_leaked(sim: &Sim, dirs: &[&TfDir]) {
     let temps: Vec<(String, String)> = sim
         .golden_vms()
         .into_iter()
@@ -141,18 +141,13 @@ fn assert_nothing_leaked(sim: &Sim, store: &Path) {
         .filter(|v| !v["lock"].is_null() && v["lock"] != "")
         .collect();
     assert!(locked.is_empty(), "VMs left locked: {locked:?}");
-    let runs = store.join(".golden/proxmox");
-    let mut left = Vec::new();
-    for cluster in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(cluster.path().join("runs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            left.push(f.path());
-        }
+    for tf in dirs {
+        assert!(
+            tf.ledgers().is_empty(),
+            "cleanup ledgers left: {:?}",
+            tf.ledgers()
+        );
     }
-    assert!(left.is_empty(), "cleanup ledgers left: {left:?}");
     sim.assert_schema_clean();
 }
 
@@ -233,7 +228,7 @@ fn proxmox_family_from_build_to_destroy_on_the_simulator() {
     assert_eq!(out["latest"]["value"], name(1));
     assert_eq!(out["latest_id"]["value"], vm1["vmid"].to_string());
     assert_eq!(strings(&out["all"]["value"]), [name(1)]);
-    assert_nothing_leaked(&sim, &store);
+    assert_nothing_leaked(&sim, &[&a]);
     plant_foreign_vms(&sim, vm1["vmid"].as_u64().unwrap());
 
     // Tags round-trip: PVE sorted and charset-mapped them, the state still
@@ -271,7 +266,7 @@ fn proxmox_family_from_build_to_destroy_on_the_simulator() {
     assert_eq!(plan_prune(&plan), [name(1)]);
     apply_plan(&a);
     assert_eq!(family_vms(&sim), validated(&[name(2), name(3)]));
-    assert_nothing_leaked(&sim, &store);
+    assert_nothing_leaked(&sim, &[&a]);
 
     // A change of tags alone re-tags every image in place: no rebuild, and
     // a person's notes on a template survive the metadata rewrite.
@@ -376,7 +371,7 @@ fn proxmox_family_from_build_to_destroy_on_the_simulator() {
         name(3),
         "a failed image is never the latest"
     );
-    assert_nothing_leaked(&sim, &store);
+    assert_nothing_leaked(&sim, &[&a]);
 
     // 6. Two concurrent applies from two states get distinct build numbers.
     let v5 = Recipe {
@@ -399,7 +394,7 @@ fn proxmox_family_from_build_to_destroy_on_the_simulator() {
     let vms = family_vms(&sim);
     assert!(vms.contains(&(name(5), "validated".into())), "{vms:?}");
     assert!(vms.contains(&(name(6), "validated".into())), "{vms:?}");
-    assert_nothing_leaked(&sim, &store);
+    assert_nothing_leaked(&sim, &[&a, &b]);
 
     // 7. Import adopts the family.
     b.ok(&["state", "rm", "golden_image.x"]);
@@ -439,7 +434,7 @@ fn proxmox_family_from_build_to_destroy_on_the_simulator() {
         sim.vm_named("debian-12-base").is_some(),
         "the source template stays"
     );
-    assert_nothing_leaked(&sim, &store);
+    assert_nothing_leaked(&sim, &[&a, &b]);
 }
 
 /// The real thing behind the API: the simulator's QEMU backend boots the
@@ -509,7 +504,7 @@ resource "golden_image" "x" {{
         .vm_named(x["name"].as_str().unwrap())
         .expect("the published template");
     assert_eq!(vm["template"], true);
-    assert_nothing_leaked(&sim, &store);
+    assert_nothing_leaked(&sim, &[&tf]);
     assert!(
         qemu_processes(simstate.to_str().unwrap()).is_empty(),
         "guests still running: {:?}",
@@ -635,5 +630,5 @@ resource "golden_image" "app" {{
     let out = tf.fails(&["apply", "-auto-approve", "-no-color", "-input=false"]);
     let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(out.contains("checksum mismatch"), "{out}");
-    assert_nothing_leaked(&sim, &store);
+    assert_nothing_leaked(&sim, &[&tf]);
 }

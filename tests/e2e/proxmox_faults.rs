@@ -4,7 +4,6 @@
 //! Every one must leave no VM behind and say clearly what happened.
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -32,24 +31,6 @@ fn leftovers(sim: &Sim) -> Vec<(String, String)> {
         .into_iter()
         .filter(|(_, t)| !t.contains("golden-validated"))
         .collect()
-}
-
-fn ledgers(store: &Path) -> Vec<std::path::PathBuf> {
-    let mut left = Vec::new();
-    for cluster in std::fs::read_dir(store.join(".golden/proxmox"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        for f in std::fs::read_dir(cluster.path().join("runs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            left.push(f.path());
-        }
-    }
-    left
 }
 
 fn apply(tf: &TfDir) -> std::process::Output {
@@ -94,7 +75,7 @@ fn agent_that_never_answers_fails_the_build_in_time() {
         "build VM left: {:?}",
         leftovers(&sim)
     );
-    assert!(ledgers(&store).is_empty());
+    assert!(tf.ledgers().is_empty(), "{:?}", tf.ledgers());
     sim.assert_schema_clean();
 }
 
@@ -119,7 +100,7 @@ fn clone_task_failure_leaves_nothing_and_the_next_apply_builds() {
     let x = resource(&tf.state_json(), "golden_image.x").clone();
     assert_eq!(x["name"], format!("clone-fails-{}-001", today()));
     assert!(leftovers(&sim).is_empty());
-    assert!(ledgers(&store).is_empty());
+    assert!(tf.ledgers().is_empty(), "{:?}", tf.ledgers());
     sim.assert_schema_clean();
 }
 
@@ -274,7 +255,7 @@ fn interrupt_during_a_proxmox_build_leaves_no_vm() {
         "VMs left after Ctrl-C: {:?}",
         leftovers(&sim)
     );
-    assert!(ledgers(&store).is_empty(), "{:?}", ledgers(&store));
+    assert!(tf.ledgers().is_empty(), "{:?}", tf.ledgers());
     sim.assert_schema_clean();
 }
 

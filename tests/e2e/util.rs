@@ -75,6 +75,21 @@ impl TfDir {
         self.path().join("tmp")
     }
 
+    /// The provider's `$XDG_STATE_HOME` in this test.
+    fn xdg_state_home(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    /// The provider's state dir, asked of the provider's own code.
+    pub fn state_dir(&self) -> PathBuf {
+        golden::provider::state_dir_under(&self.xdg_state_home())
+    }
+
+    /// Cleanup ledgers of every platform, wherever in the state dir they are.
+    pub fn ledgers(&self) -> Vec<PathBuf> {
+        golden::lifecycle::ledger::ledger_files(&self.state_dir())
+    }
+
     /// Writes `main.tf` with the terraform/provider header for `store`.
     pub fn write(&self, store: &Path, body: &str) {
         let hcl = format!(
@@ -101,6 +116,7 @@ impl TfDir {
             .env("TF_CLI_CONFIG_FILE", self.path().join("cli.tfrc"))
             .env("TF_IN_AUTOMATION", "1")
             .env("TMPDIR", self.tmp())
+            .env("XDG_STATE_HOME", self.xdg_state_home())
             .env("CHECKPOINT_DISABLE", "1")
             .env_remove("TF_LOG")
             .stdin(Stdio::null());
@@ -257,13 +273,16 @@ pub fn assert_nothing_leaked(store: &Path, tf: &TfDir) {
         "QEMU processes left: {:?}",
         qemu_processes(&needle)
     );
-    for sub in ["work", "runs"] {
-        let d = store.join(".golden").join(sub);
-        let left: Vec<_> = std::fs::read_dir(&d)
-            .map(|r| r.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        assert!(left.is_empty(), "left in {}: {left:?}", d.display());
-    }
+    let work = golden::platforms::local::store::Store::work_root(store);
+    let left: Vec<_> = std::fs::read_dir(&work)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", work.display());
+    assert!(
+        tf.ledgers().is_empty(),
+        "cleanup ledgers left: {:?}",
+        tf.ledgers()
+    );
     for fam in std::fs::read_dir(store).unwrap().flatten() {
         if !fam.path().is_dir() {
             continue;

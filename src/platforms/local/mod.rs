@@ -59,9 +59,7 @@ impl LocalPlatform {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let dir = self
-            .store
-            .internal("work")
+        let dir = Store::work_root(self.store.root())
             .join(format!("{label}-{}-{n:x}", std::process::id()));
         std::fs::create_dir_all(&dir).ctx(format!("creating {}", dir.display()))?;
         cx.record(UndoAction::RemovePath { path: dir.clone() });
@@ -107,7 +105,15 @@ impl Platform for LocalPlatform {
         NamingRules { allow_dot: true }
     }
 
-    async fn list_images(&self, family: &Family) -> Result<Vec<Image>> {
+    /// One scope per store directory: `store-<digest of its path>`.
+    fn ledger_scope(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.store.root().as_os_str().as_encoded_bytes());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("store-{hex}")
+    }
+
+    async fn list_images(&self, family: &Family, _cx: &Cx) -> Result<Vec<Image>> {
         self.store.list(family).ctx(format!(
             "listing family {family} in {}",
             self.store.root().display()
@@ -134,7 +140,7 @@ impl Platform for LocalPlatform {
         smoke::run(self, image, spec, cx).await
     }
 
-    async fn publish(&self, image: &Image, report: &Report) -> Result<Image> {
+    async fn publish(&self, image: &Image, report: &Report, _cx: &Cx) -> Result<Image> {
         self.update_sidecar(image, |s, m| {
             m.status = Status::Validated;
             m.validated_at = Some(now_rfc3339());
@@ -143,7 +149,7 @@ impl Platform for LocalPlatform {
         })
     }
 
-    async fn mark_failed(&self, image: &Image, report: &Report) -> Result<()> {
+    async fn mark_failed(&self, image: &Image, report: &Report, _cx: &Cx) -> Result<()> {
         self.update_sidecar(image, |s, m| {
             m.status = Status::Failed;
             s.builder = None;
@@ -152,40 +158,25 @@ impl Platform for LocalPlatform {
         .map(|_| ())
     }
 
-    async fn retag(&self, image: &Image, tags: &BTreeMap<String, String>) -> Result<()> {
+    async fn retag(&self, image: &Image, tags: &BTreeMap<String, String>, _cx: &Cx) -> Result<()> {
         self.update_sidecar(image, |_, m| m.tags = tags.clone())
             .map(|_| ())
     }
 
-    async fn delete(&self, image: &Image) -> Result<()> {
+    async fn delete(&self, image: &Image, _cx: &Cx) -> Result<()> {
         let name = image.name().to_string();
         self.store
             .remove(image.meta.name.family.as_str(), &name)
             .ctx(format!("deleting {name}"))
     }
 
-    async fn undo(&self, action: &UndoAction) -> Result<()> {
+    async fn undo(&self, action: &UndoAction, _cx: &Cx) -> Result<()> {
         match action {
-            UndoAction::KillProcess { process } => {
-                process.kill();
-                Ok(())
-            }
-            UndoAction::RemovePath { path } => {
-                let r = if path.is_dir() {
-                    std::fs::remove_dir_all(path)
-                } else {
-                    std::fs::remove_file(path)
-                };
-                match r {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        Err(e).ctx(format!("removing {}", path.display()))
-                    }
-                    _ => Ok(()),
-                }
-            }
-            UndoAction::DestroyVm { id } => Err(Error::new(
+            // The pipeline carries out machine-local actions itself.
+            UndoAction::KillProcess { .. } | UndoAction::RemovePath { .. } => Ok(()),
+            UndoAction::Platform { payload } => Err(Error::new(
                 crate::platforms::ErrorKind::Other,
-                format!("the local platform has no remote VM {id}"),
+                format!("the local platform has no ledger entry {payload}"),
             )),
             UndoAction::DiscardCandidate { family, name } => {
                 // Only a candidate: a failed or published image stays.
@@ -212,8 +203,7 @@ impl Platform for LocalPlatform {
         }
     }
 
-    async fn sweep(&self) -> Result<()> {
-        crate::lifecycle::pipeline::finish_interrupted_runs(self).await;
+    async fn sweep(&self, _cx: &Cx) -> Result<()> {
         // Candidates whose builder died without a ledger entry (e.g. killed
         // between reserve and record) are abandoned: remove them too.
         for family in self.store.families() {
@@ -230,11 +220,7 @@ impl Platform for LocalPlatform {
         Ok(())
     }
 
-    fn ledger_dir(&self) -> PathBuf {
-        self.store.internal("runs")
-    }
-
-    async fn report(&self, image: &Image) -> Result<Option<Report>> {
+    async fn report(&self, image: &Image, _cx: &Cx) -> Result<Option<Report>> {
         let family = image.meta.name.family.to_string();
         let s = self
             .store

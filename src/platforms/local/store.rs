@@ -73,6 +73,12 @@ impl Store {
         self.root.join(".golden").join(what)
     }
 
+    /// Where builds and smoke tests keep their temporary directories
+    /// (overlays, seeds, sockets); empty when no run is going on.
+    pub fn work_root(root: &Path) -> PathBuf {
+        Store::new(root.to_path_buf()).internal("work")
+    }
+
     pub fn family_dir(&self, family: &str) -> PathBuf {
         self.root.join(family)
     }

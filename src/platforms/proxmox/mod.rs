@@ -17,7 +17,6 @@ mod smoke;
 mod tasks;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -47,8 +46,8 @@ pub struct ProxmoxConfig {
     pub vmid_range: (u32, u32),
     /// How long a guest agent may take to answer after start.
     pub agent_timeout: Duration,
-    /// Where this machine keeps cleanup ledgers for this cluster.
-    pub state_dir: PathBuf,
+    /// Names this cluster among the provider's ledgers (its host and port).
+    pub ledger_scope: String,
 }
 
 pub struct ProxmoxPlatform {
@@ -293,15 +292,10 @@ impl ProxmoxPlatform {
         }
         self.destroy_vm(node, vmid, cx).await
     }
-
-    fn cleanup_cx(&self) -> Cx {
-        Cx::new(
-            tokio_util::sync::CancellationToken::new(),
-            crate::lifecycle::pipeline::CLEANUP_TIMEOUT,
-            crate::lifecycle::ledger::Ledger::in_memory(),
-        )
-    }
 }
+
+/// The one Proxmox ledger payload: `{"destroy_vm": "<node>/<vmid>/<claim>"}`.
+const LEDGER_DESTROY_VM: &str = "destroy_vm";
 
 /// A temporary VM as the ledger names it: `<node>/<vmid>/<claim>`, where
 /// `claim` is the nonce the creating run wrote into the VM's note.
@@ -313,10 +307,20 @@ pub(crate) struct VmRef {
 }
 
 impl VmRef {
+    /// The ledger entry that destroys this VM while it is still this run's.
     pub fn undo(&self) -> UndoAction {
-        UndoAction::DestroyVm {
-            id: format!("{}/{}/{}", self.node, self.vmid, self.claim),
+        UndoAction::Platform {
+            payload: serde_json::json!({
+                LEDGER_DESTROY_VM: format!("{}/{}/{}", self.node, self.vmid, self.claim)
+            }),
         }
+    }
+
+    fn from_undo(payload: &serde_json::Value) -> Option<VmRef> {
+        payload
+            .get(LEDGER_DESTROY_VM)
+            .and_then(serde_json::Value::as_str)
+            .and_then(VmRef::parse)
     }
 
     fn parse(id: &str) -> Option<VmRef> {
@@ -357,7 +361,11 @@ impl Platform for ProxmoxPlatform {
         NamingRules { allow_dot: true }
     }
 
-    async fn list_images(&self, family: &Family) -> Result<Vec<Image>> {
+    fn ledger_scope(&self) -> String {
+        self.config.ledger_scope.clone()
+    }
+
+    async fn list_images(&self, family: &Family, _cx: &Cx) -> Result<Vec<Image>> {
         let images = self.family_images(family, None).await?;
         Ok(images.into_iter().map(|(i, _)| i).collect())
     }
@@ -374,7 +382,7 @@ impl Platform for ProxmoxPlatform {
         smoke::run(self, image, spec, cx).await
     }
 
-    async fn publish(&self, image: &Image, report: &Report) -> Result<Image> {
+    async fn publish(&self, image: &Image, report: &Report, _cx: &Cx) -> Result<Image> {
         let vmid = self.vm_by_id(image).await?;
         let mut meta = image.meta.clone();
         meta.status = Status::Validated;
@@ -388,7 +396,7 @@ impl Platform for ProxmoxPlatform {
         })
     }
 
-    async fn mark_failed(&self, image: &Image, report: &Report) -> Result<()> {
+    async fn mark_failed(&self, image: &Image, report: &Report, _cx: &Cx) -> Result<()> {
         let vmid = self.vm_by_id(image).await?;
         let mut meta = image.meta.clone();
         meta.status = Status::Failed;
@@ -396,7 +404,7 @@ impl Platform for ProxmoxPlatform {
         self.write_metadata(vmid, &meta, &note).await
     }
 
-    async fn retag(&self, image: &Image, tags: &BTreeMap<String, String>) -> Result<()> {
+    async fn retag(&self, image: &Image, tags: &BTreeMap<String, String>, _cx: &Cx) -> Result<()> {
         let vmid = self.vm_by_id(image).await?;
         let node = self.node_of(vmid);
         let mut note = self
@@ -409,7 +417,7 @@ impl Platform for ProxmoxPlatform {
         self.write_metadata(vmid, &meta, &note).await
     }
 
-    async fn delete(&self, image: &Image) -> Result<()> {
+    async fn delete(&self, image: &Image, cx: &Cx) -> Result<()> {
         let vmid = self.vm_by_id(image).await?;
         let node = self.node_of(vmid);
         // Re-check ownership right before deleting (only our own, ever).
@@ -424,20 +432,19 @@ impl Platform for ProxmoxPlatform {
                 image.name()
             )));
         }
-        self.destroy_vm(&node, vmid, &self.cleanup_cx()).await
+        self.destroy_vm(&node, vmid, cx).await
     }
 
-    async fn undo(&self, action: &UndoAction) -> Result<()> {
-        let cx = self.cleanup_cx();
+    async fn undo(&self, action: &UndoAction, cx: &Cx) -> Result<()> {
         match action {
-            UndoAction::DestroyVm { id } => {
-                let r = VmRef::parse(id).ok_or_else(|| {
+            UndoAction::Platform { payload } => {
+                let r = VmRef::from_undo(payload).ok_or_else(|| {
                     Error::new(
                         ErrorKind::Other,
-                        format!("bad VM reference {id:?} in the ledger"),
+                        format!("unknown Proxmox ledger entry {payload}"),
                     )
                 })?;
-                self.destroy_temporary(&r.node, r.vmid, Some(&r.claim), &cx)
+                self.destroy_temporary(&r.node, r.vmid, Some(&r.claim), cx)
                     .await
             }
             UndoAction::DiscardCandidate { family, name } => {
@@ -448,23 +455,21 @@ impl Platform for ProxmoxPlatform {
                     if image.name().to_string() == *name && image.status() == Status::Candidate {
                         let vmid = self.vm_by_id(&image).await?;
                         tracing::info!(image = %name, vmid, "discarding candidate");
-                        self.destroy_vm(&self.node_of(vmid), vmid, &cx).await?;
+                        self.destroy_vm(&self.node_of(vmid), vmid, cx).await?;
                     }
                 }
                 Ok(())
             }
-            // Local-only actions never appear in a Proxmox ledger.
+            // The pipeline carries out machine-local actions itself.
             UndoAction::KillProcess { .. } | UndoAction::RemovePath { .. } => Ok(()),
         }
     }
 
-    async fn sweep(&self) -> Result<()> {
-        crate::lifecycle::pipeline::finish_interrupted_runs(self).await;
+    async fn sweep(&self, cx: &Cx) -> Result<()> {
         // Candidates and smoke clones whose deadline passed were abandoned by
         // a run that died without a ledger (another machine, a lost disk).
         let resources = self.api().vm_resources().await?;
         let now = now();
-        let cx = self.cleanup_cx();
         for r in resources.iter().filter(|r| {
             let tags = r.tag_list();
             tags.contains(&encoding::TAG_SMOKE)
@@ -476,7 +481,7 @@ impl Platform for ProxmoxPlatform {
             };
             if note.deadline_passed(now) {
                 tracing::info!(vmid = r.vmid, name = ?r.name, "removing an abandoned golden VM");
-                if let Err(e) = self.destroy_temporary(&node, r.vmid, None, &cx).await {
+                if let Err(e) = self.destroy_temporary(&node, r.vmid, None, cx).await {
                     tracing::warn!(vmid = r.vmid, error = %e, "could not remove an abandoned VM");
                 }
             }
@@ -484,11 +489,7 @@ impl Platform for ProxmoxPlatform {
         Ok(())
     }
 
-    fn ledger_dir(&self) -> PathBuf {
-        self.config.state_dir.join("runs")
-    }
-
-    async fn report(&self, image: &Image) -> Result<Option<Report>> {
+    async fn report(&self, image: &Image, _cx: &Cx) -> Result<Option<Report>> {
         let vmid = self.vm_by_id(image).await?;
         Ok(self
             .note_of(&self.node_of(vmid), vmid)
@@ -508,11 +509,14 @@ mod tests {
             vmid: 900_004,
             claim: new_claim(),
         };
-        let UndoAction::DestroyVm { id } = r.undo() else {
-            panic!("not a DestroyVm")
+        let UndoAction::Platform { payload } = r.undo() else {
+            panic!("not a platform entry")
         };
-        assert_eq!(id, format!("pve/900004/{}", r.claim));
-        assert_eq!(VmRef::parse(&id), Some(r));
+        assert_eq!(
+            payload,
+            serde_json::json!({"destroy_vm": format!("pve/900004/{}", r.claim)})
+        );
+        assert_eq!(VmRef::from_undo(&payload), Some(r));
         assert_eq!(VmRef::parse("pve/x/y"), None);
         assert_eq!(VmRef::parse("pve/900004"), None);
         assert_eq!(VmRef::parse("pve/900004/"), None);

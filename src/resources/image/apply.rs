@@ -11,7 +11,6 @@ use super::config::{desired, Desired, OnDestroy};
 use super::listing;
 use super::state::ImageState;
 use crate::lifecycle::context::Cx;
-use crate::lifecycle::ledger::Ledger;
 use crate::lifecycle::naming::BuildDate;
 use crate::lifecycle::pipeline::{self, BuildRequest, PipelineError, PruneOutcome};
 use crate::lifecycle::retention::plan_prune;
@@ -28,12 +27,13 @@ async fn prune_list(
     planned: &ImageState,
     incoming: bool,
     diags: &mut Diagnostics,
+    cx: &Cx,
 ) -> Option<Vec<String>> {
     if let Known::Yes(v) = string_list(&planned.prune) {
         return Some(v);
     }
     let policy = d.retention?;
-    match platform.list_images(&d.family).await {
+    match platform.list_images(&d.family, cx).await {
         Ok(images) => Some(plan_prune(&images, policy, incoming).delete_names()),
         Err(e) => {
             diags.root_error(
@@ -59,15 +59,6 @@ fn require_desired(config: &ImageState, diags: &mut Diagnostics) -> Option<Desir
     }
 }
 
-fn context(shared: &Shared, platform: &dyn Platform, timeout: Duration) -> Cx {
-    let _ = std::fs::create_dir_all(platform.ledger_dir());
-    Cx::new(
-        shared.cancel.child_token(),
-        timeout,
-        Ledger::persisted(&platform.ledger_dir()),
-    )
-}
-
 fn warn_skipped(diags: &mut Diagnostics, prune: &PruneOutcome) {
     for (name, why) in &prune.skipped {
         diags.root_warning(format!("Unable to Prune Image {name}"), why.clone());
@@ -79,8 +70,9 @@ async fn read_back(
     d: &Desired,
     mut state: ImageState,
     diags: &mut Diagnostics,
+    cx: &Cx,
 ) -> Option<ImageState> {
-    let images = match platform.list_images(&d.family).await {
+    let images = match platform.list_images(&d.family, cx).await {
         Ok(v) => v,
         Err(e) => {
             diags.root_error(
@@ -90,7 +82,7 @@ async fn read_back(
             return None;
         }
     };
-    if let Err(e) = listing::fill(&mut state, platform, &images).await {
+    if let Err(e) = listing::fill(&mut state, platform, &images, cx).await {
         diags.root_error(
             format!("Unable to Read Image Family {}", d.family),
             e.to_string(),
@@ -136,12 +128,19 @@ async fn build(
     let platform = shared.platform(&d.platform, diags, AttributePath::new("platform"))?;
     let recipe = d.recipe.as_ref()?;
     let tags = d.tags.clone().unwrap_or_default();
-    let prune = prune_list(platform.as_ref(), d, &planned, true, diags).await?;
-    let cx = context(shared, platform.as_ref(), timeout);
+    let recipe_hash = d.recipe_hash.as_deref()?;
+    let cx = pipeline::build_context(
+        platform.as_ref(),
+        &shared.state_dir,
+        shared.cancel.child_token(),
+        timeout,
+    );
+    let prune = prune_list(platform.as_ref(), d, &planned, true, diags, &cx).await?;
     let _running = shared.begin_run();
     let req = BuildRequest {
         family: &d.family,
         recipe,
+        recipe_hash,
         tags: &tags,
         planned_prune: &prune,
         date: BuildDate::today(),
@@ -149,7 +148,7 @@ async fn build(
     match pipeline::build_and_publish(platform.as_ref(), req, &cx).await {
         Ok(outcome) => {
             warn_skipped(diags, &outcome.prune);
-            let state = read_back(platform.as_ref(), d, planned, diags).await?;
+            let state = read_back(platform.as_ref(), d, planned, diags, &cx).await?;
             Some(ImageState {
                 prune: to_value_list(&prune),
                 ..state
@@ -188,18 +187,19 @@ pub async fn update(
         };
     }
     let platform = shared.platform(&d.platform, diags, AttributePath::new("platform"))?;
+    let cx = shared.call_cx(d.timeouts.update);
     if let (Known::Yes(new), Known::Yes(old)) = (string_map(&planned.tags), string_map(&prior.tags))
     {
         if new != old {
-            retag(platform.as_ref(), &d, &new, diags).await;
+            retag(platform.as_ref(), &d, &new, diags, &cx).await;
         }
     }
-    let Some(prune) = prune_list(platform.as_ref(), &d, &planned, false, diags).await else {
+    let Some(prune) = prune_list(platform.as_ref(), &d, &planned, false, diags, &cx).await else {
         return Some(prior);
     };
-    let outcome = pipeline::prune(platform.as_ref(), &d.family, &prune).await;
+    let outcome = pipeline::prune(platform.as_ref(), &d.family, &prune, &cx).await;
     warn_skipped(diags, &outcome);
-    let state = read_back(platform.as_ref(), &d, planned, diags).await?;
+    let state = read_back(platform.as_ref(), &d, planned, diags, &cx).await?;
     Some(ImageState {
         prune: to_value_list(&prune),
         ..state
@@ -211,8 +211,9 @@ async fn retag(
     d: &Desired,
     tags: &std::collections::BTreeMap<String, String>,
     diags: &mut Diagnostics,
+    cx: &Cx,
 ) {
-    let images = match platform.list_images(&d.family).await {
+    let images = match platform.list_images(&d.family, cx).await {
         Ok(v) => v,
         Err(e) => {
             diags.root_error(
@@ -223,7 +224,7 @@ async fn retag(
         }
     };
     for image in images.iter().filter(|i| !i.in_progress) {
-        if let Err(e) = platform.retag(image, tags).await {
+        if let Err(e) = platform.retag(image, tags, cx).await {
             diags.root_error(
                 format!("Unable to Re-Tag Image {}", image.name()),
                 e.to_string(),
@@ -252,7 +253,13 @@ pub async fn destroy(
         return Some(());
     };
     let platform = shared.platform(kind, diags, AttributePath::new("platform"))?;
-    let images = match platform.list_images(&family).await {
+    let mut scratch = Diagnostics::default();
+    let timeout = match desired(&prior, &mut scratch) {
+        Ok(Some(d)) => d.timeouts.delete,
+        _ => super::config::DEFAULT_DELETE_TIMEOUT,
+    };
+    let cx = shared.call_cx(timeout);
+    let images = match platform.list_images(&family, &cx).await {
         Ok(v) => v,
         Err(e) => {
             diags.root_error(
@@ -262,15 +269,9 @@ pub async fn destroy(
             return None;
         }
     };
-    let mut scratch = Diagnostics::default();
-    let timeout = match desired(&prior, &mut scratch) {
-        Ok(Some(d)) => d.timeouts.delete,
-        _ => super::config::DEFAULT_DELETE_TIMEOUT,
-    };
-    let deadline = tokio::time::Instant::now() + timeout;
     let mut failed = false;
     for image in images.iter().filter(|i| !i.in_progress) {
-        if shared.cancel.is_cancelled() || tokio::time::Instant::now() >= deadline {
+        if cx.check("delete").is_err() {
             diags.root_error_short(format!(
                 "Unable to Delete Images of Family {family}: cancelled or timed out (timeouts.delete)"
             ));
@@ -289,15 +290,22 @@ pub async fn destroy(
             );
             continue;
         }
-        let deleted = tokio::time::timeout_at(deadline, platform.delete(image)).await;
-        let Ok(deleted) = deleted else {
-            diags.root_error_short(format!(
-                "Unable to Delete Image {}: timed out (timeouts.delete)",
-                image.name()
-            ));
-            return None;
-        };
+        let deleted = cx
+            .run("delete", async {
+                platform
+                    .delete(image, &cx)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+            .await;
         match deleted {
+            Err(e) if e.is_timeout() || e.is_cancelled() => {
+                diags.root_error_short(format!(
+                    "Unable to Delete Image {}: cancelled or timed out (timeouts.delete)",
+                    image.name()
+                ));
+                return None;
+            }
             Ok(()) => tracing::info!(image = %image.name(), "deleted (on_destroy = delete)"),
             Err(e) if e.is_not_found() => {}
             Err(e) => {

@@ -47,6 +47,8 @@ pub struct Desired {
     pub platform: String,
     pub family: Family,
     pub recipe: Option<Recipe>,
+    /// `recipe`'s hash, present exactly when `recipe` is.
+    pub recipe_hash: Option<String>,
     pub tags: Option<BTreeMap<String, String>>,
     /// `None` when `keep` is known only at apply time.
     pub retention: Option<RetentionPolicy>,
@@ -165,10 +167,18 @@ pub fn desired(
         }),
         _ => None,
     };
+    let recipe_hash = match recipe.as_ref().map(Recipe::hash).transpose() {
+        Ok(hash) => hash,
+        Err(e) => {
+            diags.root_error("Unable to Hash the Recipe", e.to_string());
+            return Err(InvalidConfig);
+        }
+    };
     Ok(Some(Desired {
         platform,
         family,
         recipe,
+        recipe_hash,
         tags,
         retention,
         rebuild_after,

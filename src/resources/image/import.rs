@@ -47,7 +47,8 @@ pub async fn import(
         }
     };
     let platform = shared.platform(kind, diags, AttributePath::root())?;
-    let images = match platform.list_images(&family).await {
+    let cx = shared.call_cx(crate::provider::LOOKUP_TIMEOUT);
+    let images = match platform.list_images(&family, &cx).await {
         Ok(v) => v,
         Err(e) => {
             diags.root_error(
@@ -77,7 +78,7 @@ pub async fn import(
             state.tags = crate::resources::values::to_value_map(&current.meta.tags);
         }
     }
-    if let Err(e) = listing::fill(&mut state, platform.as_ref(), &images).await {
+    if let Err(e) = listing::fill(&mut state, platform.as_ref(), &images, &cx).await {
         diags.root_error(
             format!("Unable to Import Image Family {family}"),
             e.to_string(),

@@ -4,6 +4,7 @@
 use tf_provider::value::Value;
 
 use super::state::{CheckEntry, ImageState, Validation};
+use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
 use crate::lifecycle::report::Report;
 use crate::lifecycle::selection::{latest, newest_first};
@@ -33,7 +34,12 @@ pub fn validation(r: &Report) -> Validation {
 /// Fills the computed attributes from the family's images. The current image is
 /// the newest validated one; with none, `validated` is false and the next plan
 /// rebuilds.
-pub async fn fill(state: &mut ImageState, platform: &dyn Platform, images: &[Image]) -> Result<()> {
+pub async fn fill(
+    state: &mut ImageState,
+    platform: &dyn Platform,
+    images: &[Image],
+    cx: &Cx,
+) -> Result<()> {
     state.images = Value::Value(
         newest_first(images)
             .into_iter()
@@ -48,7 +54,7 @@ pub async fn fill(state: &mut ImageState, platform: &dyn Platform, images: &[Ima
             state.build_number = Value::Value(i64::from(current.name().build));
             state.recipe_hash = Value::Value(current.meta.recipe_hash.clone());
             state.validated = Value::Value(true);
-            state.validation = match platform.report(current).await? {
+            state.validation = match platform.report(current, cx).await? {
                 Some(r) => Value::Value(validation(&r)),
                 None => Value::Null,
             };

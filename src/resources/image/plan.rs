@@ -10,20 +10,22 @@ use tf_provider::{AttributePath, Diagnostics};
 use super::config::{desired, Desired};
 use super::listing;
 use super::state::ImageState;
+use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
 use crate::lifecycle::naming::Family;
 use crate::lifecycle::retention::{plan_prune, KeepReason, PruneDecision};
 use crate::lifecycle::selection::latest;
 use crate::platforms::Platform;
-use crate::provider::Shared;
+use crate::provider::{Shared, LOOKUP_TIMEOUT};
 use crate::resources::values::{to_value_list, ImageEntry};
 
 async fn list(
     platform: &dyn Platform,
     family: &Family,
     diags: &mut Diagnostics,
+    cx: &Cx,
 ) -> Option<Vec<Image>> {
-    match platform.list_images(family).await {
+    match platform.list_images(family, cx).await {
         Ok(v) => Some(v),
         Err(e) => {
             diags.root_error(
@@ -47,8 +49,9 @@ pub async fn read(
         return Some(state);
     };
     let platform = shared.platform(kind, diags, AttributePath::new("platform"))?;
-    let images = list(platform.as_ref(), &family, diags).await?;
-    if let Err(e) = listing::fill(&mut state, platform.as_ref(), &images).await {
+    let cx = shared.call_cx(LOOKUP_TIMEOUT);
+    let images = list(platform.as_ref(), &family, diags, &cx).await?;
+    if let Err(e) = listing::fill(&mut state, platform.as_ref(), &images, &cx).await {
         diags.root_error(
             format!("Unable to Read Image Family {family}"),
             e.to_string(),
@@ -75,8 +78,8 @@ pub async fn plan_create(
     planned.id = Value::Unknown;
     let Some(d) = d else { return Some(planned) };
     planned.id = Value::Value(format!("{}/{}", d.platform, d.family));
-    if let Some(r) = &d.recipe {
-        planned.recipe_hash = Value::Value(r.hash());
+    if let Some(hash) = &d.recipe_hash {
+        planned.recipe_hash = Value::Value(hash.clone());
     }
     if let (Some(images), Some(policy)) =
         (listing_if_configured(shared, &d, diags).await?, d.retention)
@@ -114,7 +117,10 @@ async fn listing_if_configured(
         return Some(None);
     }
     let platform = shared.platform(&d.platform, diags, AttributePath::new("platform"))?;
-    list(platform.as_ref(), &d.family, diags).await.map(Some)
+    let cx = shared.call_cx(LOOKUP_TIMEOUT);
+    list(platform.as_ref(), &d.family, diags, &cx)
+        .await
+        .map(Some)
 }
 
 /// Why a plan rebuilds, for the log; empty when it does not.
@@ -125,18 +131,17 @@ fn rebuild_reasons(
     images: Option<&[Image]>,
 ) -> Vec<String> {
     let mut why = Vec::new();
-    match &d.recipe {
+    match &d.recipe_hash {
         None => why.push("part of the recipe is known only after apply".to_owned()),
-        Some(r) => {
-            if prior.recipe_hash.as_ref_option() != Some(&r.hash()) {
+        Some(hash) => {
+            if prior.recipe_hash.as_ref_option() != Some(hash) {
                 why.push(format!(
-                    "recipe changed ({} -> {})",
+                    "recipe changed ({} -> {hash})",
                     prior
                         .recipe_hash
                         .as_ref_option()
                         .map(String::as_str)
                         .unwrap_or("none"),
-                    r.hash()
                 ));
             }
         }
@@ -200,9 +205,9 @@ pub async fn plan_update(
         tracing::info!(family = %d.family, reasons = ?reasons, "plan: rebuild");
         planned.unknown_build_outputs();
         planned.recipe_hash = d
-            .recipe
-            .as_ref()
-            .map(|r| Value::Value(r.hash()))
+            .recipe_hash
+            .clone()
+            .map(Value::Value)
             .unwrap_or(Value::Unknown);
     } else {
         planned.copy_current_from(&prior);
@@ -259,6 +264,7 @@ mod tests {
             platform: "local".into(),
             family: Family::parse("fam", NamingRules { allow_dot: true }).unwrap(),
             recipe: Some(recipe()),
+            recipe_hash: Some(recipe().hash().unwrap()),
             tags: Some(BTreeMap::new()),
             retention: Some(RetentionPolicy { keep: 3 }),
             rebuild_after,
@@ -274,7 +280,7 @@ mod tests {
 
     fn prior() -> ImageState {
         ImageState {
-            recipe_hash: Value::Value(recipe().hash()),
+            recipe_hash: Value::Value(recipe().hash().unwrap()),
             validated: Value::Value(true),
             name: Value::Value("fam-20260101-001".into()),
             ..Default::default()
@@ -287,7 +293,7 @@ mod tests {
             meta: Metadata {
                 name: ImageName::new(family, BuildDate::parse("20260101").unwrap(), 1),
                 builder_version: "0".into(),
-                recipe_hash: recipe().hash(),
+                recipe_hash: recipe().hash().unwrap(),
                 status: Status::Validated,
                 validated_at: Some(validated_at.into()),
                 tags: BTreeMap::new(),
@@ -368,6 +374,7 @@ mod tests {
     fn unknown_recipe_rebuilds() {
         let mut d = desired(None);
         d.recipe = None;
+        d.recipe_hash = None;
         assert!(!rebuild_reasons(&prior(), &ImageState::default(), &d, None).is_empty());
     }
 }
