@@ -16,3 +16,4 @@ pub mod qemu;
 pub mod resources;
 pub mod signals;
 pub mod sshkey;
+pub mod tfschema;

@@ -6,8 +6,8 @@ pub mod latest_image;
 use tf_provider::value::Value;
 use tf_provider::{AttributePath, Diagnostics};
 
-use crate::lifecycle::naming::{Family, NamingRules};
-use crate::resources::image::config::SUPPORTED_PLATFORMS;
+use crate::lifecycle::naming::Family;
+use crate::platforms::registry;
 
 /// Checks `platform` and `family`; `None` (with a diagnostic) when invalid,
 /// `Some(None)` when not yet known.
@@ -18,12 +18,12 @@ pub(crate) fn lookup_target(
 ) -> Option<Option<(String, Family)>> {
     let mut ok = true;
     if let Value::Value(p) = platform {
-        if !SUPPORTED_PLATFORMS.contains(&p.as_str()) {
+        if registry::find(p).is_none() {
             diags.error(
                 "Unsupported Platform",
                 format!(
                     "platform {p:?} is not supported; supported: {}",
-                    SUPPORTED_PLATFORMS.join(", ")
+                    registry::names()
                 ),
                 AttributePath::new("platform"),
             );
@@ -32,9 +32,7 @@ pub(crate) fn lookup_target(
     }
     let mut fam = None;
     if let Value::Value(f) = family {
-        let rules = NamingRules {
-            allow_dot: platform.as_ref_option().map(String::as_str) != Some("gcp"),
-        };
+        let rules = registry::naming_rules(platform.as_ref_option().map(String::as_str));
         match Family::parse(f, rules) {
             Ok(f) => fam = Some(f),
             Err(e) => {

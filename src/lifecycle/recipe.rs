@@ -27,25 +27,11 @@ pub enum Source {
     Url { url: String, checksum: Checksum },
     /// The newest validated image of another family on the same platform.
     Family(Family),
-    /// An existing template on the platform (Proxmox), by name or VM id.
-    Template(TemplateRef),
-}
-
-/// How a user names an existing template.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TemplateRef {
-    Name(String),
-    VmId(u32),
-}
-
-impl std::fmt::Display for TemplateRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TemplateRef::Name(n) => write!(f, "template {n:?}"),
-            TemplateRef::VmId(id) => write!(f, "template VM {id}"),
-        }
-    }
+    /// An image the platform already has (a Proxmox template, a
+    /// DigitalOcean slug, a GCP image), in the platform's own encoding; the
+    /// encoding is also what the recipe hash sees, so it must stay stable.
+    #[serde(untagged)]
+    Native(serde_json::Value),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -4,6 +4,7 @@
 
 pub mod local;
 pub mod proxmox;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -7,21 +7,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use tf_provider::schema::{
-    AttributeConstraint as C, AttributeType as T, Block, Description, NestedBlock, Schema,
-};
-use tf_provider::value::{Value, ValueEmpty};
+use tf_provider::schema::{Block, Description, NestedBlock, Schema};
+use tf_provider::value::{Value, ValueAny, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, DynamicDataSource, DynamicResource, Provider};
 use tokio_util::sync::CancellationToken;
 
 use crate::data_sources::{images::ImagesDataSource, latest_image::LatestImageDataSource};
 use crate::lifecycle::context::Cx;
-use crate::platforms::local::LocalPlatform;
+use crate::platforms::registry::PLATFORMS;
 use crate::platforms::Platform;
-mod proxmox;
-use crate::qemu::accel::{self, AccelChoice};
-use crate::resources::image::schema::{attr, block};
 use crate::resources::image::ImageResource;
 
 /// What resources and data sources share: the configured platforms and the
@@ -102,40 +96,16 @@ impl Shared {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct LocalBlock {
-    pub store_dir: Value<String>,
-    pub accelerator: Value<String>,
-}
+/// The provider block: one optional nested block per registered platform,
+/// decoded by that platform (see `platforms::registry`).
+pub type ProviderConfig = BTreeMap<String, Value<Vec<ValueAny>>>;
 
-#[derive(Clone, Default, Serialize, Deserialize)]
-pub struct ProxmoxBlock {
-    pub endpoint: Value<String>,
-    pub api_token: Value<String>,
-    pub insecure: Value<bool>,
-    pub node: Value<String>,
-    pub storage: Value<String>,
-    pub import_storage: Value<String>,
-    pub vmid_range: Value<String>,
-    pub agent_timeout: Value<String>,
-}
-
-// Hand-written so the token can never reach a log line.
-impl std::fmt::Debug for ProxmoxBlock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxmoxBlock")
-            .field("endpoint", &self.endpoint)
-            .field("api_token", &"***")
-            .field("node", &self.node)
-            .field("storage", &self.storage)
-            .finish_non_exhaustive()
+/// The first `<platform> { ... }` block, if the config has one.
+fn platform_block<'a>(cfg: &'a ProviderConfig, name: &str) -> Option<&'a ValueAny> {
+    match cfg.get(name) {
+        Some(Value::Value(blocks)) => blocks.first(),
+        _ => None,
     }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ProviderConfig {
-    pub local: Value<Vec<LocalBlock>>,
-    pub proxmox: Value<Vec<ProxmoxBlock>>,
 }
 
 pub struct GoldenProvider {
@@ -176,64 +146,27 @@ pub fn state_dir_under(xdg_state_home: &std::path::Path) -> PathBuf {
     xdg_state_home.join("golden")
 }
 
-/// `$XDG_DATA_HOME/golden`, else `~/.local/share/golden`.
-pub fn default_store_dir() -> PathBuf {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    env("XDG_DATA_HOME")
-        .or_else(|| env("HOME").map(|h| h.join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("/var/lib"))
-        .join("golden")
-}
-
-fn local_block(cfg: &ProviderConfig) -> LocalBlock {
-    match &cfg.local {
-        Value::Value(v) => v.first().cloned().unwrap_or_default(),
-        _ => LocalBlock::default(),
-    }
-}
-
-fn proxmox_block(cfg: &ProviderConfig) -> Option<ProxmoxBlock> {
-    match &cfg.proxmox {
-        Value::Value(v) => v.first().cloned(),
-        _ => None,
-    }
-}
-
-fn accel_path() -> AttributePath {
-    AttributePath::new("local")
-        .index(0)
-        .attribute("accelerator")
-}
-
 #[async_trait]
 impl Provider for GoldenProvider {
     type Config<'a> = ProviderConfig;
     type MetaState<'a> = ValueEmpty;
 
     fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        let local = block(
-            vec![
-                ("store_dir", attr(T::String, C::Optional, "Where images live: `<store_dir>/<family>/<name>.qcow2` plus a JSON sidecar. Default `$XDG_DATA_HOME/golden` (`~/.local/share/golden`).")),
-                ("accelerator", attr(T::String, C::Optional, "`auto` (default), `kvm` or `tcg`. `auto` uses KVM only when it really works (CPU virtualization flags and a VM can be created), else TCG.")),
-            ],
-            "The local platform: QEMU on this machine. Works without this block, with defaults.",
-        );
+        let blocks = PLATFORMS
+            .iter()
+            .map(|p| {
+                (
+                    p.name.to_owned(),
+                    NestedBlock::Optional((p.provider_block)()),
+                )
+            })
+            .collect();
         Some(Schema {
             version: 1,
             block: Block {
                 version: 1,
                 attributes: HashMap::new(),
-                blocks: HashMap::from([
-                    ("local".to_owned(), NestedBlock::Optional(local)),
-                    (
-                        "proxmox".to_owned(),
-                        NestedBlock::Optional(proxmox::schema()),
-                    ),
-                ]),
+                blocks,
                 description: Description::markdown(
                     "golden builds, smoke-tests, publishes and prunes golden VM images.",
                 ),
@@ -243,21 +176,13 @@ impl Provider for GoldenProvider {
     }
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::Config<'a>) -> Option<()> {
-        if let Some(block) = proxmox_block(&config) {
-            proxmox::validate(&block, diags)?;
-        }
-        let local = local_block(&config);
-        if let Value::Value(a) = &local.accelerator {
-            if AccelChoice::parse(a).is_none() {
-                diags.error(
-                    "Invalid accelerator",
-                    format!("accelerator must be auto, kvm or tcg, got {a:?}"),
-                    accel_path(),
-                );
-                return None;
+        let mut ok = true;
+        for p in PLATFORMS {
+            if let Some(block) = platform_block(&config, p.name) {
+                ok &= (p.validate_block)(block, diags).is_some();
             }
         }
-        Some(())
+        ok.then_some(())
     }
 
     async fn configure<'a>(
@@ -266,36 +191,15 @@ impl Provider for GoldenProvider {
         _tf_version: String,
         config: Self::Config<'a>,
     ) -> Option<()> {
-        let local = local_block(&config);
-        let choice = local
-            .accelerator
-            .as_ref_option()
-            .and_then(|a| AccelChoice::parse(a))
-            .unwrap_or_default();
-        let accel = match accel::resolve(choice) {
-            Ok(a) => a,
-            Err(why) => {
-                diags.error(
-                    "Unable to Use KVM",
-                    format!("accelerator = \"kvm\" but {why}; use \"auto\" or \"tcg\""),
-                    accel_path(),
-                );
-                return None;
+        let mut ok = true;
+        for p in PLATFORMS {
+            match (p.configure)(platform_block(&config, p.name), diags) {
+                Some(Some(platform)) => self.shared.set(platform),
+                Some(None) => {}
+                None => ok = false,
             }
-        };
-        let store = local
-            .store_dir
-            .as_ref_option()
-            .map(PathBuf::from)
-            .unwrap_or_else(default_store_dir);
-        tracing::info!(store = %store.display(), %accel, "local platform configured");
-        self.shared
-            .set(Arc::new(LocalPlatform::new(store.clone(), accel)));
-        let block = proxmox_block(&config);
-        if let Some(p) = proxmox::configure(block.as_ref(), diags)? {
-            self.shared.set(Arc::new(p));
         }
-        Some(())
+        ok.then_some(())
     }
 
     fn get_resources(

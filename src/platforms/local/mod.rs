@@ -9,6 +9,7 @@
 mod build;
 mod smoke;
 pub mod source;
+pub mod spec;
 pub mod store;
 
 use std::collections::BTreeMap;

@@ -48,8 +48,8 @@ pub async fn resolve(store: &Store, source: &Source, cx: &Cx) -> Result<Resolved
                 format!("family {family} ({})", parent.name()),
             )
         }
-        Source::Template(t) => {
-            bail!("the local platform has no templates; {t} is a proxmox source")
+        Source::Native(native) => {
+            bail!("the local platform builds from a path, a url or a family, not {native}")
         }
     };
     let info = img::info(&path).await?;

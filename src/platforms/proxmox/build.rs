@@ -21,9 +21,10 @@ use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
 use crate::lifecycle::ledger::UndoAction;
 use crate::lifecycle::metadata::Metadata;
-use crate::lifecycle::recipe::{Recipe, Source, TemplateRef};
+use crate::lifecycle::recipe::{Recipe, Source};
 use crate::lifecycle::report::tail_lines;
 use crate::lifecycle::selection::latest;
+use crate::platforms::proxmox::spec::{ProxmoxSource, TemplateRef};
 use crate::platforms::{Error, ErrorKind, Result};
 
 const SCRIPT_DIR: &str = "/var/lib/golden";
@@ -78,47 +79,14 @@ async fn resolve_source(
     resources: &[VmResource],
     cx: &Cx,
 ) -> Result<SourceVm> {
-    let node_of = |r: &VmResource| r.node.clone().unwrap_or_else(|| p.config.node.clone());
     match source {
-        Source::Template(TemplateRef::VmId(id)) => {
-            let r = resources.iter().find(|r| r.vmid == *id).ok_or_else(|| {
-                Error::not_found(format!("source.vm_id: there is no VM {id} in the cluster"))
-            })?;
-            if !r.is_template() {
-                return Err(Error::new(
-                    ErrorKind::Other,
-                    format!("source.vm_id: VM {id} is not a template; convert it (qm template {id}) or point at a template"),
-                ));
-            }
-            Ok(SourceVm::Clone {
-                node: node_of(r),
-                vmid: *id,
-                what: format!("template VM {id}"),
-            })
-        }
-        Source::Template(TemplateRef::Name(name)) => {
-            let matching: Vec<&VmResource> = resources
-                .iter()
-                .filter(|r| r.is_template() && r.name.as_deref() == Some(name))
-                .collect();
-            match matching.as_slice() {
-                [r] => Ok(SourceVm::Clone {
-                    node: node_of(r),
-                    vmid: r.vmid,
-                    what: format!("template {name} (VM {})", r.vmid),
-                }),
-                [] => Err(Error::not_found(format!(
-                    "source.template: no template named {name:?} in the cluster"
-                ))),
-                many => {
-                    let ids: Vec<String> = many.iter().map(|r| r.vmid.to_string()).collect();
-                    Err(Error::new(
-                        ErrorKind::Other,
-                        format!("source.template: {} templates are named {name:?} (VM {}); use source.vm_id", many.len(), ids.join(", ")),
-                    ))
-                }
-            }
-        }
+        Source::Native(native) => match ProxmoxSource::from_native(native) {
+            Some(ProxmoxSource::Template(t)) => resolve_template(p, &t, resources),
+            None => Err(Error::new(
+                ErrorKind::Other,
+                format!("the recipe's source {native} is not a proxmox source"),
+            )),
+        },
         Source::Family(family) => {
             let images = p.family_images(family, Some(resources.to_vec())).await?;
             let plain: Vec<Image> = images.into_iter().map(|(i, _)| i).collect();
@@ -142,6 +110,55 @@ async fn resolve_source(
                 path.display()
             ),
         )),
+    }
+}
+
+fn resolve_template(
+    p: &ProxmoxPlatform,
+    template: &TemplateRef,
+    resources: &[VmResource],
+) -> Result<SourceVm> {
+    let node_of = |r: &VmResource| r.node.clone().unwrap_or_else(|| p.config.node.clone());
+    match template {
+        TemplateRef::VmId(id) => {
+            let r = resources.iter().find(|r| r.vmid == *id).ok_or_else(|| {
+                Error::not_found(format!("source.vm_id: there is no VM {id} in the cluster"))
+            })?;
+            if !r.is_template() {
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!("source.vm_id: VM {id} is not a template; convert it (qm template {id}) or point at a template"),
+                ));
+            }
+            Ok(SourceVm::Clone {
+                node: node_of(r),
+                vmid: *id,
+                what: format!("template VM {id}"),
+            })
+        }
+        TemplateRef::Name(name) => {
+            let matching: Vec<&VmResource> = resources
+                .iter()
+                .filter(|r| r.is_template() && r.name.as_deref() == Some(name))
+                .collect();
+            match matching.as_slice() {
+                [r] => Ok(SourceVm::Clone {
+                    node: node_of(r),
+                    vmid: r.vmid,
+                    what: format!("template {name} (VM {})", r.vmid),
+                }),
+                [] => Err(Error::not_found(format!(
+                    "source.template: no template named {name:?} in the cluster"
+                ))),
+                many => {
+                    let ids: Vec<String> = many.iter().map(|r| r.vmid.to_string()).collect();
+                    Err(Error::new(
+                        ErrorKind::Other,
+                        format!("source.template: {} templates are named {name:?} (VM {}); use source.vm_id", many.len(), ids.join(", ")),
+                    ))
+                }
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod build;
 pub mod client;
 pub mod encoding;
 mod smoke;
+pub mod spec;
 mod tasks;
 
 use std::collections::{BTreeMap, HashMap};

@@ -10,15 +10,11 @@ use tf_provider::{AttributePath, Diagnostics};
 
 use super::state::ImageState;
 use crate::lifecycle::duration;
-use crate::lifecycle::naming::{Family, NamingRules};
-use crate::lifecycle::recipe::{
-    Check, Checksum, Provision, Recipe, SmokeSpec, Source, TemplateRef,
-};
+use crate::lifecycle::naming::Family;
+use crate::lifecycle::recipe::{Check, Provision, Recipe, SmokeSpec, Source};
 use crate::lifecycle::retention::RetentionPolicy;
+use crate::platforms::registry::{self, PlatformSpec, SourceFields};
 use crate::resources::values::{string_list, string_map, Known};
-
-/// Platforms this build of the provider implements.
-pub const SUPPORTED_PLATFORMS: &[&str] = &["local", "proxmox"];
 
 pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_DELETE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -82,19 +78,20 @@ pub fn desired(
     diags: &mut Diagnostics,
 ) -> Result<Option<Desired>, InvalidConfig> {
     let errors_before = diags.errors.len();
-    let platform = match &cfg.platform {
+    let spec = match &cfg.platform {
         Value::Value(p) => {
-            if !SUPPORTED_PLATFORMS.contains(&p.as_str()) {
+            let spec = registry::find(p);
+            if spec.is_none() {
                 diags.error(
                     "Unsupported Platform",
                     format!(
                         "platform {p:?} is not supported by this build of the golden provider; supported: {}",
-                        SUPPORTED_PLATFORMS.join(", ")
+                        registry::names()
                     ),
                     path("platform"),
                 );
             }
-            Some(p.clone())
+            spec
         }
         Value::Null => {
             diags.error_short("platform is required", path("platform"));
@@ -102,9 +99,8 @@ pub fn desired(
         }
         Value::Unknown => None,
     };
-    let rules = NamingRules {
-        allow_dot: platform.as_deref() != Some("gcp"),
-    };
+    let platform = spec.map(|s| s.name.to_owned());
+    let rules = registry::naming_rules(spec.map(|s| s.name));
     let family = match &cfg.family {
         Value::Value(f) => match Family::parse(f, rules) {
             Ok(f) => Some(f),
@@ -120,7 +116,7 @@ pub fn desired(
         _ => None,
     };
 
-    let source = source(cfg, platform.as_deref(), diags);
+    let source = source(cfg, spec, diags);
     let provision = provision(cfg);
     let smoke = smoke(cfg, diags);
     let retention = retention(cfg, diags);
@@ -188,20 +184,11 @@ pub fn desired(
     }))
 }
 
-/// Which `source` attributes each platform understands.
-fn source_kinds(platform: Option<&str>) -> &'static [&'static str] {
-    match platform {
-        Some("local") => &["path", "url", "family"],
-        Some("proxmox") => &["template", "vm_id", "url", "family"],
-        _ => &["path", "url", "family", "template", "vm_id"],
-    }
-}
-
 /// `Some(Some(_))` known, `Some(None)` invalid/missing (error reported),
-/// `None` unknown.
+/// `None` unknown (or the platform is, so its attributes cannot be checked).
 fn source(
     cfg: &ImageState,
-    platform: Option<&str>,
+    spec: Option<&'static PlatformSpec>,
     diags: &mut Diagnostics,
 ) -> Option<Option<Source>> {
     let blocks = match &cfg.source {
@@ -209,158 +196,16 @@ fn source(
         Value::Null => Vec::new(),
         Value::Value(v) => v.clone(),
     };
-    let allowed = source_kinds(platform);
     let Some(b) = blocks.first() else {
         diags.error(
             "Missing source Block",
-            format!(
-                "golden_image needs a source block with one of {}",
-                allowed.join(", ")
-            ),
+            "golden_image needs a source block saying what to build from (for example path, url, template or family, depending on the platform)",
             path("source"),
         );
         return Some(None);
     };
-    if b.vm_id.is_unknown()
-        || [&b.path, &b.url, &b.checksum, &b.family, &b.template]
-            .iter()
-            .any(|v| v.is_unknown())
-    {
-        return None;
-    }
-    let set: Vec<&str> = [
-        ("path", b.path.is_value()),
-        ("url", b.url.is_value()),
-        ("family", b.family.is_value()),
-        ("template", b.template.is_value()),
-        ("vm_id", b.vm_id.is_value()),
-    ]
-    .iter()
-    .filter(|(_, is_set)| *is_set)
-    .map(|(k, _)| *k)
-    .collect();
-    if set.len() != 1 {
-        diags.error(
-            "Invalid source Block",
-            format!(
-                "set exactly one of {} in source (found: {})",
-                allowed.join(", "),
-                if set.is_empty() {
-                    "none".into()
-                } else {
-                    set.join(", ")
-                }
-            ),
-            path("source").index(0),
-        );
-        return Some(None);
-    }
-    if !allowed.contains(&set[0]) {
-        diags.error(
-            "Unsupported Source",
-            format!(
-                "source.{} does not apply to platform {:?}; use one of {}",
-                set[0],
-                platform.unwrap_or_default(),
-                allowed.join(", ")
-            ),
-            block_path("source", source_attr(set[0])),
-        );
-        return Some(None);
-    }
-    let source = match set[0] {
-        "path" => Source::Path(b.path.as_ref_option().cloned().unwrap_or_default().into()),
-        "url" => {
-            let Value::Value(raw) = &b.checksum else {
-                diags.error(
-                    "Missing Checksum",
-                    "source.url needs checksum = \"sha256:<hex>\" so the download can be verified",
-                    block_path("source", "checksum"),
-                );
-                return Some(None);
-            };
-            let url = b.url.as_ref_option().cloned().unwrap_or_default();
-            let compressed = [".xz", ".gz", ".bz2", ".zst", ".zip"]
-                .iter()
-                .any(|ext| url.to_ascii_lowercase().ends_with(ext));
-            if platform == Some("proxmox") && compressed {
-                diags.error(
-                    "Unsupported Source",
-                    "source.url on proxmox must be an uncompressed disk image (qcow2, raw or vmdk): \
-                     PVE's import does not decompress",
-                    block_path("source", "url"),
-                );
-                return Some(None);
-            }
-            match Checksum::parse(raw) {
-                Ok(checksum) => Source::Url { url, checksum },
-                Err(e) => {
-                    diags.error("Invalid Checksum", e, block_path("source", "checksum"));
-                    return Some(None);
-                }
-            }
-        }
-        "template" => {
-            let name = b.template.as_ref_option().cloned().unwrap_or_default();
-            if name.trim().is_empty() {
-                diags.error_short(
-                    "source.template must not be empty",
-                    block_path("source", "template"),
-                );
-                return Some(None);
-            }
-            Source::Template(TemplateRef::Name(name))
-        }
-        "vm_id" => {
-            let id = b.vm_id.as_ref_option().copied().unwrap_or_default();
-            match u32::try_from(id) {
-                Ok(id) if (100..=999_999_999).contains(&id) => {
-                    Source::Template(TemplateRef::VmId(id))
-                }
-                _ => {
-                    diags.error(
-                        "Invalid source.vm_id",
-                        format!("a Proxmox VM id is between 100 and 999999999, got {id}"),
-                        block_path("source", "vm_id"),
-                    );
-                    return Some(None);
-                }
-            }
-        }
-        _ => {
-            let raw = b.family.as_ref_option().cloned().unwrap_or_default();
-            match Family::parse(&raw, NamingRules { allow_dot: true }) {
-                Ok(f) => Source::Family(f),
-                Err(e) => {
-                    diags.error(
-                        "Invalid Source Family",
-                        format!("source.family {raw:?} {e}"),
-                        block_path("source", "family"),
-                    );
-                    return Some(None);
-                }
-            }
-        }
-    };
-    if b.checksum.is_value() && set[0] != "url" {
-        diags.error(
-            "Invalid source Block",
-            "checksum only applies to url",
-            block_path("source", "checksum"),
-        );
-        return Some(None);
-    }
-    Some(Some(source))
-}
-
-fn source_attr(kind: &str) -> &'static str {
-    match kind {
-        "path" => "path",
-        "url" => "url",
-        "family" => "family",
-        "template" => "template",
-        _ => "vm_id",
-    }
+    let spec = spec?;
+    (spec.parse_source)(&SourceFields::new(spec.name, b), diags)
 }
 
 fn provision(cfg: &ImageState) -> Option<Provision> {

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use tf_provider::value::Value;
 use tf_provider::{AttributePath, Diagnostics};
 
-use super::config::SUPPORTED_PLATFORMS;
 use super::listing;
 use super::state::ImageState;
-use crate::lifecycle::naming::{Family, NamingRules};
+use crate::lifecycle::naming::Family;
+use crate::platforms::registry;
 use crate::provider::Shared;
 
 pub async fn import(
@@ -20,26 +20,21 @@ pub async fn import(
     let Some((kind, family)) = id.split_once('/') else {
         diags.root_error(
             "Invalid Import ID",
-            format!("{id:?} is not <platform>/<family>, e.g. local/debian-12-minimal"),
-        );
-        return None;
-    };
-    if !SUPPORTED_PLATFORMS.contains(&kind) {
-        diags.root_error(
-            "Invalid Import ID",
             format!(
-                "platform {kind:?} is not one of {}",
-                SUPPORTED_PLATFORMS.join(", ")
+                "{id:?} is not <platform>/<family>, e.g. {}/debian-12-minimal",
+                registry::PLATFORMS[0].name
             ),
         );
         return None;
-    }
-    let family = match Family::parse(
-        family,
-        NamingRules {
-            allow_dot: kind != "gcp",
-        },
-    ) {
+    };
+    let Some(spec) = registry::find(kind) else {
+        diags.root_error(
+            "Invalid Import ID",
+            format!("platform {kind:?} is not one of {}", registry::names()),
+        );
+        return None;
+    };
+    let family = match Family::parse(family, spec.naming) {
         Ok(f) => f,
         Err(e) => {
             diags.root_error("Invalid Import ID", format!("family {family:?} {e}"));

@@ -261,7 +261,7 @@ mod tests {
 
     fn desired(rebuild_after: Option<Duration>) -> Desired {
         Desired {
-            platform: "local".into(),
+            platform: "test-platform".into(),
             family: Family::parse("fam", NamingRules { allow_dot: true }).unwrap(),
             recipe: Some(recipe()),
             recipe_hash: Some(recipe().hash().unwrap()),

@@ -2,21 +2,10 @@
 
 use std::collections::HashMap;
 
-use tf_provider::schema::{
-    Attribute, AttributeConstraint as C, AttributeType as T, Block, Description, NestedBlock,
-    Schema,
-};
+use tf_provider::schema::{AttributeConstraint as C, AttributeType as T, NestedBlock, Schema};
 
 use crate::resources::values::ImageEntry;
-
-pub(crate) fn attr(t: T, c: C, doc: &str) -> Attribute {
-    Attribute {
-        attr_type: t,
-        description: Description::markdown(doc),
-        constraint: c,
-        ..Default::default()
-    }
-}
+pub(crate) use crate::tfschema::{attr, block};
 
 fn list_str() -> T {
     T::List(Box::new(T::String))
@@ -24,16 +13,6 @@ fn list_str() -> T {
 
 fn map_str() -> T {
     T::Map(Box::new(T::String))
-}
-
-pub(crate) fn block(attrs: Vec<(&str, Attribute)>, doc: &str) -> Block {
-    Block {
-        version: 1,
-        attributes: attrs.into_iter().map(|(k, a)| (k.to_owned(), a)).collect(),
-        blocks: HashMap::new(),
-        description: Description::markdown(doc),
-        deprecated: false,
-    }
 }
 
 fn object(fields: &[(&str, T)]) -> T {
@@ -47,15 +26,8 @@ fn object(fields: &[(&str, T)]) -> T {
 
 pub fn schema() -> Schema {
     let source = block(
-        vec![
-            ("path", attr(T::String, C::Optional, "A disk image file on this machine (qcow2 or raw). `local` only.")),
-            ("url", attr(T::String, C::Optional, "A disk image to download once and cache; requires `checksum`.")),
-            ("checksum", attr(T::String, C::Optional, "`sha256:<64 hex digits>` of the file at `url`.")),
-            ("family", attr(T::String, C::Optional, "Build on the newest validated image of another golden family on the same platform (layered images).")),
-            ("template", attr(T::String, C::Optional, "`proxmox` only: the name of an existing template to clone (must be unique in the cluster).")),
-            ("vm_id", attr(T::Number, C::Optional, "`proxmox` only: the VM id of an existing template to clone.")),
-        ],
-        "What to build from. Set exactly one of `path` (`local`), `url` (with `checksum`), `family`, `template` or `vm_id` (`proxmox`).",
+        crate::platforms::registry::source_attributes(),
+        "What to build from: one of the attributes the image's platform takes (each says which), plus that platform's settings.",
     );
     let provision = block(
         vec![
@@ -145,7 +117,7 @@ pub fn schema() -> Schema {
         ("finished_at", T::String),
     ]);
     let attributes = vec![
-        ("platform", attr(T::String, C::Required, "Where the family lives: `local` or `proxmox`.")),
+        ("platform", attr(T::String, C::Required, &format!("Where the family lives: one of {}.", crate::platforms::registry::names()))),
         ("family", attr(T::String, C::Required, "The image family: a lowercase letter, then `[a-z0-9-]` (and `.` where the platform allows), at most 50 characters. Images are named `{family}-{YYYYMMDD}-{NNN}`.")),
         ("packages", attr(list_str(), C::Optional, "Packages installed in the build VM (cloud-init on `local`, `apt-get` through the guest agent on `proxmox`).")),
         ("tags", attr(map_str(), C::Optional, "Tags stored on every image of the family; `os` and `type` also become `golden-os` / `golden-type`. Changing tags re-tags in place, no rebuild.")),

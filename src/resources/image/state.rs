@@ -10,15 +10,8 @@ use crate::resources::values::ImageEntry;
 pub type StringList = Value<Vec<Value<String>>>;
 pub type StringMap = Value<BTreeMap<String, Value<String>>>;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SourceBlock {
-    pub path: Value<String>,
-    pub url: Value<String>,
-    pub checksum: Value<String>,
-    pub family: Value<String>,
-    pub template: Value<String>,
-    pub vm_id: Value<i64>,
-}
+/// A `source` block: its attributes come from the platform registry.
+pub use crate::platforms::registry::SourceBlock;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProvisionBlock {

@@ -1,17 +1,110 @@
-//! The provider's `proxmox` block: schema, validation with attribute paths,
-//! and `configure` (block first, then `PROXMOX_VE_*`, then defaults).
+//! How the Proxmox platform describes itself to the registry: the provider's
+//! `proxmox` block (schema, validation with attribute paths, and `configure`:
+//! block first, then `PROXMOX_VE_*`, then defaults) and its `source`
+//! attributes (`template`, `vm_id`, `url` + `checksum`, `family`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tf_provider::schema::{AttributeConstraint as C, AttributeType as T, Block};
-use tf_provider::value::Value;
+use tf_provider::value::{Value, ValueAny};
 use tf_provider::{AttributePath, Diagnostics};
 
-use super::ProxmoxBlock;
 use crate::lifecycle::duration;
+use crate::lifecycle::naming::NamingRules;
+use crate::lifecycle::recipe::Source;
 use crate::platforms::proxmox::client::{normalise_endpoint, ApiToken, ClientBuilder};
 use crate::platforms::proxmox::{ProxmoxConfig, ProxmoxPlatform};
-use crate::resources::image::schema::{attr, block};
+use crate::platforms::registry::{self, Configured, PlatformSpec, SourceFields};
+use crate::platforms::Platform;
+use crate::tfschema::{attr, block, secret};
+
+pub const SPEC: PlatformSpec = PlatformSpec {
+    name: "proxmox",
+    naming: NamingRules { allow_dot: true },
+    provider_block: schema,
+    validate_block,
+    configure: configure_platform,
+    source_attributes,
+    parse_source,
+};
+
+#[derive(Clone, Default, Deserialize)]
+pub struct ProxmoxBlock {
+    #[serde(default)]
+    pub endpoint: Value<String>,
+    #[serde(default)]
+    pub api_token: Value<String>,
+    #[serde(default)]
+    pub insecure: Value<bool>,
+    #[serde(default)]
+    pub node: Value<String>,
+    #[serde(default)]
+    pub storage: Value<String>,
+    #[serde(default)]
+    pub import_storage: Value<String>,
+    #[serde(default)]
+    pub vmid_range: Value<String>,
+    #[serde(default)]
+    pub agent_timeout: Value<String>,
+}
+
+// Hand-written so the token can never reach a log line.
+impl std::fmt::Debug for ProxmoxBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxmoxBlock")
+            .field("endpoint", &self.endpoint)
+            .field("api_token", &"***")
+            .field("node", &self.node)
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An existing template to clone, as the recipe (and its hash) records it:
+/// `{"template": {"name": ...}}` or `{"template": {"vm_id": ...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxmoxSource {
+    Template(TemplateRef),
+}
+
+/// How a user names an existing template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateRef {
+    Name(String),
+    VmId(u32),
+}
+
+impl std::fmt::Display for TemplateRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TemplateRef::Name(n) => write!(f, "template {n:?}"),
+            TemplateRef::VmId(id) => write!(f, "template VM {id}"),
+        }
+    }
+}
+
+impl ProxmoxSource {
+    pub fn to_source(&self) -> Source {
+        // Written out (not `to_value`) so it cannot fail; the round trip
+        // through `from_native` is unit-tested.
+        Source::Native(match self {
+            ProxmoxSource::Template(TemplateRef::Name(n)) => {
+                serde_json::json!({"template": {"name": n}})
+            }
+            ProxmoxSource::Template(TemplateRef::VmId(id)) => {
+                serde_json::json!({"template": {"vm_id": id}})
+            }
+        })
+    }
+
+    pub fn from_native(v: &serde_json::Value) -> Option<Self> {
+        serde_json::from_value(v.clone()).ok()
+    }
+}
 
 pub const ENV_ENDPOINT: &str = "PROXMOX_VE_ENDPOINT";
 pub const ENV_API_TOKEN: &str = "PROXMOX_VE_API_TOKEN";
@@ -24,12 +117,11 @@ pub const DEFAULT_VMID_RANGE: (u32, u32) = (900_000, 999_999);
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn schema() -> Block {
-    let mut token = attr(
+    let token = secret(
         T::String,
         C::Optional,
         "API token `USER@REALM!TOKENID=SECRET` (sent as `Authorization: PVEAPIToken=...`). Env `PROXMOX_VE_API_TOKEN`. Sensitive: never logged, never in state.",
     );
-    token.sensitive = true;
     block(
         vec![
             ("endpoint", attr(T::String, C::Optional, "PVE API URL, e.g. `https://pve.example.com:8006`. Env `PROXMOX_VE_ENDPOINT`.")),
@@ -46,7 +138,104 @@ pub fn schema() -> Block {
 }
 
 fn at(name: &'static str) -> AttributePath {
-    AttributePath::new("proxmox").index(0).attribute(name)
+    AttributePath::new(SPEC.name).index(0).attribute(name)
+}
+
+fn decode(raw: &ValueAny, diags: &mut Diagnostics) -> Option<ProxmoxBlock> {
+    match registry::decode_block(raw) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            diags.error(
+                "Invalid proxmox Block",
+                e,
+                AttributePath::new(SPEC.name).index(0),
+            );
+            None
+        }
+    }
+}
+
+fn validate_block(raw: &ValueAny, diags: &mut Diagnostics) -> Option<()> {
+    validate(&decode(raw, diags)?, diags)
+}
+
+fn configure_platform(raw: Option<&ValueAny>, diags: &mut Diagnostics) -> Configured {
+    let block = match raw {
+        Some(raw) => Some(decode(raw, diags)?),
+        None => None,
+    };
+    let platform = configure(block.as_ref(), diags)?;
+    Some(platform.map(|p| Arc::new(p) as Arc<dyn Platform>))
+}
+
+const KINDS: &[&str] = &["template", "vm_id", "url", "family"];
+const ALLOWED: &[&str] = &["template", "vm_id", "url", "checksum", "family"];
+
+fn source_attributes() -> Vec<(&'static str, tf_provider::schema::Attribute)> {
+    vec![
+        ("template", attr(T::String, C::Optional, "`proxmox` only: the name of an existing template to clone (must be unique in the cluster).")),
+        ("vm_id", attr(T::Number, C::Optional, "`proxmox` only: the VM id of an existing template to clone.")),
+        ("url", attr(T::String, C::Optional, "A disk image to download once and cache; requires `checksum`. `local` and `proxmox` (PVE downloads it itself; uncompressed images only).")),
+        ("checksum", attr(T::String, C::Optional, "`sha256:<64 hex digits>` of the file at `url`.")),
+    ]
+}
+
+fn parse_source(fields: &SourceFields, diags: &mut Diagnostics) -> Option<Option<Source>> {
+    if fields.any_unknown() {
+        return None;
+    }
+    let Some(kind) = fields.exactly_one(KINDS, ALLOWED, diags) else {
+        return Some(None);
+    };
+    if registry::checksum_only_with_url(fields, kind, diags).is_none() {
+        return Some(None);
+    }
+    Some(match kind {
+        "template" => {
+            let name = fields.string("template").unwrap_or_default();
+            if name.trim().is_empty() {
+                diags.error_short(
+                    "source.template must not be empty",
+                    SourceFields::path("template"),
+                );
+                return Some(None);
+            }
+            Some(ProxmoxSource::Template(TemplateRef::Name(name)).to_source())
+        }
+        "vm_id" => {
+            let id = fields.number("vm_id").unwrap_or_default();
+            match u32::try_from(id) {
+                Ok(id) if (100..=999_999_999).contains(&id) => {
+                    Some(ProxmoxSource::Template(TemplateRef::VmId(id)).to_source())
+                }
+                _ => {
+                    diags.error(
+                        "Invalid source.vm_id",
+                        format!("a Proxmox VM id is between 100 and 999999999, got {id}"),
+                        SourceFields::path("vm_id"),
+                    );
+                    return Some(None);
+                }
+            }
+        }
+        "url" => {
+            let url = fields.string("url").unwrap_or_default();
+            let compressed = [".xz", ".gz", ".bz2", ".zst", ".zip"]
+                .iter()
+                .any(|ext| url.to_ascii_lowercase().ends_with(ext));
+            if compressed {
+                diags.error(
+                    "Unsupported Source",
+                    "source.url on proxmox must be an uncompressed disk image (qcow2, raw or vmdk): \
+                     PVE's import does not decompress",
+                    SourceFields::path("url"),
+                );
+                return Some(None);
+            }
+            registry::url_source(fields, diags)
+        }
+        _ => registry::family_source(fields, diags),
+    })
 }
 
 fn parse_range(raw: &str) -> Result<(u32, u32), String> {
@@ -228,6 +417,31 @@ fn state_key(endpoint: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn template_sources_hash_as_before_the_registry() {
+        // Recipe hashes of existing families must not change, or every
+        // Proxmox family would rebuild on upgrade.
+        use crate::lifecycle::recipe::{Provision, Recipe, SmokeSpec};
+        for (source, hash) in [
+            (
+                TemplateRef::Name("debian-12-base".into()),
+                "7221d943b9374388",
+            ),
+            (TemplateRef::VmId(9000), "9e17502eead1a0de"),
+        ] {
+            let r = Recipe {
+                source: ProxmoxSource::Template(source).to_source(),
+                provision: Provision::default(),
+                smoke_test: SmokeSpec::default(),
+            };
+            assert_eq!(r.hash().unwrap(), hash);
+            let Source::Native(v) = &r.source else {
+                panic!("not native")
+            };
+            assert!(ProxmoxSource::from_native(v).is_some());
+        }
+    }
 
     #[test]
     fn vmid_ranges() {
