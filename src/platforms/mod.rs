@@ -2,6 +2,7 @@
 //! questions and performs primitive steps; the order of steps and every rule
 //! live in `lifecycle`.
 
+pub mod kit;
 pub mod local;
 pub mod proxmox;
 pub mod registry;

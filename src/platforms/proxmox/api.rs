@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::client::{Client, Params};
+use crate::lifecycle::context::Cx;
 use crate::platforms::{Error, ErrorKind, Result};
 
 /// A task id, `UPID:node:...`, returned by every asynchronous call.
@@ -142,18 +143,22 @@ pub fn config_str(cfg: &VmConfig, key: &str) -> Option<String> {
     }
 }
 
+/// The API handles carry the step's `Cx`: every call they make is
+/// cancellable and bounded by the step's deadline.
 pub struct Api<'a> {
     client: &'a Client,
+    cx: &'a Cx,
 }
 
 impl<'a> Api<'a> {
-    pub fn new(client: &'a Client) -> Self {
-        Api { client }
+    pub fn new(client: &'a Client, cx: &'a Cx) -> Self {
+        Api { client, cx }
     }
 
     pub fn node(&self, node: &'a str) -> NodeApi<'a> {
         NodeApi {
             client: self.client,
+            cx: self.cx,
             node,
         }
     }
@@ -163,13 +168,14 @@ impl<'a> Api<'a> {
     /// use [`VmResource::is_qemu`].
     pub async fn vm_resources(&self) -> Result<Vec<VmResource>> {
         self.client
-            .get("/cluster/resources", &params([("type", "vm")]))
+            .get("/cluster/resources", &params([("type", "vm")]), self.cx)
             .await
     }
 }
 
 pub struct NodeApi<'a> {
     client: &'a Client,
+    cx: &'a Cx,
     node: &'a str,
 }
 
@@ -177,6 +183,7 @@ impl<'a> NodeApi<'a> {
     pub fn vm(&self, vmid: u32) -> VmApi<'a> {
         VmApi {
             client: self.client,
+            cx: self.cx,
             base: format!("/nodes/{}/qemu/{vmid}", self.node),
             vmid,
         }
@@ -188,7 +195,7 @@ impl<'a> NodeApi<'a> {
             self.node,
             encode_segment(&upid.0)
         );
-        self.client.get(&path, &Vec::new()).await
+        self.client.get(&path, &Vec::new(), self.cx).await
     }
 
     /// The last lines of a task's log, for error messages.
@@ -201,7 +208,11 @@ impl<'a> NodeApi<'a> {
         // `limit` counts from `start` (0): ask for everything, keep the end.
         let all: Vec<Line> = self
             .client
-            .get(&path, &params([("start", "0"), ("limit", "100000")]))
+            .get(
+                &path,
+                &params([("start", "0"), ("limit", "100000")]),
+                self.cx,
+            )
             .await?;
         let skip = all.len().saturating_sub(lines);
         Ok(all.into_iter().skip(skip).map(|l| l.t).collect())
@@ -215,7 +226,7 @@ impl<'a> NodeApi<'a> {
     ) -> Result<Vec<StorageVolume>> {
         let path = format!("/nodes/{}/storage/{storage}/content", self.node);
         self.client
-            .get(&path, &params([("content", content)]))
+            .get(&path, &params([("content", content)]), self.cx)
             .await
     }
 
@@ -235,18 +246,22 @@ impl<'a> NodeApi<'a> {
             ("checksum", sha256),
             ("checksum-algorithm", "sha256"),
         ]);
-        Upid::from_data("download-url", self.client.post(&path, &form).await?)
+        Upid::from_data(
+            "download-url",
+            self.client.post(&path, &form, self.cx).await?,
+        )
     }
 
     /// Creates a VM from parameters (used for cloud-image sources).
     pub async fn create_vm(&self, form: Params) -> Result<Upid> {
         let path = format!("/nodes/{}/qemu", self.node);
-        Upid::from_data("create VM", self.client.post(&path, &form).await?)
+        Upid::from_data("create VM", self.client.post(&path, &form, self.cx).await?)
     }
 }
 
 pub struct VmApi<'a> {
     client: &'a Client,
+    cx: &'a Cx,
     base: String,
     pub vmid: u32,
 }
@@ -254,14 +269,14 @@ pub struct VmApi<'a> {
 impl VmApi<'_> {
     pub async fn config(&self) -> Result<VmConfig> {
         self.client
-            .get(&format!("{}/config", self.base), &Vec::new())
+            .get(&format!("{}/config", self.base), &Vec::new(), self.cx)
             .await
     }
 
     /// Synchronous config change (name, tags, description, cloud-init keys).
     pub async fn set_config(&self, form: Params) -> Result<()> {
         self.client
-            .put(&format!("{}/config", self.base), &form)
+            .put(&format!("{}/config", self.base), &form, self.cx)
             .await
             .map(|_| ())
     }
@@ -270,7 +285,7 @@ impl VmApi<'_> {
     async fn start_task(&self, sub: &str, form: &Params) -> Result<Upid> {
         let data = self
             .client
-            .post(&format!("{}/{sub}", self.base), form)
+            .post(&format!("{}/{sub}", self.base), form, self.cx)
             .await?;
         Upid::from_data(sub, data)
     }
@@ -307,7 +322,11 @@ impl VmApi<'_> {
         }
         let c: Current = self
             .client
-            .get(&format!("{}/status/current", self.base), &Vec::new())
+            .get(
+                &format!("{}/status/current", self.base),
+                &Vec::new(),
+                self.cx,
+            )
             .await?;
         Ok(c.status)
     }
@@ -316,12 +335,15 @@ impl VmApi<'_> {
         // Not `destroy-unreferenced-disks`: it activates every storage on the
         // node, and one offline share would fail the destroy half-way.
         let q = params([("purge", "1")]);
-        Upid::from_data("destroy", self.client.delete(&self.base, &q).await?)
+        Upid::from_data(
+            "destroy",
+            self.client.delete(&self.base, &q, self.cx).await?,
+        )
     }
 
     pub async fn agent_ping(&self) -> Result<()> {
         self.client
-            .post(&format!("{}/agent/ping", self.base), &Vec::new())
+            .post(&format!("{}/agent/ping", self.base), &Vec::new(), self.cx)
             .await
             .map(|_| ())
     }
@@ -333,7 +355,7 @@ impl VmApi<'_> {
             .collect();
         let v = self
             .client
-            .post(&format!("{}/agent/exec", self.base), &form)
+            .post(&format!("{}/agent/exec", self.base), &form, self.cx)
             .await?;
         let started: ExecStarted = serde_json::from_value(v).map_err(|e| {
             Error::new(
@@ -349,6 +371,7 @@ impl VmApi<'_> {
             .get(
                 &format!("{}/agent/exec-status", self.base),
                 &params([("pid", pid.to_string())]),
+                self.cx,
             )
             .await
     }
@@ -361,7 +384,7 @@ impl VmApi<'_> {
         let b64 = base64::engine::general_purpose::STANDARD.encode(content);
         let form = params([("file", file), ("content", b64.as_str()), ("encode", "0")]);
         self.client
-            .post(&format!("{}/agent/file-write", self.base), &form)
+            .post(&format!("{}/agent/file-write", self.base), &form, self.cx)
             .await
             .map(|_| ())
     }
@@ -372,6 +395,7 @@ impl VmApi<'_> {
             .get(
                 &format!("{}/agent/network-get-interfaces", self.base),
                 &Vec::new(),
+                self.cx,
             )
             .await?;
         Ok(v.get("result").cloned().unwrap_or(v))

@@ -41,7 +41,7 @@ pub async fn reserve(
     recipe: &Recipe,
     cx: &Cx,
 ) -> Result<Image> {
-    let resources = p.api().vm_resources().await?;
+    let resources = p.api(cx).vm_resources().await?;
     let source = resolve_source(p, &recipe.source, &resources, cx).await?;
     info!(source = %source_what(&source), "source resolved");
     let mut tried = Vec::new();
@@ -88,7 +88,9 @@ async fn resolve_source(
             )),
         },
         Source::Family(family) => {
-            let images = p.family_images(family, Some(resources.to_vec())).await?;
+            let images = p
+                .family_images(family, Some(resources.to_vec()), cx)
+                .await?;
             let plain: Vec<Image> = images.into_iter().map(|(i, _)| i).collect();
             let parent = latest(&plain, true).ok_or_else(|| {
                 Error::not_found(format!(
@@ -178,7 +180,7 @@ async fn import_cloud_image(
     let filename = format!("golden-{}.{ext}", &sha256[..16]);
     let storage = &p.config.import_storage;
     let volid = format!("{storage}:import/{filename}");
-    let api = p.api();
+    let api = p.api(cx);
     let node = api.node(&p.config.node);
     let existing = node.storage_volumes(storage, "import").await?;
     if !existing.iter().any(|v| v.volid == volid) {
@@ -214,7 +216,7 @@ async fn create_candidate(
     let claim = super::new_claim();
     note.claim = Some(claim.clone());
     let name = encoding::candidate_vm_name(&meta.name);
-    let api = p.api();
+    let api = p.api(cx);
     let (node, upid): (String, Upid) = match source {
         SourceVm::Clone {
             node, vmid: src, ..
@@ -291,20 +293,23 @@ async fn check_claim(p: &ProxmoxPlatform, image: &Image, cx: &Cx) -> Result<()> 
     let vmid = p.vm_by_id(image).await?;
     let candidate_name = encoding::candidate_vm_name(image.name());
     let final_name = image.name().to_string();
-    let resources = p.api().vm_resources().await?;
+    let resources = p.api(cx).vm_resources().await?;
     let ours = p
-        .note_of(&p.node_of(vmid), vmid)
+        .note_of(&p.node_of(vmid), vmid, cx)
         .await?
         .and_then(|n| n.created_at());
     let mut lost = false;
     for r in resources.iter().filter(|r| r.vmid != vmid && r.is_qemu()) {
-        let name = current_name(p, r).await?;
+        let name = current_name(p, r, cx).await?;
         let named = name.as_deref();
         if named == Some(final_name.as_str()) {
             lost = true;
         } else if named == Some(candidate_name.as_str()) {
             let node = r.node.clone().unwrap_or_else(|| p.config.node.clone());
-            let theirs = p.note_of(&node, r.vmid).await?.and_then(|n| n.created_at());
+            let theirs = p
+                .note_of(&node, r.vmid, cx)
+                .await?
+                .and_then(|n| n.created_at());
             lost |= match (theirs, ours) {
                 (Some(t), Some(o)) => (t, r.vmid) < (o, vmid),
                 _ => true,
@@ -327,12 +332,12 @@ async fn check_claim(p: &ProxmoxPlatform, image: &Image, cx: &Cx) -> Result<()> 
 /// A VM's name. `/cluster/resources` takes names from statistics that lag
 /// by about ten seconds, so a VM that is new (no name yet) or locked (being
 /// cloned or created) is asked directly.
-async fn current_name(p: &ProxmoxPlatform, r: &VmResource) -> Result<Option<String>> {
+async fn current_name(p: &ProxmoxPlatform, r: &VmResource, cx: &Cx) -> Result<Option<String>> {
     if r.name.is_some() && r.lock.is_none() {
         return Ok(r.name.clone());
     }
     let node = r.node.clone().unwrap_or_else(|| p.config.node.clone());
-    match p.api().node(&node).vm(r.vmid).config().await {
+    match p.api(cx).node(&node).vm(r.vmid).config().await {
         Ok(cfg) => Ok(config_str(&cfg, "name")),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
@@ -347,7 +352,7 @@ pub async fn run(
 ) -> Result<Image> {
     let vmid = p.vm_by_id(candidate).await?;
     let node = p.node_of(vmid);
-    let api = p.api();
+    let api = p.api(cx);
     let node_api = api.node(&node);
     let vm = node_api.vm(vmid);
     let started = std::time::Instant::now();

@@ -1,6 +1,7 @@
-//! The PVE HTTP transport: one place that owns the endpoint, token auth, TLS,
-//! the `{"data": ...}` envelope, error kinds and the retry policy. Callers pass
-//! paths relative to `/api2/json` (built in `api.rs`, nowhere else).
+//! The PVE client on the kit's transport: the endpoint, token auth, the
+//! `{"data": ...}` envelope and PVE's error kinds (the retry policy is the
+//! kit's). Callers pass paths relative to `/api2/json` (built in `api.rs`,
+//! nowhere else).
 
 use std::fmt;
 use std::time::Duration;
@@ -9,6 +10,11 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::lifecycle::context::Cx;
+use crate::platforms::kit::http::{
+    Body, Call, Dialect, Reply, Secret, Transport, TransportBuilder,
+};
+pub use crate::platforms::kit::http::{Params, RetryPolicy};
 use crate::platforms::{Error, ErrorKind, Result};
 
 /// A PVE API token, `USER@REALM!TOKENID=SECRET`. Its `Debug` and `Display`
@@ -48,32 +54,14 @@ impl ApiToken {
         &self.id
     }
 
-    fn header(&self) -> String {
-        format!("PVEAPIToken={}={}", self.id, self.secret)
+    fn header(&self) -> Secret {
+        Secret::new(format!("PVEAPIToken={}={}", self.id, self.secret))
     }
 }
 
 impl fmt::Debug for ApiToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ApiToken({}=***)", self.id)
-    }
-}
-
-/// How often and how long idempotent calls are retried on transient errors.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub first_backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 4,
-            first_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(5),
-        }
     }
 }
 
@@ -115,22 +103,14 @@ impl ClientBuilder {
 
     pub fn build(self) -> std::result::Result<Client, String> {
         let base = normalise_endpoint(&self.endpoint)?;
-        let http = reqwest::Client::builder()
-            .danger_accept_invalid_certs(self.insecure)
-            .timeout(self.timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!(
-                "terraform-provider-golden/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Client {
-            http,
-            base,
-            token: self.token,
-            retry: self.retry,
-        })
+        let transport = TransportBuilder::new("PVE", base)
+            .with_auth("Authorization", self.token.header())
+            .redacting(Secret::new(self.token.secret.clone()))
+            .with_insecure(self.insecure)
+            .with_timeout(self.timeout)
+            .with_retry_policy(self.retry)
+            .build(Box::new(PveDialect))?;
+        Ok(Client { transport })
     }
 }
 
@@ -151,167 +131,64 @@ pub fn normalise_endpoint(raw: &str) -> std::result::Result<String, String> {
     Ok(format!("{base}/api2/json"))
 }
 
-#[derive(Clone)]
+/// The PVE API over the kit's transport: token auth, the `{"data": ...}`
+/// envelope, and PVE's error wording.
 pub struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: ApiToken,
-    retry: RetryPolicy,
+    transport: Transport,
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("base", &self.base)
-            .field("token", &self.token)
+            .field("base", &self.transport.base())
             .finish()
     }
 }
 
-/// Form parameters in order; repeated keys encode arrays (agent/exec `command`).
-pub type Params = Vec<(String, String)>;
-
 impl Client {
     pub fn endpoint(&self) -> &str {
-        &self.base
+        self.transport.base()
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &Params) -> Result<T> {
-        let v = self.call(Method::GET, path, query).await?;
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &Params, cx: &Cx) -> Result<T> {
+        let call = Call::get(path).with_query(query.clone());
+        let v = self.call(call, cx).await?;
         decode(path, v)
     }
 
-    pub async fn post(&self, path: &str, form: &Params) -> Result<Value> {
-        self.call(Method::POST, path, form).await
+    /// Writes are repeated only when PVE said it did not process them (429,
+    /// 503, no connection): a repeated clone or create would fail or
+    /// duplicate.
+    pub async fn post(&self, path: &str, form: &Params, cx: &Cx) -> Result<Value> {
+        let call = Call::new(Method::POST, path).with_body(Body::Form(form.clone()));
+        self.call(call, cx).await
     }
 
-    pub async fn put(&self, path: &str, form: &Params) -> Result<Value> {
-        self.call(Method::PUT, path, form).await
+    pub async fn put(&self, path: &str, form: &Params, cx: &Cx) -> Result<Value> {
+        let call = Call::new(Method::PUT, path).with_body(Body::Form(form.clone()));
+        self.call(call, cx).await
     }
 
-    pub async fn delete(&self, path: &str, query: &Params) -> Result<Value> {
-        self.call(Method::DELETE, path, query).await
+    pub async fn delete(&self, path: &str, query: &Params, cx: &Cx) -> Result<Value> {
+        let call = Call::new(Method::DELETE, path).with_query(query.clone());
+        self.call(call, cx).await
     }
 
-    /// One API call. GETs are retried on transient errors; writes are retried
-    /// only when PVE said it did not process them (429, 503), because a
-    /// repeated clone or create would fail or duplicate.
-    async fn call(&self, method: Method, path: &str, params: &Params) -> Result<Value> {
-        let mut backoff = self.retry.first_backoff;
-        let mut attempt = 1;
-        loop {
-            match self.once(method.clone(), path, params).await {
-                Ok(v) => return Ok(v),
-                Err(failure) => {
-                    let retry = attempt < self.retry.attempts
-                        && (failure.not_processed || (method == Method::GET && failure.transient));
-                    if !retry {
-                        return Err(failure.error);
-                    }
-                    let wait = failure
-                        .retry_after
-                        .unwrap_or(backoff)
-                        .min(self.retry.max_backoff);
-                    tracing::warn!(%method, path, attempt, wait_ms = wait.as_millis() as u64, error = %failure.error, "PVE call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(self.retry.max_backoff);
-                    attempt += 1;
-                }
-            }
-        }
-    }
-
-    async fn once(
-        &self,
-        method: Method,
-        path: &str,
-        params: &Params,
-    ) -> std::result::Result<Value, Failure> {
-        let url = format!("{}{}", self.base, path);
-        let mut req = self
-            .http
-            .request(method.clone(), &url)
-            .header("Authorization", self.token.header());
-        req = if method == Method::GET || method == Method::DELETE {
-            req.query(params)
-        } else {
-            req.form(params)
-        };
-        let started = std::time::Instant::now();
-        let resp = req.send().await.map_err(|e| Failure {
-            // A connection that never reached PVE was not processed.
-            not_processed: e.is_connect(),
-            transient: true,
-            retry_after: None,
-            error: Error::new(
-                if e.is_timeout() {
-                    ErrorKind::Timeout
-                } else {
-                    ErrorKind::Transient
-                },
-                format!("{method} {path}: {}", without_url(&e)),
-            ),
-        })?;
-        let status = resp.status();
-        let reason = status.canonical_reason().unwrap_or("").to_owned();
-        // PVE puts its error message in the HTTP reason phrase.
-        let phrase = reason_phrase(&resp).unwrap_or(reason);
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = resp.bytes().await.unwrap_or_default();
-        tracing::debug!(%method, path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "PVE API call");
-        let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if status.is_success() {
-            return Ok(json.get("data").cloned().unwrap_or(Value::Null));
-        }
-        let message = error_message(&phrase, &json);
-        let kind = classify(status, &message);
-        Err(Failure {
-            not_processed: status == StatusCode::TOO_MANY_REQUESTS
-                || status == StatusCode::SERVICE_UNAVAILABLE,
-            transient: kind == ErrorKind::Transient,
-            retry_after,
-            error: Error::new(
-                kind,
-                format!("{method} {path}: HTTP {} {message}", status.as_u16()),
-            ),
-        })
+    async fn call(&self, call: Call, cx: &Cx) -> Result<Value> {
+        let reply = self.transport.send(&call, cx).await?;
+        Ok(reply.json().get("data").cloned().unwrap_or(Value::Null))
     }
 }
 
-struct Failure {
-    error: Error,
-    transient: bool,
-    not_processed: bool,
-    retry_after: Option<Duration>,
-}
+/// PVE's way of saying what went wrong: its message is in the HTTP reason
+/// phrase, with `message` and per-parameter `errors` in the body.
+struct PveDialect;
 
-fn reason_phrase(resp: &reqwest::Response) -> Option<String> {
-    // reqwest does not expose the reason phrase; hyper keeps it as an
-    // extension only for non-canonical phrases, which is exactly PVE's case.
-    resp.extensions()
-        .get::<hyper::ext::ReasonPhrase>()
-        .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
-}
-
-/// reqwest's errors print the URL, which is harmless but long; keep the cause.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(url) = e.url() {
-        s = s
-            .replace(&format!(" ({url})"), "")
-            .replace(url.as_str(), "");
+impl Dialect for PveDialect {
+    fn failure(&self, reply: &Reply) -> (ErrorKind, String) {
+        let message = error_message(&reply.phrase, &reply.json());
+        (classify(reply.status, &message), message)
     }
-    let mut src = std::error::Error::source(e);
-    while let Some(cause) = src {
-        s += &format!(": {cause}");
-        src = cause.source();
-    }
-    s
 }
 
 /// The reason phrase, then `message` and per-parameter `errors` from the body.
@@ -384,7 +261,10 @@ mod tests {
         let t = ApiToken::parse("root@pam!golden=0b3c-secret").unwrap();
         assert_eq!(t.id(), "root@pam!golden");
         assert!(!format!("{t:?}").contains("0b3c-secret"));
-        assert_eq!(t.header(), "PVEAPIToken=root@pam!golden=0b3c-secret");
+        assert_eq!(
+            t.header().expose(),
+            "PVEAPIToken=root@pam!golden=0b3c-secret"
+        );
         assert!(ApiToken::parse("root@pam!golden:abc").is_ok());
     }
 

@@ -81,8 +81,8 @@ impl ProxmoxPlatform {
         }
     }
 
-    fn api(&self) -> Api<'_> {
-        Api::new(&self.client)
+    fn api<'a>(&'a self, cx: &'a Cx) -> Api<'a> {
+        Api::new(&self.client, cx)
     }
 
     fn remember_node(&self, vmid: u32, node: &str) {
@@ -116,8 +116,8 @@ impl ProxmoxPlatform {
     }
 
     /// golden's note on a VM, if it is golden's own (not a copy).
-    async fn note_of(&self, node: &str, vmid: u32) -> Result<Option<Note>> {
-        let cfg = match self.api().node(node).vm(vmid).config().await {
+    async fn note_of(&self, node: &str, vmid: u32, cx: &Cx) -> Result<Option<Note>> {
+        let cfg = match self.api(cx).node(node).vm(vmid).config().await {
             Ok(c) => c,
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
@@ -132,10 +132,11 @@ impl ProxmoxPlatform {
         &self,
         family: &Family,
         resources: Option<Vec<VmResource>>,
+        cx: &Cx,
     ) -> Result<Vec<(Image, Note)>> {
         let resources = match resources {
             Some(r) => r,
-            None => self.api().vm_resources().await?,
+            None => self.api(cx).vm_resources().await?,
         };
         let tag = encoding::family_tag(family.as_str());
         let now = time::OffsetDateTime::now_utc();
@@ -146,7 +147,7 @@ impl ProxmoxPlatform {
         {
             let node = r.node.clone().unwrap_or_else(|| self.config.node.clone());
             self.remember_node(r.vmid, &node);
-            let Some(note) = self.note_of(&node, r.vmid).await? else {
+            let Some(note) = self.note_of(&node, r.vmid, cx).await? else {
                 continue;
             };
             if note.role != ROLE_IMAGE {
@@ -168,16 +169,16 @@ impl ProxmoxPlatform {
             ));
         }
         if out.iter().any(|(i, _)| i.status() != Status::Candidate) {
-            self.mark_linked_clones(&mut out).await;
+            self.mark_linked_clones(&mut out, cx).await;
         }
         Ok(out)
     }
 
     /// A template whose base disk still backs linked clones cannot be deleted
     /// (PVE refuses, and the clones would lose their disk): say so up front.
-    async fn mark_linked_clones(&self, images: &mut [(Image, Note)]) {
+    async fn mark_linked_clones(&self, images: &mut [(Image, Note)], cx: &Cx) {
         let volumes = self
-            .api()
+            .api(cx)
             .node(&self.config.node)
             .storage_volumes(&self.config.storage, "images")
             .await;
@@ -219,9 +220,9 @@ impl ProxmoxPlatform {
 
     /// Rewrites name, tags and description in one config write, so lookups by
     /// name or tag switch over together.
-    async fn write_metadata(&self, vmid: u32, meta: &Metadata, note: &Note) -> Result<()> {
+    async fn write_metadata(&self, vmid: u32, meta: &Metadata, note: &Note, cx: &Cx) -> Result<()> {
         let node = self.node_of(vmid);
-        let api = self.api();
+        let api = self.api(cx);
         let vm = api.node(&node).vm(vmid);
         let existing = config_str(&vm.config().await?, "description").unwrap_or_default();
         let form = params([
@@ -234,7 +235,7 @@ impl ProxmoxPlatform {
 
     /// Stops (if running) and destroys a VM with purge; gone already is fine.
     async fn destroy_vm(&self, node: &str, vmid: u32, cx: &Cx) -> Result<()> {
-        let api = self.api();
+        let api = self.api(cx);
         let node_api = api.node(node);
         let vm = node_api.vm(vmid);
         match vm.status().await {
@@ -268,7 +269,7 @@ impl ProxmoxPlatform {
         claim: Option<&str>,
         cx: &Cx,
     ) -> Result<()> {
-        let cfg = match self.api().node(node).vm(vmid).config().await {
+        let cfg = match self.api(cx).node(node).vm(vmid).config().await {
             Ok(c) => c,
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e),
@@ -366,8 +367,8 @@ impl Platform for ProxmoxPlatform {
         self.config.ledger_scope.clone()
     }
 
-    async fn list_images(&self, family: &Family, _cx: &Cx) -> Result<Vec<Image>> {
-        let images = self.family_images(family, None).await?;
+    async fn list_images(&self, family: &Family, cx: &Cx) -> Result<Vec<Image>> {
+        let images = self.family_images(family, None, cx).await?;
         Ok(images.into_iter().map(|(i, _)| i).collect())
     }
 
@@ -383,13 +384,13 @@ impl Platform for ProxmoxPlatform {
         smoke::run(self, image, spec, cx).await
     }
 
-    async fn publish(&self, image: &Image, report: &Report, _cx: &Cx) -> Result<Image> {
+    async fn publish(&self, image: &Image, report: &Report, cx: &Cx) -> Result<Image> {
         let vmid = self.vm_by_id(image).await?;
         let mut meta = image.meta.clone();
         meta.status = Status::Validated;
         meta.validated_at = Some(encoding::rfc3339(now()));
         let note = Note::image(&meta, vmid, None, Some(report.clone()));
-        self.write_metadata(vmid, &meta, &note).await?;
+        self.write_metadata(vmid, &meta, &note, cx).await?;
         Ok(Image {
             meta,
             in_progress: false,
@@ -397,32 +398,32 @@ impl Platform for ProxmoxPlatform {
         })
     }
 
-    async fn mark_failed(&self, image: &Image, report: &Report, _cx: &Cx) -> Result<()> {
+    async fn mark_failed(&self, image: &Image, report: &Report, cx: &Cx) -> Result<()> {
         let vmid = self.vm_by_id(image).await?;
         let mut meta = image.meta.clone();
         meta.status = Status::Failed;
         let note = Note::image(&meta, vmid, None, Some(report.clone()));
-        self.write_metadata(vmid, &meta, &note).await
+        self.write_metadata(vmid, &meta, &note, cx).await
     }
 
-    async fn retag(&self, image: &Image, tags: &BTreeMap<String, String>, _cx: &Cx) -> Result<()> {
+    async fn retag(&self, image: &Image, tags: &BTreeMap<String, String>, cx: &Cx) -> Result<()> {
         let vmid = self.vm_by_id(image).await?;
         let node = self.node_of(vmid);
         let mut note = self
-            .note_of(&node, vmid)
+            .note_of(&node, vmid, cx)
             .await?
             .ok_or_else(|| Error::not_found(format!("VM {vmid} ({})", image.name())))?;
         let mut meta = image.meta.clone();
         meta.tags = tags.clone();
         note.metadata = meta.encode();
-        self.write_metadata(vmid, &meta, &note).await
+        self.write_metadata(vmid, &meta, &note, cx).await
     }
 
     async fn delete(&self, image: &Image, cx: &Cx) -> Result<()> {
         let vmid = self.vm_by_id(image).await?;
         let node = self.node_of(vmid);
         // Re-check ownership right before deleting (only our own, ever).
-        let Some(note) = self.note_of(&node, vmid).await? else {
+        let Some(note) = self.note_of(&node, vmid, cx).await? else {
             return Err(Error::not_found(format!(
                 "VM {vmid} is gone or no longer golden's"
             )));
@@ -452,7 +453,7 @@ impl Platform for ProxmoxPlatform {
                 let Ok(family) = Family::try_from(family.clone()) else {
                     return Ok(());
                 };
-                for (image, _) in self.family_images(&family, None).await? {
+                for (image, _) in self.family_images(&family, None, cx).await? {
                     if image.name().to_string() == *name && image.status() == Status::Candidate {
                         let vmid = self.vm_by_id(&image).await?;
                         tracing::info!(image = %name, vmid, "discarding candidate");
@@ -469,7 +470,7 @@ impl Platform for ProxmoxPlatform {
     async fn sweep(&self, cx: &Cx) -> Result<()> {
         // Candidates and smoke clones whose deadline passed were abandoned by
         // a run that died without a ledger (another machine, a lost disk).
-        let resources = self.api().vm_resources().await?;
+        let resources = self.api(cx).vm_resources().await?;
         let now = now();
         for r in resources.iter().filter(|r| {
             let tags = r.tag_list();
@@ -477,7 +478,7 @@ impl Platform for ProxmoxPlatform {
                 || tags.contains(&encoding::status_tag(Status::Candidate).as_str())
         }) {
             let node = r.node.clone().unwrap_or_else(|| self.config.node.clone());
-            let Some(note) = self.note_of(&node, r.vmid).await? else {
+            let Some(note) = self.note_of(&node, r.vmid, cx).await? else {
                 continue;
             };
             if note.deadline_passed(now) {
@@ -490,10 +491,10 @@ impl Platform for ProxmoxPlatform {
         Ok(())
     }
 
-    async fn report(&self, image: &Image, _cx: &Cx) -> Result<Option<Report>> {
+    async fn report(&self, image: &Image, cx: &Cx) -> Result<Option<Report>> {
         let vmid = self.vm_by_id(image).await?;
         Ok(self
-            .note_of(&self.node_of(vmid), vmid)
+            .note_of(&self.node_of(vmid), vmid, cx)
             .await?
             .and_then(|n| n.report))
     }

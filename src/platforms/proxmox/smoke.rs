@@ -25,7 +25,7 @@ pub async fn run(p: &ProxmoxPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) 
     let started = std::time::Instant::now();
     let template = p.vm_by_id(image).await?;
     let node = p.node_of(template);
-    let api = p.api();
+    let api = p.api(cx);
     let node_api = api.node(&node);
 
     let keydir = key_dir(cx)?;
@@ -124,7 +124,7 @@ async fn linked_clone(
     name: &str,
     cx: &Cx,
 ) -> Result<(u32, String, super::api::Upid)> {
-    let api = p.api();
+    let api = p.api(cx);
     let resources = api.vm_resources().await?;
     let mut tried = Vec::new();
     let mut full = false;

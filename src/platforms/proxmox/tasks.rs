@@ -6,38 +6,24 @@ use std::time::Duration;
 
 use super::api::{NodeApi, Upid};
 use crate::lifecycle::context::Cx;
+use crate::platforms::kit::poll::{until_done, Interval, Progress};
 use crate::platforms::{Error, ErrorKind, Result};
 
-const FIRST_POLL: Duration = Duration::from_millis(200);
-const MAX_POLL: Duration = Duration::from_secs(2);
+/// PVE tasks: look again after 200 ms, at most every 2 s.
+const INTERVAL: Interval = Interval::new(Duration::from_millis(200), Duration::from_secs(2));
 
 /// Polls `upid` until it stops. `what` names the step in errors.
 pub async fn wait(node: &NodeApi<'_>, upid: &Upid, what: &str, cx: &Cx) -> Result<()> {
-    let mut every = FIRST_POLL;
-    let mut transient_failures = 0u32;
-    loop {
-        cx.check(what)?;
-        match node.task_status(upid).await {
-            Ok(status) if status.status == "stopped" => {
-                return finished(node, upid, what, status.exitstatus).await;
-            }
-            Ok(_) => transient_failures = 0,
-            // A task status that cannot be read for a moment (pveproxy reload,
-            // a 5xx) does not mean the task failed: keep polling a while.
-            Err(e) if e.is_transient() && transient_failures < 10 => {
-                transient_failures += 1;
-                tracing::warn!(error = %e, task = %upid.0, "could not read the task status; polling again");
-            }
-            Err(e) => {
-                return Err(Error::other(
-                    format!("{what}: reading task status"),
-                    e.into(),
-                ))
-            }
-        }
-        cx.sleep(what, every).await?;
-        every = (every * 3 / 2).min(MAX_POLL);
-    }
+    let exit = until_done(what, cx, INTERVAL, || async {
+        let status = node.task_status(upid).await?;
+        Ok(if status.status == "stopped" {
+            Progress::Done(status.exitstatus)
+        } else {
+            Progress::Pending
+        })
+    })
+    .await?;
+    finished(node, upid, what, exit).await
 }
 
 async fn finished(node: &NodeApi<'_>, upid: &Upid, what: &str, exit: Option<String>) -> Result<()> {

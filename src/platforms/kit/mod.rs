@@ -1,0 +1,5 @@
+//! What every remote platform builds on, written once: the HTTP transport
+//! with its retry policy, the operation poller, and the smoke-test runner.
+
+pub mod http;
+pub mod poll;
