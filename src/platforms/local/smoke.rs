@@ -5,9 +5,10 @@
 //! throwaway key), and the user's commands. The first failing check ends the
 //! test; the report says which one and shows the console tail.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::LocalPlatform;
@@ -15,8 +16,9 @@ use crate::lifecycle::cloudinit::{meta_data, smoke_user_data, SMOKE_USER};
 use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
 use crate::lifecycle::ledger::UndoAction;
-use crate::lifecycle::recipe::{Check, SmokeSpec};
+use crate::lifecycle::recipe::SmokeSpec;
 use crate::lifecycle::report::{tail_lines, Report};
+use crate::platforms::kit::smoke::{run_checks, GuestChannel, GuestOutput, SmokeTarget, Verdict};
 use crate::platforms::{Context as _, Error, Result};
 use crate::qemu::qga::{ExecOutput, Qga};
 use crate::qemu::{img, seed, Vm, VmSpec};
@@ -77,9 +79,14 @@ pub async fn run(p: &LocalPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) ->
         image: name,
         ..Default::default()
     };
+    let mut target = LocalTarget {
+        vm: &mut vm,
+        key: work.join("id_ed25519"),
+        channel: None,
+    };
     let outcome = tokio::select! {
         _ = cx.cancel.cancelled() => Err(Error::cancelled("smoke test")),
-        _ = checks(&mut vm, spec, &work, deadline, &mut report) => Ok(()),
+        r = run_checks(&mut target, spec, deadline, cx, &mut report) => r,
     };
     vm.kill().await;
     outcome?;
@@ -98,23 +105,39 @@ pub async fn run(p: &LocalPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) ->
 
 /// How commands reach the guest: the agent when it answers, SSH otherwise.
 enum Channel {
-    Agent(Qga),
-    Ssh { port: u16, key: std::path::PathBuf },
+    Agent(tokio::sync::Mutex<Qga>),
+    Ssh { port: u16, key: PathBuf },
 }
 
-impl Channel {
-    async fn run(&mut self, script: &str, timeout: Duration) -> anyhow::Result<ExecOutput> {
-        match self {
-            Channel::Agent(q) => q.exec("/bin/sh", &["-c", script], timeout).await,
-            Channel::Ssh { port, key } => {
-                let out = tokio::time::timeout(
-                    timeout,
-                    ssh(*port, key, &format!("sudo -n /bin/sh -c {}", quote(script))),
-                )
-                .await
-                .map_err(|_| anyhow::anyhow!("still running after {timeout:?}"))??;
-                Ok(out)
+#[async_trait]
+impl GuestChannel for Channel {
+    async fn sh(&self, script: &str, timeout: Duration, _cx: &Cx) -> Result<GuestOutput> {
+        let out = match self {
+            Channel::Agent(q) => {
+                let mut q = q.lock().await;
+                q.exec("/bin/sh", &["-c", script], timeout).await
             }
+            Channel::Ssh { port, key } => {
+                let remote = format!("sudo -n /bin/sh -c {}", quote(script));
+                match tokio::time::timeout(timeout, ssh(*port, key, &remote)).await {
+                    Ok(out) => out,
+                    Err(_) => return Ok(GuestOutput::timed_out(format!("{timeout:?}"))),
+                }
+            }
+        };
+        match out {
+            Ok(o) => Ok(GuestOutput {
+                exit_code: o.exit_code,
+                stdout: o.stdout,
+                stderr: o.stderr,
+            }),
+            // On this machine a channel that fails is the guest's doing (its
+            // agent died, sshd went away): a failed check, not an error.
+            Err(e) => Ok(GuestOutput {
+                exit_code: -1,
+                stdout: String::new(),
+                stderr: format!("{} failed: {e:#}", self.how()),
+            }),
         }
     }
 
@@ -123,6 +146,76 @@ impl Channel {
             Channel::Agent(_) => "via guest agent",
             Channel::Ssh { .. } => "via ssh",
         }
+    }
+}
+
+/// The local smoke-test VM as the shared sequence sees it.
+struct LocalTarget<'a> {
+    vm: &'a mut Vm,
+    key: PathBuf,
+    channel: Option<Channel>,
+}
+
+#[async_trait]
+impl SmokeTarget for LocalTarget<'_> {
+    async fn boot(&mut self, deadline: Instant, _cx: &Cx) -> Result<Verdict> {
+        Ok(match wait_for_userspace(self.vm, deadline).await {
+            Ok(marker) => Verdict::pass(format!(
+                "userspace reached ({marker:?} on the serial console)"
+            )),
+            Err(why) => Verdict::fail(why),
+        })
+    }
+
+    async fn guest_agent(
+        &mut self,
+        wanted: bool,
+        deadline: Instant,
+        _cx: &Cx,
+    ) -> Result<Option<Verdict>> {
+        // Without a guest_agent check the agent is only a convenience: give it
+        // two minutes, then fall back to SSH.
+        let agent_deadline = if wanted {
+            deadline
+        } else {
+            deadline.min(Instant::now() + Duration::from_secs(120))
+        };
+        match self.vm.agent(agent_deadline).await {
+            Ok(mut q) => {
+                let exec = q.exec("/bin/true", &[], remaining(deadline)).await;
+                self.channel = Some(Channel::Agent(tokio::sync::Mutex::new(q)));
+                if !wanted {
+                    return Ok(None);
+                }
+                Ok(Some(match exec {
+                    Ok(o) if o.success() => {
+                        Verdict::pass("guest-ping and guest-exec answered over virtio-serial")
+                    }
+                    Ok(o) => {
+                        Verdict::fail(format!("guest-exec of /bin/true exited {}", o.exit_code))
+                    }
+                    Err(e) => Verdict::fail(format!("guest-exec failed: {e:#}")),
+                }))
+            }
+            Err(e) => {
+                if wanted {
+                    return Ok(Some(Verdict::fail(format!("{e:#}"))));
+                }
+                self.channel = self.vm.ssh_port.map(|port| Channel::Ssh {
+                    port,
+                    key: self.key.clone(),
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    async fn ssh(&mut self, deadline: Instant, _cx: &Cx) -> Result<Verdict> {
+        Ok(ssh_check(self.vm.ssh_port, &self.key, deadline).await)
+    }
+
+    fn channel(&self) -> Option<&dyn GuestChannel> {
+        self.channel.as_ref().map(|c| c as &dyn GuestChannel)
     }
 }
 
@@ -164,130 +257,6 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-async fn checks(
-    vm: &mut Vm,
-    spec: &SmokeSpec,
-    work: &Path,
-    deadline: Instant,
-    report: &mut Report,
-) {
-    let wants = |c: Check| spec.checks.contains(&c);
-
-    // boot: always waited for (everything else needs it), reported when asked.
-    let t = Instant::now();
-    let booted = wait_for_userspace(vm, deadline).await;
-    if wants(Check::Boot) || booted.is_err() {
-        let detail = match &booted {
-            Ok(marker) => format!("userspace reached ({marker:?} on the serial console)"),
-            Err(why) => why.clone(),
-        };
-        report.push("boot", booted.is_ok(), t.elapsed(), detail);
-    }
-    if booted.is_err() {
-        return;
-    }
-
-    let t = Instant::now();
-    // Without a guest_agent check the agent is only a convenience: give it
-    // two minutes, then fall back to SSH.
-    let agent_deadline = if wants(Check::GuestAgent) {
-        deadline
-    } else {
-        deadline.min(Instant::now() + Duration::from_secs(120))
-    };
-    let agent = vm.agent(agent_deadline).await;
-    let mut channel = match agent {
-        Ok(mut q) => {
-            let exec = q.exec("/bin/true", &[], remaining(deadline)).await;
-            if wants(Check::GuestAgent) {
-                let (ok, detail) = match exec {
-                    Ok(o) if o.success() => (
-                        true,
-                        "guest-ping and guest-exec answered over virtio-serial".to_owned(),
-                    ),
-                    Ok(o) => (
-                        false,
-                        format!("guest-exec of /bin/true exited {}", o.exit_code),
-                    ),
-                    Err(e) => (false, format!("guest-exec failed: {e:#}")),
-                };
-                report.push("guest_agent", ok, t.elapsed(), detail);
-                if !ok {
-                    return;
-                }
-            }
-            Some(Channel::Agent(q))
-        }
-        Err(e) => {
-            if wants(Check::GuestAgent) {
-                report.push("guest_agent", false, t.elapsed(), format!("{e:#}"));
-                return;
-            }
-            vm.ssh_port.map(|port| Channel::Ssh {
-                port,
-                key: work.join("id_ed25519"),
-            })
-        }
-    };
-
-    if wants(Check::CloudInit) {
-        let t = Instant::now();
-        let (ok, detail) = match channel.as_mut() {
-            None => (
-                false,
-                "no channel into the guest (no guest agent, no ssh port)".to_owned(),
-            ),
-            Some(ch) => match ch
-                .run("cloud-init status --wait --long", remaining(deadline))
-                .await
-            {
-                Ok(o) => judge_cloud_init(&o, spec.allow_degraded, ch.how()),
-                Err(e) => (false, format!("cloud-init status {}: {e:#}", ch.how())),
-            },
-        };
-        report.push("cloud_init", ok, t.elapsed(), detail);
-        if !ok {
-            return;
-        }
-    }
-
-    if wants(Check::Ssh) {
-        let t = Instant::now();
-        let (ok, detail) = ssh_check(vm.ssh_port, &work.join("id_ed25519"), deadline).await;
-        report.push("ssh", ok, t.elapsed(), detail);
-        if !ok {
-            return;
-        }
-    }
-
-    for (i, cmd) in spec.commands.iter().enumerate() {
-        let t = Instant::now();
-        let label = format!("commands[{i}]");
-        let (ok, detail) = match channel.as_mut() {
-            None => (
-                false,
-                "no channel into the guest to run the command".to_owned(),
-            ),
-            Some(ch) => match ch.run(cmd, remaining(deadline)).await {
-                Ok(o) if o.success() => (true, format!("{cmd:?} exited 0 {}", ch.how())),
-                Ok(o) => (
-                    false,
-                    format!(
-                        "{cmd:?} exited {}: {}",
-                        o.exit_code,
-                        tail_lines(&o.combined(), 15)
-                    ),
-                ),
-                Err(e) => (false, format!("{cmd:?}: {e:#}")),
-            },
-        };
-        report.push(label, ok, t.elapsed(), detail);
-        if !ok {
-            return;
-        }
-    }
-}
-
 async fn wait_for_userspace(
     vm: &mut Vm,
     deadline: Instant,
@@ -309,90 +278,22 @@ async fn wait_for_userspace(
     }
 }
 
-/// `cloud-init status --wait` exits 0 when done, 2 when done with recoverable
-/// errors ("degraded"), 1 on error.
-fn judge_cloud_init(o: &ExecOutput, allow_degraded: bool, how: &str) -> (bool, String) {
-    let text = o.combined();
-    let status = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("status:"))
-        .map(str::trim)
-        .unwrap_or("unknown");
-    let degraded = o.exit_code == 2 || status.contains("degraded");
-    match (o.exit_code, degraded) {
-        (0, false) => (true, format!("status: {status} ({how})")),
-        (_, true) if allow_degraded => (
-            true,
-            format!("status: {status}, degraded tolerated by allow_degraded ({how})"),
-        ),
-        _ => (
-            false,
-            format!(
-                "status: {status}, exit {} ({how}):\n{}",
-                o.exit_code,
-                tail_lines(&text, 15)
-            ),
-        ),
-    }
-}
-
-async fn ssh_check(port: Option<u16>, key: &Path, deadline: Instant) -> (bool, String) {
+async fn ssh_check(port: Option<u16>, key: &Path, deadline: Instant) -> Verdict {
     let Some(port) = port else {
-        return (false, "no ssh port forwarded".into());
+        return Verdict::fail("no ssh port forwarded");
     };
     let mut last = String::from("no attempt made");
     while Instant::now() < deadline {
         match ssh(port, key, "true").await {
             Ok(o) if o.success() => {
-                return (
-                    true,
-                    format!(
+                return Verdict::pass(format!(
                     "login as {SMOKE_USER} with a throwaway ed25519 key on forwarded port {port}"
-                ),
-                )
+                ))
             }
             Ok(o) => last = format!("exit {}: {}", o.exit_code, o.stderr.trim()),
             Err(e) => last = format!("{e:#}"),
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    (
-        false,
-        format!("ssh never accepted the throwaway key: {last}"),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn out(code: i64, text: &str) -> ExecOutput {
-        ExecOutput {
-            exit_code: code,
-            stdout: text.into(),
-            stderr: String::new(),
-        }
-    }
-
-    #[test]
-    fn cloud_init_verdicts() {
-        assert!(judge_cloud_init(&out(0, "\nstatus: done\n"), false, "x").0);
-        assert!(!judge_cloud_init(&out(1, "status: error"), false, "x").0);
-        assert!(
-            !judge_cloud_init(
-                &out(2, "status: done\nextended_status: degraded done"),
-                false,
-                "x"
-            )
-            .0
-        );
-        assert!(
-            judge_cloud_init(
-                &out(2, "status: done\nextended_status: degraded done"),
-                true,
-                "x"
-            )
-            .0
-        );
-    }
+    Verdict::fail(format!("ssh never accepted the throwaway key: {last}"))
 }

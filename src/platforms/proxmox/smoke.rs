@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::agent::{self, Output};
+use super::agent;
 use super::api::{params, VmApi};
 use super::encoding::{self, Note};
 use super::{tasks, ProxmoxPlatform, VmRef};
@@ -16,8 +17,9 @@ use crate::lifecycle::cloudinit::SMOKE_USER;
 use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
 use crate::lifecycle::ledger::UndoAction;
-use crate::lifecycle::recipe::{Check, SmokeSpec};
-use crate::lifecycle::report::{tail_lines, Report};
+use crate::lifecycle::recipe::SmokeSpec;
+use crate::lifecycle::report::Report;
+use crate::platforms::kit::smoke::{run_checks, GuestChannel, GuestOutput, SmokeTarget, Verdict};
 use crate::platforms::{Context as _, Error, Result};
 
 pub async fn run(p: &ProxmoxPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) -> Result<Report> {
@@ -78,9 +80,14 @@ pub async fn run(p: &ProxmoxPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) 
         image: name.clone(),
         ..Default::default()
     };
+    let mut target = PveTarget {
+        vm: &vm,
+        public_key: &public_key,
+        agent_timeout: p.config.agent_timeout,
+    };
     let outcome = tokio::select! {
         _ = cx.cancel.cancelled() => Err(Error::cancelled("smoke test")),
-        r = checks(&vm, spec, &public_key, p.config.agent_timeout, Instant::now() + limit, cx, &mut report) => r,
+        r = run_checks(&mut target, spec, Instant::now() + limit, cx, &mut report) => r,
     };
 
     // Tear down now rather than at ledger time, so the report's duration is
@@ -193,169 +200,122 @@ fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
 
-/// Runs the checks in order; the first failure ends the test. Errors are for
-/// the API failing, not for a check failing.
-async fn checks(
-    vm: &VmApi<'_>,
-    spec: &SmokeSpec,
-    public_key: &str,
+/// The smoke-test VM as the shared sequence sees it: everything goes
+/// through the guest agent (PVE shows no serial console through the API).
+struct PveTarget<'a> {
+    vm: &'a VmApi<'a>,
+    public_key: &'a str,
     agent_timeout: Duration,
-    deadline: Instant,
-    cx: &Cx,
-    report: &mut Report,
-) -> Result<()> {
-    let wants = |c: Check| spec.checks.contains(&c);
+}
 
-    // boot: the guest reached userspace, which on PVE (no readable serial
-    // console through the API) means its agent answered.
-    let t = Instant::now();
-    let ready = agent::wait_ready(vm, agent_timeout.min(remaining(deadline)), cx).await;
-    match ready {
-        Ok(took) => {
-            if wants(Check::Boot) {
-                report.push(
-                    "boot",
-                    true,
-                    t.elapsed(),
-                    format!(
-                        "VM running; userspace reached (guest agent answered after {:.0}s)",
-                        took.as_secs_f64()
-                    ),
-                );
-            }
-        }
-        Err(e) if e.is_cancelled() => return Err(e),
-        Err(e) => {
-            report.push(
-                "boot",
-                false,
-                t.elapsed(),
-                format!("no sign of userspace: {e}"),
-            );
-            return Ok(());
+/// Commands through `agent/exec`. API errors stay errors (the platform
+/// failing, not the image); a command the timeout cuts short is a failed check.
+struct AgentChannel<'a>(&'a VmApi<'a>);
+
+#[async_trait]
+impl GuestChannel for AgentChannel<'_> {
+    async fn sh(&self, script: &str, timeout: Duration, cx: &Cx) -> Result<GuestOutput> {
+        match agent::sh(self.0, script, timeout, cx).await {
+            Ok(o) => Ok(GuestOutput {
+                exit_code: o.exitcode,
+                stdout: o.stdout,
+                stderr: o.stderr,
+            }),
+            Err(e) if e.is_timeout() && !cx.cancel.is_cancelled() => Ok(GuestOutput::timed_out(e)),
+            Err(e) => Err(e),
         }
     }
 
-    if wants(Check::GuestAgent) {
-        let t = Instant::now();
-        let exec = agent::sh(
-            vm,
-            "uname -sr",
-            Duration::from_secs(60).min(remaining(deadline)),
-            cx,
-        )
-        .await;
-        let net = vm.agent_network().await;
-        let (ok, detail) = match (&exec, &net) {
-            (Ok(o), Ok(n)) if o.success() => (
-                true,
-                format!(
-                    "agent/ping + agent/exec ({}) + network-get-interfaces ({})",
-                    o.stdout.trim(),
-                    addresses(n)
-                ),
-            ),
-            (Ok(o), _) if !o.success() => (
-                false,
-                format!(
-                    "agent/exec of `uname -sr` exited {}: {}",
-                    o.exitcode,
-                    o.combined()
-                ),
-            ),
-            (Err(e), _) => (false, format!("agent/exec failed: {e}")),
-            (_, Err(e)) => (false, format!("network-get-interfaces failed: {e}")),
-            _ => (false, "unexpected".into()),
-        };
-        report.push("guest_agent", ok, t.elapsed(), detail);
-        if !ok {
-            return Ok(());
+    fn how(&self) -> &'static str {
+        "via guest agent"
+    }
+}
+
+#[async_trait]
+impl SmokeTarget for PveTarget<'_> {
+    /// The guest reached userspace, which on PVE means its agent answered.
+    async fn boot(&mut self, deadline: Instant, cx: &Cx) -> Result<Verdict> {
+        let limit = self.agent_timeout.min(remaining(deadline));
+        match agent::wait_ready(self.vm, limit, cx).await {
+            Ok(took) => Ok(Verdict::pass(format!(
+                "VM running; userspace reached (guest agent answered after {:.0}s)",
+                took.as_secs_f64()
+            ))),
+            Err(e) if e.is_cancelled() => Err(e),
+            Err(e) => Ok(Verdict::fail(format!("no sign of userspace: {e}"))),
         }
     }
 
-    if wants(Check::CloudInit) {
-        let t = Instant::now();
-        let out = guest(vm, "cloud-init status --wait", deadline, cx).await?;
-        let text = out.combined();
-        let degraded = text.contains("degraded") || out.exitcode == 2;
-        let ok = out.success() || (degraded && spec.allow_degraded);
-        let detail = if ok {
-            format!(
-                "`cloud-init status --wait` via guest agent: {}",
-                text.lines().last().unwrap_or("").trim()
+    async fn guest_agent(
+        &mut self,
+        wanted: bool,
+        deadline: Instant,
+        cx: &Cx,
+    ) -> Result<Option<Verdict>> {
+        if !wanted {
+            return Ok(None);
+        }
+        let exec = AgentChannel(self.vm)
+            .sh(
+                "uname -sr",
+                Duration::from_secs(60).min(remaining(deadline)),
+                cx,
             )
-        } else {
-            format!(
-                "`cloud-init status --wait` exited {}: {}",
-                out.exitcode,
-                tail_lines(&text, 20)
-            )
-        };
-        report.push("cloud_init", ok, t.elapsed(), detail);
-        if !ok {
-            return Ok(());
+            .await?;
+        if !exec.success() {
+            return Ok(Some(Verdict::fail(format!(
+                "agent/exec of `uname -sr` exited {}: {}",
+                exec.exit_code,
+                exec.combined()
+            ))));
         }
+        Ok(Some(match self.vm.agent_network().await {
+            Ok(n) => Verdict::pass(format!(
+                "agent/ping + agent/exec ({}) + network-get-interfaces ({})",
+                exec.stdout.trim(),
+                addresses(&n)
+            )),
+            Err(e) => Verdict::fail(format!("network-get-interfaces failed: {e}")),
+        }))
     }
 
-    if wants(Check::Ssh) {
-        let t = Instant::now();
-        let key_words: Vec<&str> = public_key.split_whitespace().take(2).collect();
+    /// No route into the guest is assumed: sshd's unit and the injected key
+    /// are checked from inside, through the agent.
+    async fn ssh(&mut self, deadline: Instant, cx: &Cx) -> Result<Verdict> {
+        let key_words: Vec<&str> = self.public_key.split_whitespace().take(2).collect();
         let script = format!(
             // `a || b && c` is `(a || b) && c` in sh.
             // Ubuntu 24.04 starts sshd on demand: an active ssh.socket counts.
             "systemctl is-active ssh || systemctl is-active sshd || systemctl is-active ssh.socket && grep -qF '{}' /home/{SMOKE_USER}/.ssh/authorized_keys",
             key_words.join(" ")
         );
-        let out = guest(vm, &script, deadline, cx).await?;
-        let detail = if out.success() {
-            "sshd (or ssh.socket) active and the throwaway key installed by cloud-init (checked via guest agent)"
-                .to_owned()
+        let out = AgentChannel(self.vm)
+            .sh(&script, remaining(deadline), cx)
+            .await?;
+        Ok(if out.success() {
+            Verdict::pass("sshd (or ssh.socket) active and the throwaway key installed by cloud-init (checked via guest agent)")
         } else {
-            format!(
+            Verdict::fail(format!(
                 "sshd not active or the throwaway key missing (exit {}): {}",
-                out.exitcode,
+                out.exit_code,
                 out.combined()
-            )
-        };
-        report.push("ssh", out.success(), t.elapsed(), detail);
-        if !out.success() {
-            return Ok(());
-        }
+            ))
+        })
     }
 
-    for (i, cmd) in spec.commands.iter().enumerate() {
-        let t = Instant::now();
-        let out = guest(vm, cmd, deadline, cx).await?;
-        let detail = if out.success() {
-            format!("exit 0 via guest agent{}", first_line(&out.stdout))
-        } else {
-            format!("exit {}: {}", out.exitcode, tail_lines(&out.combined(), 20))
-        };
-        report.push(format!("commands[{i}]"), out.success(), t.elapsed(), detail);
-        if !out.success() {
-            return Ok(());
-        }
-    }
-    Ok(())
-}
-
-/// A guest command whose timeout counts as a failed check, not an API error.
-async fn guest(vm: &VmApi<'_>, script: &str, deadline: Instant, cx: &Cx) -> Result<Output> {
-    match agent::sh(vm, script, remaining(deadline), cx).await {
-        Ok(o) => Ok(o),
-        Err(e) if e.is_timeout() && !cx.cancel.is_cancelled() => Ok(Output {
-            exitcode: 124,
-            stdout: String::new(),
-            stderr: format!("still running when the smoke-test timeout ran out ({e})"),
-        }),
-        Err(e) => Err(e),
+    fn channel(&self) -> Option<&dyn GuestChannel> {
+        Some(self)
     }
 }
 
-fn first_line(s: &str) -> String {
-    match s.lines().find(|l| !l.trim().is_empty()) {
-        Some(l) => format!(": {}", l.trim()),
-        None => String::new(),
+#[async_trait]
+impl GuestChannel for PveTarget<'_> {
+    async fn sh(&self, script: &str, timeout: Duration, cx: &Cx) -> Result<GuestOutput> {
+        AgentChannel(self.vm).sh(script, timeout, cx).await
+    }
+
+    fn how(&self) -> &'static str {
+        "via guest agent"
     }
 }
 
