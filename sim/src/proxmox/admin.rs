@@ -3,25 +3,18 @@
 
 use std::collections::BTreeMap;
 
-use regex::Regex;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::state::{debian_fs, Cluster, Shared, Vm};
 use super::{vms, ApiError};
+use crate::core::admin::{bad_json, AdminError};
+use crate::core::faults::FaultKind;
 
+/// PVE's own fault kinds, beside the core's `http` and `latency`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Fault {
-    /// The matching request gets this status instead of being served.
-    Http {
-        method: Option<String>,
-        /// A substring or regex of the path after `/api2/json`.
-        path: Option<String>,
-        status: u16,
-        message: Option<String>,
-        times: Option<u32>,
-    },
+pub enum PveFault {
     /// The next task(s) of this type end with `message` as exit status.
     Task {
         task_type: String,
@@ -42,8 +35,15 @@ pub enum Fault {
         stderr: String,
         times: Option<u32>,
     },
-    /// Every API response is delayed.
-    Latency { ms: u64 },
+}
+
+impl FaultKind for PveFault {
+    fn times(&mut self) -> Option<&mut Option<u32>> {
+        match self {
+            PveFault::Task { times, .. } | PveFault::Exec { times, .. } => Some(times),
+            PveFault::Agent { .. } => None,
+        }
+    }
 }
 
 /// What an `exec` fault makes the fake shell answer.
@@ -53,121 +53,37 @@ pub struct ExecFault {
     pub stderr: String,
 }
 
-/// Uses up one of a rule's `times`; a rule at zero is dropped.
-fn consume(times: &mut Option<u32>) -> bool {
-    match times {
-        Some(0) => false,
-        Some(n) => {
-            *n -= 1;
-            true
-        }
-        None => true,
-    }
-}
-
-fn path_matches(pattern: &str, path: &str) -> bool {
-    path.contains(pattern) || Regex::new(pattern).is_ok_and(|re| re.is_match(path))
-}
-
 impl Cluster {
     pub fn take_task_fault(&mut self, kind: &str) -> Option<String> {
-        let mut out = None;
-        for f in &mut self.faults {
-            if let Fault::Task {
-                task_type,
-                message,
-                times,
-            } = f
-            {
-                if task_type == kind && consume(times) {
-                    out = Some(message.clone());
-                    break;
-                }
-            }
-        }
-        self.drop_spent_faults();
-        out
-    }
-
-    /// `(status, message)` for a request an `http` rule intercepts.
-    pub fn take_http_fault(&mut self, method: &str, path: &str) -> Option<(u16, String)> {
-        let mut out = None;
-        for f in &mut self.faults {
-            if let Fault::Http {
-                method: m,
-                path: p,
-                status,
-                message,
-                times,
-            } = f
-            {
-                let method_ok = m.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method));
-                let path_ok = p.as_deref().is_none_or(|p| path_matches(p, path));
-                if method_ok && path_ok && consume(times) {
-                    let default = if *status == 401 {
-                        "Authentication failed!"
-                    } else {
-                        "simulated failure"
-                    };
-                    out = Some((*status, message.clone().unwrap_or_else(|| default.into())));
-                    break;
-                }
-            }
-        }
-        self.drop_spent_faults();
-        out
+        self.sim.faults.take(|f| match f {
+            PveFault::Task {
+                task_type, message, ..
+            } if task_type == kind => Some(message.clone()),
+            _ => None,
+        })
     }
 
     pub fn agent_never(&self, vmid: u32) -> bool {
-        self.faults.iter().any(|f| {
-            matches!(f, Fault::Agent { vmid: v, mode } if mode == "never" && v.is_none_or(|v| v == vmid))
+        self.sim.faults.any(|f| {
+            matches!(f, PveFault::Agent { vmid: v, mode } if mode == "never" && v.is_none_or(|v| v == vmid))
         })
     }
 
     pub fn take_exec_fault(&mut self, joined: &str) -> Option<ExecFault> {
-        let mut out = None;
-        for f in &mut self.faults {
-            if let Fault::Exec {
+        self.sim.faults.take(|f| match f {
+            PveFault::Exec {
                 pattern,
                 exitcode,
                 stdout,
                 stderr,
-                times,
-            } = f
-            {
-                if joined.contains(pattern.as_str()) && consume(times) {
-                    out = Some(ExecFault {
-                        exitcode: *exitcode,
-                        stdout: stdout.clone(),
-                        stderr: stderr.clone(),
-                    });
-                    break;
-                }
-            }
-        }
-        self.drop_spent_faults();
-        out
-    }
-
-    pub fn latency_ms(&self) -> u64 {
-        self.faults
-            .iter()
-            .map(|f| match f {
-                Fault::Latency { ms } => *ms,
-                _ => 0,
-            })
-            .sum()
-    }
-
-    fn drop_spent_faults(&mut self) {
-        self.faults.retain(|f| {
-            !matches!(
-                f,
-                Fault::Http { times: Some(0), .. }
-                    | Fault::Task { times: Some(0), .. }
-                    | Fault::Exec { times: Some(0), .. }
-            )
-        });
+                ..
+            } if joined.contains(pattern.as_str()) => Some(ExecFault {
+                exitcode: *exitcode,
+                stdout: stdout.clone(),
+                stderr: stderr.clone(),
+            }),
+            _ => None,
+        })
     }
 }
 
@@ -190,84 +106,50 @@ struct AddVmReq {
     description: Option<String>,
 }
 
-/// Serves `/_sim/...`; `path` is what follows `/_sim`.
+/// Serves PVE's own `/_sim/...` endpoints (`path` follows `/_sim`; the
+/// core serves `/violations`, `/requests` and `/faults`); `None` when there is
+/// no such endpoint.
 pub async fn handle(
     shared: &Shared,
     method: &str,
     path: &str,
     body: &[u8],
-) -> Result<Value, ApiError> {
-    let bad = |e: serde_json::Error| ApiError::new(400, format!("bad JSON body: {e}"));
-    match (method, path.trim_end_matches('/')) {
-        ("GET", "/violations") => {
-            let cl = shared.lock();
-            Ok(Value::Array(
-                cl.violations
-                    .iter()
-                    .map(|v| json!({"kind": v.kind, "method": v.method, "path": v.path, "detail": v.detail}))
-                    .collect(),
-            ))
-        }
-        ("GET", "/requests") => {
-            let cl = shared.lock();
-            Ok(Value::Array(
-                cl.requests
-                    .iter()
-                    .map(|r| json!({"method": r.method, "path": r.path, "status": r.status, "auth_ok": r.auth_ok}))
-                    .collect(),
-            ))
-        }
-        ("DELETE", "/requests") => {
-            shared.lock().requests.clear();
-            Ok(json!({}))
-        }
+) -> Option<Result<Value, AdminError>> {
+    Some(match (method, path.trim_end_matches('/')) {
         ("GET", "/vms") => {
             let cl = shared.lock();
             Ok(Value::Array(
                 cl.vms.values().map(|vm| cl.vm_json(vm)).collect(),
             ))
         }
-        ("POST", "/vms") => {
-            let req: AddVmReq = serde_json::from_slice(body).map_err(bad)?;
-            add_vm(&mut shared.lock(), req)
-        }
-        ("POST", "/faults") => {
-            let rules: Vec<Fault> = match serde_json::from_slice::<Value>(body).map_err(bad)? {
-                v @ Value::Array(_) => serde_json::from_value(v).map_err(bad)?,
-                v => vec![serde_json::from_value(v).map_err(bad)?],
-            };
+        ("POST", "/vms") => serde_json::from_slice::<AddVmReq>(body)
+            .map_err(bad_json)
+            .and_then(|req| add_vm(&mut shared.lock(), req).map_err(AdminError::from)),
+        ("POST", "/clone") => match serde_json::from_slice::<CloneReq>(body) {
+            Ok(req) => clone(shared, req).await.map_err(AdminError::from),
+            Err(e) => Err(bad_json(e)),
+        },
+        _ => return None,
+    })
+}
+
+/// `POST /_sim/clone`: the API clone, done synchronously.
+async fn clone(shared: &Shared, req: CloneReq) -> Result<Value, ApiError> {
+    let job = {
+        let mut cl = shared.lock();
+        vms::prepare_clone(&mut cl, req.vmid, req.newid, req.name, req.full, None, None)?
+    };
+    let newid = job.newid;
+    match job.run().await {
+        Ok(()) => {
             let mut cl = shared.lock();
-            eprintln!("golden-sim: faults armed: {rules:?}");
-            cl.faults.extend(rules);
-            Ok(json!({"faults": cl.faults.len()}))
+            vms::finish_clone(&mut cl, newid);
+            Ok(cl.vm_json(cl.vm(newid)?))
         }
-        ("DELETE", "/faults") => {
-            shared.lock().faults.clear();
-            Ok(json!({}))
+        Err(msg) => {
+            shared.lock().remove_vm(newid);
+            Err(ApiError::new(500, msg))
         }
-        ("POST", "/clone") => {
-            let req: CloneReq = serde_json::from_slice(body).map_err(bad)?;
-            let job = {
-                let mut cl = shared.lock();
-                vms::prepare_clone(&mut cl, req.vmid, req.newid, req.name, req.full, None, None)?
-            };
-            let newid = job.newid;
-            match job.run().await {
-                Ok(()) => {
-                    let mut cl = shared.lock();
-                    vms::finish_clone(&mut cl, newid);
-                    Ok(cl.vm_json(cl.vm(newid)?))
-                }
-                Err(msg) => {
-                    shared.lock().remove_vm(newid);
-                    Err(ApiError::new(500, msg))
-                }
-            }
-        }
-        _ => Err(ApiError::new(
-            404,
-            format!("no admin endpoint {method} /_sim{path}"),
-        )),
     }
 }
 
@@ -313,10 +195,12 @@ fn add_vm(cl: &mut Cluster, req: AddVmReq) -> Result<Value, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::faults::Fault;
+    use serde_json::json;
 
     #[test]
     fn fault_rules_parse_and_count_down() {
-        let rules: Vec<Fault> = serde_json::from_value(json!([
+        let rules: Vec<Fault<PveFault>> = serde_json::from_value(json!([
             {"kind": "http", "method": "POST", "path": "/clone$", "status": 500, "message": "boom", "times": 1},
             {"kind": "task", "task_type": "qmclone", "message": "no space", "times": 2},
             {"kind": "exec", "match": "apt-get", "exitcode": 100, "stderr": "E: x"},
@@ -325,11 +209,30 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(rules.len(), 5);
-        let mut times = Some(1);
-        assert!(consume(&mut times));
-        assert!(!consume(&mut times));
-        assert!(path_matches("/clone$", "/nodes/pve/qemu/9000/clone"));
-        assert!(path_matches("qemu/9000", "/nodes/pve/qemu/9000/clone"));
-        assert!(!path_matches("/clone$", "/nodes/pve/qemu/9000/config"));
+        let opts = std::sync::Arc::new(super::super::state::Options {
+            node: "pve".into(),
+            storage: "local-lvm".into(),
+            token: "root@pam!golden=s3cret".into(),
+            task_ms: 10,
+            agent_ready_ms: 10,
+            backend: super::super::state::Backend::Instant,
+            base_image: None,
+            state_dir: std::env::temp_dir().join("golden-sim-unit"),
+            extra_vms: 0,
+        });
+        let mut cl = Cluster::new(opts);
+        cl.sim.faults.arm(rules);
+        assert_eq!(cl.sim.faults.latency_ms(), 5);
+        assert!(cl.agent_never(101));
+        assert_eq!(cl.take_task_fault("qmstart"), None);
+        assert_eq!(cl.take_task_fault("qmclone").as_deref(), Some("no space"));
+        assert_eq!(cl.take_task_fault("qmclone").as_deref(), Some("no space"));
+        assert_eq!(cl.take_task_fault("qmclone"), None, "used up");
+        let e = cl
+            .take_exec_fault("/bin/sh -c apt-get install -y x")
+            .unwrap();
+        assert_eq!((e.exitcode, e.stderr.as_str()), (100, "E: x"));
+        assert!(cl.take_exec_fault("apt-get").is_some(), "no times: forever");
+        assert_eq!(cl.sim.faults.len(), 4);
     }
 }
