@@ -84,10 +84,7 @@ HCL
 }
 
 cd "$root"
-# Two builds: together, cargo would give the provider the simulator's hyper
-# server features (feature unification); apart, each gets only its own.
-cargo build --locked --release -p terraform-provider-golden >/dev/null
-cargo build --locked --release -p golden-sim >/dev/null
+cargo build --locked --release -p golden-sim -p terraform-provider-golden >/dev/null
 
 echo "== proxmox, instant backend: one build + smoke test through terraform"
 start_sim instant
