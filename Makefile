@@ -17,14 +17,14 @@ base-image: deps
 	@scripts/make-base-image.sh >/dev/null
 
 build: deps
-	cargo build --locked
+	cargo build --locked --workspace
 
 release: deps
-	cargo build --locked --release
+	cargo build --locked --release -p terraform-provider-golden
 
 lint: deps
 	cargo fmt --all -- --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 ## make demo: build, validate, publish and prune a real image on the local platform.
 demo: build base-image
@@ -32,7 +32,8 @@ demo: build base-image
 
 ## make test: lint, unit tests, and the E2E tests (real terraform, real QEMU guests).
 test: deps base-image lint
-	cargo nextest run --locked --run-ignored all --no-fail-fast
+	cargo build --locked -p golden-sim
+	cargo nextest run --locked --workspace --run-ignored all --no-fail-fast
 
 ## make bench: the figures (build, smoke test, bare boot, plan latency).
 bench: release base-image
@@ -53,4 +54,4 @@ bench-proxmox: release base-image
 PVE_SCHEMA ?= ../shared/specs/proxmox/PVE-schema.json
 SIM_ARGS ?=
 sim-proxmox:
-	cargo run --locked --bin golden-sim -- proxmox $(if $(wildcard $(PVE_SCHEMA)),--schema $(PVE_SCHEMA)) $(SIM_ARGS)
+	cargo run --locked -p golden-sim -- proxmox $(if $(wildcard $(PVE_SCHEMA)),--schema $(PVE_SCHEMA)) $(SIM_ARGS)

@@ -84,7 +84,7 @@ HCL
 }
 
 cd "$root"
-cargo build --locked --release --bin golden-sim --bin terraform-provider-golden >/dev/null
+cargo build --locked --release -p golden-sim -p terraform-provider-golden >/dev/null
 
 echo "== proxmox, instant backend: one build + smoke test through terraform"
 start_sim instant

@@ -25,6 +25,32 @@ pub fn pve_schema() -> PathBuf {
     p
 }
 
+/// The `golden-sim` binary. It is another package of the workspace, so cargo
+/// gives this test no `CARGO_BIN_EXE_golden-sim`: it is looked for beside the
+/// test binary's own target dir (`target/<profile>/deps/e2e-*` ->
+/// `target/<profile>/golden-sim`), where `cargo build -p golden-sim` puts it.
+/// `GOLDEN_SIM_BIN` overrides. Missing is a failure, never a skip.
+pub fn sim_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("GOLDEN_SIM_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("locating the test binary");
+    let profile_dir = exe
+        .parent()
+        .filter(|d| d.file_name().is_some_and(|n| n == "deps"))
+        .and_then(Path::parent)
+        .or_else(|| exe.parent())
+        .expect("the test binary has a parent directory");
+    let sim = profile_dir.join(format!("golden-sim{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        sim.is_file(),
+        "the simulator binary {} is missing: build it first with `cargo build -p golden-sim` \
+         (same profile and CARGO_TARGET_DIR as the tests; `make test` does), or set GOLDEN_SIM_BIN",
+        sim.display()
+    );
+    sim
+}
+
 pub struct Sim {
     child: Child,
     _stdin: ChildStdin,
@@ -43,7 +69,7 @@ impl Sim {
     }
 
     pub fn start_with(args: &[&str]) -> Sim {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_golden-sim"))
+        let mut child = Command::new(sim_binary())
             .arg("proxmox")
             .arg("--schema")
             .arg(pve_schema())

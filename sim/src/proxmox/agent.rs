@@ -1,29 +1,36 @@
 //! `/nodes/{node}/qemu/{vmid}/agent/...`: the QEMU guest agent as PVE relays
 //! it, for both backends: the instant backend answers from the guest's file
 //! map and the fake shell; the QEMU backend forwards to the real agent inside
-//! a real guest (and this module also owns that guest's QEMU process).
+//! a real guest (whose QEMU process and agent channel are the core's,
+//! `crate::core::guest`).
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use golden::qemu::qga::Qga;
-use golden::qemu::{qmp, Vm as QemuVm};
 use serde_json::{json, Value};
-use tokio::sync::Mutex as AsyncMutex;
 
 use super::schema::{parse_bool, Params};
 use super::shell;
 use super::state::{Backend, ExecRecord, Power, Shared};
 use super::ApiError;
+use crate::core::guest::{GuestError, QemuGuest};
 
 /// How long the instant backend's exec takes before `exec-status` reports it.
 const INSTANT_EXEC: Duration = Duration::from_millis(50);
 
 fn not_running() -> ApiError {
     ApiError::new(500, "QEMU guest agent is not running")
+}
+
+/// How PVE relays the agent's silence and its errors.
+impl From<GuestError> for ApiError {
+    fn from(e: GuestError) -> ApiError {
+        match e {
+            GuestError::NotRunning => not_running(),
+            GuestError::Agent(desc) => ApiError::new(500, format!("Agent error: {desc}")),
+        }
+    }
 }
 
 fn first<'a>(p: &'a Params, k: &str) -> Option<&'a str> {
@@ -216,123 +223,28 @@ fn instant(
     }
 }
 
-/// A real guest: its QEMU process and a cached agent connection (the agent's
-/// channel serves one client at a time, so calls take turns).
-pub struct QemuGuest {
-    vm: AsyncMutex<QemuVm>,
-    qga_socket: PathBuf,
-    qmp_socket: PathBuf,
-    qga: AsyncMutex<Option<Qga>>,
-}
-
-impl QemuGuest {
-    pub fn new(vm: QemuVm) -> QemuGuest {
-        QemuGuest {
-            qga_socket: vm.agent.socket.clone(),
-            qmp_socket: vm.qmp_socket.clone(),
-            vm: AsyncMutex::new(vm),
-            qga: AsyncMutex::new(None),
-        }
-    }
-
-    pub async fn call(
-        &self,
-        execute: &str,
-        args: Value,
-        timeout: Duration,
-    ) -> Result<Value, ApiError> {
-        let mut slot = self.qga.lock().await;
-        if slot.is_none() {
-            // PVE asks with a short timeout whether the agent is there.
-            let q = Qga::connect(&self.qga_socket, Duration::from_secs(2))
-                .await
-                .map_err(|_| not_running())?;
-            *slot = Some(q);
-        }
-        let q = slot.as_mut().ok_or_else(not_running)?;
-        match q.call(execute, args, timeout).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                let msg = format!("{e:#}");
-                let prefix = format!("guest agent {execute}: ");
-                match msg.strip_prefix(&prefix) {
-                    // The agent's own error answer: the channel is fine.
-                    Some(desc) => Err(ApiError::new(500, format!("Agent error: {desc}"))),
-                    // No answer or a broken channel: reconnect next time.
-                    None => {
-                        *slot = None;
-                        Err(not_running())
-                    }
-                }
-            }
-        }
-    }
-
-    pub async fn has_exited(&self) -> bool {
-        self.vm.lock().await.has_exited()
-    }
-
-    /// Clean power-off: the agent if it answers, else the ACPI button; waits
-    /// up to `timeout`; then kills when `force`. Returns whether it is down.
-    pub async fn shutdown(&self, use_agent: bool, timeout: Duration, force: bool) -> bool {
-        let mut asked = false;
-        if use_agent {
-            let mut slot = self.qga.lock().await;
-            if slot.is_none() {
-                *slot = Qga::connect(&self.qga_socket, Duration::from_secs(2))
-                    .await
-                    .ok();
-            }
-            // The agent powers down without answering guest-shutdown.
-            if let Some(q) = slot.as_mut() {
-                asked = q.shutdown().await.is_ok();
-            }
-        }
-        if !asked {
-            let _ = qmp::command(&self.qmp_socket, "system_powerdown").await;
-        }
-        *self.qga.lock().await = None;
-        let mut vm = self.vm.lock().await;
-        if vm.wait_exit(timeout).await {
-            return true;
-        }
-        if force {
-            vm.kill().await;
-            return true;
-        }
-        false
-    }
-
-    pub async fn kill(&self) {
-        *self.qga.lock().await = None;
-        self.vm.lock().await.kill().await;
-    }
-
-    /// From synchronous code (a VM removed under the cluster lock).
-    pub fn kill_soon(self: &Arc<Self>) {
-        let g = self.clone();
-        tokio::spawn(async move { g.kill().await });
-    }
-}
-
 async fn qemu(guest: &QemuGuest, cmd: &str, params: &Params) -> Result<Value, ApiError> {
     let t = Duration::from_secs(10);
     match cmd {
         "ping" => guest
             .call("guest-ping", Value::Null, t)
             .await
+            .map_err(ApiError::from)
             .map(|_| json!({"result": {}})),
         "info" => guest
             .call("guest-info", Value::Null, t)
             .await
+            .map_err(ApiError::from)
             .map(|r| json!({"result": r})),
         "get-host-name" => guest
             .call("guest-get-host-name", Value::Null, t)
             .await
+            .map_err(ApiError::from)
             .map(|r| json!({"result": r})),
         "network-get-interfaces" => guest
             .call("guest-network-get-interfaces", Value::Null, t)
             .await
+            .map_err(ApiError::from)
             .map(|r| json!({"result": r})),
         "exec" => {
             let argv = command_args(params)?;

@@ -1,22 +1,26 @@
 //! The simulated cluster: one node, its storages and volumes, its VMs (a
 //! config map each, as `/etc/pve/qemu-server/<vmid>.conf` holds), its tasks,
-//! and the simulator's own records (faults, violations, requests).
+//! and the simulator's own records (faults, violations, requests: the core's).
 //!
-//! Everything sits behind one mutex, held briefly and never across an await.
+//! Everything sits behind one mutex, held briefly and never across an await
+//! (`crate::core::state::Shared`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::admin::Fault;
-use super::agent::QemuGuest;
+use super::admin::PveFault;
 use super::schema::{split_tags, valid_tag};
-use super::tasks::{unix_now, Task};
+use super::tasks::Upid;
 use super::ApiError;
+use crate::core::guest::QemuGuest;
+use crate::core::ops::{OperationState, Operations};
+use crate::core::state::{Records, SimState};
+use crate::core::util::unix_now;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -272,21 +276,6 @@ pub fn normalize_tags(v: &str) -> Result<String, String> {
     Ok(tags.join(";"))
 }
 
-#[derive(Clone)]
-pub struct Violation {
-    pub kind: &'static str,
-    pub method: String,
-    pub path: String,
-    pub detail: String,
-}
-
-pub struct RequestRecord {
-    pub method: String,
-    pub path: String,
-    pub status: u16,
-    pub auth_ok: bool,
-}
-
 pub struct Cluster {
     pub opts: Arc<Options>,
     pub pstart: u32,
@@ -294,27 +283,29 @@ pub struct Cluster {
     pub storages: Vec<StorageDef>,
     pub vms: BTreeMap<u32, Vm>,
     pub volumes: BTreeMap<String, Volume>,
-    pub tasks: BTreeMap<String, Task>,
+    /// Worker tasks by UPID (the core's operations).
+    pub tasks: Operations<Upid>,
     pub task_seq: u32,
-    pub faults: Vec<Fault>,
-    pub violations: Vec<Violation>,
-    pub requests: Vec<RequestRecord>,
+    /// Faults, schema violations, the request log.
+    pub sim: Records<PveFault>,
     mac_seq: u32,
 }
 
-#[derive(Clone)]
-pub struct Shared(Arc<Mutex<Cluster>>);
+impl SimState for Cluster {
+    type Fault = PveFault;
 
-impl Shared {
-    pub fn new(cluster: Cluster) -> Shared {
-        Shared(Arc::new(Mutex::new(cluster)))
-    }
-
-    /// A panic elsewhere must not wedge the whole simulator.
-    pub fn lock(&self) -> MutexGuard<'_, Cluster> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn records(&mut self) -> &mut Records<PveFault> {
+        &mut self.sim
     }
 }
+
+impl OperationState<Upid> for Cluster {
+    fn operations(&mut self) -> &mut Operations<Upid> {
+        &mut self.tasks
+    }
+}
+
+pub type Shared = crate::core::state::Shared<Cluster>;
 
 const GIB: u64 = 1024 * 1024 * 1024;
 
@@ -341,11 +332,9 @@ impl Cluster {
             storages,
             vms: BTreeMap::new(),
             volumes: BTreeMap::new(),
-            tasks: BTreeMap::new(),
+            tasks: Operations::default(),
             task_seq: 0,
-            faults: Vec::new(),
-            violations: Vec::new(),
-            requests: Vec::new(),
+            sim: Records::default(),
             mac_seq: 0,
         };
         cl.seed_source_template();
@@ -554,22 +543,6 @@ impl Cluster {
                 let _ = std::fs::remove_file(&path);
             }
         }
-    }
-
-    pub fn record_violation(
-        &mut self,
-        kind: &'static str,
-        method: &str,
-        path: &str,
-        detail: String,
-    ) {
-        eprintln!("golden-sim: SCHEMA VIOLATION ({kind}) {method} {path}: {detail}");
-        self.violations.push(Violation {
-            kind,
-            method: method.to_owned(),
-            path: path.to_owned(),
-            detail,
-        });
     }
 
     /// `/_sim/vms`.

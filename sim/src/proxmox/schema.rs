@@ -18,19 +18,8 @@ use anyhow::{bail, Context, Result};
 use regex::Regex;
 use serde_json::{Map, Value};
 
-/// Request parameters as they arrive: name -> values (arrays repeat the key).
-pub type Params = BTreeMap<String, Vec<String>>;
-
-/// Why a request does not fit the schema.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RequestError {
-    /// No schema node has this path.
-    UnknownPath,
-    /// The path exists but not with this method.
-    UnknownMethod,
-    /// Parameter name -> why, as PVE answers in `errors`.
-    Params(BTreeMap<String, String>),
-}
+use crate::core::spec::SpecChecker;
+pub use crate::core::spec::{Params, RequestError};
 
 struct Endpoint {
     segments: Vec<Segment>,
@@ -385,6 +374,21 @@ impl Schema {
 const STORAGE_CONTENT: &[&str] = &[
     "images", "rootdir", "vztmpl", "iso", "backup", "snippets", "import", "none",
 ];
+
+/// The PVE apidoc schema is the Proxmox simulator's spec.
+impl SpecChecker for Schema {
+    fn check_request(&self, method: &str, path: &str, params: &Params) -> Result<(), RequestError> {
+        Schema::check_request(self, method, path, params)
+    }
+
+    /// PVE answers errors without `data`: only successes are checked.
+    fn check_response(&self, method: &str, path: &str, status: u16, body: &Value) -> Vec<String> {
+        if status != 200 {
+            return Vec::new();
+        }
+        Schema::check_response(self, method, path, body)
+    }
+}
 
 fn split_template(path: &str) -> Vec<Segment> {
     path.split('/')

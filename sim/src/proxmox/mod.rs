@@ -3,36 +3,40 @@
 //! every request and response checked against the official API schema, and
 //! an admin API under `/_sim` for tests (faults, recorded requests, VMs).
 //!
-//! This module is the HTTP side: envelope, auth, parameter parsing, faults,
-//! schema checks, and the router to the handlers in `vms`, `agent` and
-//! `storage`.
+//! This module is the HTTP side of PVE: token auth, the `/api2/json`
+//! envelope, parameter parsing, faults, schema checks, and the router to the
+//! handlers in `vms`, `agent` and `storage`; the server itself, the request
+//! log, the fault book and the admin API's common part are the core's
+//! (`crate::core`).
 
 pub mod admin;
 mod agent;
+pub mod cli;
 mod guest;
 pub mod schema;
 mod shell;
 pub mod state;
 mod storage;
 mod tasks;
-mod tls;
 mod vms;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{Context, Result};
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use anyhow::Result;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::Response;
 use serde_json::{json, Value};
 
-use schema::{Params, RequestError, Schema};
-use state::{Cluster, Options, Power, RequestRecord, Shared};
+use crate::core::admin::AdminError;
+use crate::core::auth::AuthHook;
+use crate::core::server::{self, HttpRequest, HttpResponse, Simulator};
+use crate::core::spec::{Params, RequestError, SpecChecker};
+use crate::core::util::pct_decode;
+use state::{Cluster, Options, Power, Shared};
+use tasks::TaskView;
 
 /// An error answer, PVE style: the message is the HTTP reason phrase and the
 /// body's `message`; parameter errors carry `errors` per parameter.
@@ -67,10 +71,82 @@ impl ApiError {
     }
 }
 
+impl From<ApiError> for AdminError {
+    fn from(e: ApiError) -> AdminError {
+        AdminError::new(e.status, e.message)
+    }
+}
+
+/// The one API token a PVE node is started with.
+struct TokenAuth {
+    /// `PVEAPIToken=user@realm!tokenid=secret`.
+    header: String,
+}
+
+impl AuthHook for TokenAuth {
+    fn check(&self, req: &HttpRequest) -> Result<(), Box<HttpResponse>> {
+        let auth = req.header(hyper::header::AUTHORIZATION);
+        if auth.trim() == self.header {
+            return Ok(());
+        }
+        // What pveproxy answers: "No ticket" without credentials, and
+        // "Authentication failed!" for a wrong token.
+        let why = if auth.trim().is_empty() {
+            "No ticket"
+        } else {
+            "Authentication failed!"
+        };
+        Err(Box::new(reply(401, Some(why), json!({"data": null}))))
+    }
+}
+
 struct Ctx {
     shared: Shared,
-    schema: Option<Schema>,
-    token_header: String,
+    schema: Option<Box<dyn SpecChecker>>,
+    auth: TokenAuth,
+}
+
+impl Simulator for Ctx {
+    type State = Cluster;
+
+    fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    fn auth(&self) -> &dyn AuthHook {
+        &self.auth
+    }
+
+    fn api_path(&self, path: &str) -> Option<String> {
+        let api_path = path.strip_prefix("/api2/json")?;
+        Some(if api_path.is_empty() { "/" } else { api_path }.to_owned())
+    }
+
+    fn not_found(&self) -> HttpResponse {
+        reply(404, Some("Not Found"), json!({"data": null}))
+    }
+
+    async fn serve(&self, req: &HttpRequest, api_path: &str) -> (u16, HttpResponse) {
+        let content_type = req.header(hyper::header::CONTENT_TYPE);
+        api(
+            self,
+            &req.method,
+            api_path,
+            &req.query,
+            &content_type,
+            &req.body,
+        )
+        .await
+    }
+
+    async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Option<Result<Value, AdminError>> {
+        admin::handle(&self.shared, method, path, body).await
+    }
 }
 
 /// A running simulator, as `main` reports it.
@@ -79,44 +155,25 @@ pub struct Started {
     pub shared: Shared,
 }
 
-pub async fn start(opts: Options, schema: Option<Schema>, listen: SocketAddr) -> Result<Started> {
-    let token_header = format!("PVEAPIToken={}", opts.token);
+pub async fn start(
+    opts: Options,
+    schema: Option<Box<dyn SpecChecker>>,
+    listen: SocketAddr,
+) -> Result<Started> {
+    let auth = TokenAuth {
+        header: format!("PVEAPIToken={}", opts.token),
+    };
     let shared = Shared::new(Cluster::new(Arc::new(opts)));
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
         schema,
-        token_header,
+        auth,
     });
-    let acceptor = tls::acceptor()?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(move |req| {
-                    let ctx = ctx.clone();
-                    async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
-    Ok(Started {
-        endpoint: format!("https://{addr}"),
-        shared,
-    })
+    // HTTPS with a self-signed certificate made at start, as a fresh PVE node
+    // has: clients must be told to accept it (`PROXMOX_VE_INSECURE=true`).
+    let tls = crate::core::tls::acceptor()?;
+    let endpoint = server::serve(ctx, listen, Some(tls)).await?;
+    Ok(Started { endpoint, shared })
 }
 
 /// Kills every QEMU guest (the sim is exiting).
@@ -138,37 +195,9 @@ pub async fn stop_guests(shared: &Shared) {
     }
 }
 
+/// PVE's answers carry `Content-Type: application/json;charset=UTF-8`.
 fn reply(status: u16, reason: Option<&str>, body: Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json;charset=UTF-8"),
-    );
-    if let Some(r) = reason {
-        // A reason phrase is one line of visible characters.
-        let clean: String = r
-            .lines()
-            .next()
-            .unwrap_or("")
-            .chars()
-            .map(|c| {
-                if c.is_ascii_graphic() || c == ' ' {
-                    c
-                } else {
-                    '?'
-                }
-            })
-            .collect();
-        // An empty message keeps the canonical phrase ("Internal Server Error").
-        let phrase = (!clean.trim().is_empty())
-            .then(|| hyper::ext::ReasonPhrase::try_from(clean).ok())
-            .flatten();
-        if let Some(p) = phrase {
-            resp.extensions_mut().insert(p);
-        }
-    }
-    resp
+    server::reply(status, reason, body)
 }
 
 fn error_reply(e: &ApiError) -> Response<Full<Bytes>> {
@@ -177,60 +206,6 @@ fn error_reply(e: &ApiError) -> Response<Full<Bytes>> {
         body["errors"] = json!(errors);
     }
     reply(e.status, Some(&e.message), body)
-}
-
-async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let method = req.method().as_str().to_owned();
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().unwrap_or("").to_owned();
-    let header = |name: hyper::header::HeaderName| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let auth = header(hyper::header::AUTHORIZATION);
-    let content_type = header(hyper::header::CONTENT_TYPE);
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => Bytes::new(),
-    };
-    if let Some(rest) = path.strip_prefix("/_sim") {
-        return match admin::handle(&ctx.shared, &method, rest, &body).await {
-            Ok(v) => reply(200, None, v),
-            Err(e) => reply(e.status, Some(&e.message), json!({"error": e.message})),
-        };
-    }
-    let Some(api_path) = path.strip_prefix("/api2/json") else {
-        return reply(404, Some("Not Found"), json!({"data": null}));
-    };
-    let api_path = if api_path.is_empty() { "/" } else { api_path };
-    let latency = ctx.shared.lock().latency_ms();
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
-    }
-    let auth_ok = auth.trim() == ctx.token_header;
-    let (status, resp) = if auth_ok {
-        api(ctx, &method, api_path, &query, &content_type, &body).await
-    } else {
-        // What pveproxy answers: "No ticket" without credentials, and
-        // "Authentication failed!" for a wrong token.
-        let why = if auth.trim().is_empty() {
-            "No ticket"
-        } else {
-            "Authentication failed!"
-        };
-        let r = reply(401, Some(why), json!({"data": null}));
-        (401, r)
-    };
-    ctx.shared.lock().requests.push(RequestRecord {
-        method,
-        path: api_path.to_owned(),
-        status,
-        auth_ok,
-    });
-    resp
 }
 
 /// Query and body parameters; JSON bodies are accepted as PVE does.
@@ -290,8 +265,15 @@ async fn api(
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    let fault = ctx.shared.lock().take_http_fault(method, path);
-    if let Some((status, message)) = fault {
+    let fault = ctx.shared.lock().sim.faults.take_http(method, path);
+    if let Some(fault) = fault {
+        let status = fault.status;
+        let default = if status == 401 {
+            "Authentication failed!"
+        } else {
+            "simulated failure"
+        };
+        let message = fault.message.unwrap_or_else(|| default.into());
         eprintln!("golden-sim: injected fault: {method} {path} -> {status} {message}");
         if status == 401 {
             return (401, reply(401, Some(&message), json!({"data": null})));
@@ -318,18 +300,20 @@ async fn api(
             };
             ctx.shared
                 .lock()
-                .record_violation("request", method, &decoded, detail);
+                .sim
+                .violations
+                .record("request", method, &decoded, detail);
             return fail(err);
         }
     }
     match dispatch(ctx, method, &decoded, &params).await {
         Ok(data) => {
             if let Some(schema) = &ctx.schema {
-                let problems = schema.check_response(method, &decoded, &data);
+                let problems = schema.check_response(method, &decoded, 200, &data);
                 if !problems.is_empty() {
                     let mut cl = ctx.shared.lock();
                     for p in problems {
-                        cl.record_violation("response", method, &decoded, p);
+                        cl.sim.violations.record("response", method, &decoded, p);
                     }
                 }
             }
@@ -337,26 +321,6 @@ async fn api(
         }
         Err(e) => fail(e),
     }
-}
-
-/// `%XX` decoding (query strings, form bodies, PVE's URL-encoded `sshkeys`).
-pub(crate) fn pct_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn first<'a>(p: &'a Params, k: &str) -> Option<&'a str> {
@@ -452,7 +416,7 @@ async fn node_dispatch(
             let cl = shared.lock();
             let task = cl
                 .tasks
-                .get(*upid)
+                .get(upid)
                 .ok_or_else(|| ApiError::new(500, format!("no such task '{upid}'")))?;
             if *what == "status" {
                 Ok(task.status_json())
@@ -503,13 +467,5 @@ mod tests {
         assert_eq!(p["command"], vec!["a", "b"]);
         assert_eq!(p["full"], vec!["1"]);
         assert_eq!(p["newid"], vec!["101"]);
-    }
-
-    #[test]
-    fn path_segments_are_percent_decoded() {
-        assert_eq!(
-            pct_decode("/nodes/pve/tasks/UPID%3Apve%3A00000001%3Aroot%40pam%21golden%3A/status"),
-            "/nodes/pve/tasks/UPID:pve:00000001:root@pam!golden:/status"
-        );
     }
 }

@@ -1,13 +1,16 @@
 //! PVE worker tasks: the UPID that names them, their status and log, and the
 //! runner that makes an operation take time and end in `OK` or an error, as
-//! `qm` workers do.
+//! `qm` workers do (the running itself is the core's operation engine,
+//! `crate::core::ops`).
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::state::{Cluster, Shared};
+use crate::core::ops::{self, Operation, OperationMeta};
+use crate::core::util::unix_now;
 
 /// `UPID:<node>:<pid>:<pstart>:<starttime>:<type>:<id>:<user>:`, the numbers
 /// in 8-digit upper-case hex, as PVE writes them.
@@ -59,17 +62,42 @@ impl Upid {
     }
 }
 
-pub struct Task {
-    pub upid: Upid,
-    /// `None` while running; then `OK` or the error message.
-    pub exitstatus: Option<String>,
-    pub log: Vec<String>,
+impl OperationMeta for Upid {
+    const NOUN: &'static str = "task";
+
+    /// A task log ends with `TASK OK` or `TASK ERROR: <message>`.
+    fn closing_line(&self, outcome: &Result<(), String>) -> Option<String> {
+        Some(match outcome {
+            Ok(()) => "TASK OK".into(),
+            Err(msg) => format!("TASK ERROR: {msg}"),
+        })
+    }
 }
 
-impl Task {
+/// A task: its UPID, its log, and once stopped its outcome.
+pub type Task = Operation<Upid>;
+
+/// How PVE shows a task.
+pub trait TaskView {
+    /// `None` while running; then `OK` or the error message.
+    fn exitstatus(&self) -> Option<&str>;
     /// `GET /nodes/{node}/tasks/{upid}/status`.
-    pub fn status_json(&self) -> Value {
-        let u = &self.upid;
+    fn status_json(&self) -> Value;
+    /// `GET /nodes/{node}/tasks/{upid}/log`.
+    fn log_json(&self, start: usize, limit: usize) -> Value;
+}
+
+impl TaskView for Task {
+    fn exitstatus(&self) -> Option<&str> {
+        match &self.outcome {
+            None => None,
+            Some(Ok(())) => Some("OK"),
+            Some(Err(msg)) => Some(msg),
+        }
+    }
+
+    fn status_json(&self) -> Value {
+        let u = &self.meta;
         let mut v = json!({
             "upid": u.format(),
             "node": u.node,
@@ -79,15 +107,15 @@ impl Task {
             "type": u.kind,
             "id": u.id,
             "user": u.user,
-            "status": if self.exitstatus.is_some() { "stopped" } else { "running" },
+            "status": if self.exitstatus().is_some() { "stopped" } else { "running" },
         });
-        if let Some(e) = &self.exitstatus {
+        if let Some(e) = self.exitstatus() {
             v["exitstatus"] = json!(e);
         }
         v
     }
 
-    pub fn log_json(&self, start: usize, limit: usize) -> Value {
+    fn log_json(&self, start: usize, limit: usize) -> Value {
         Value::Array(
             self.log
                 .iter()
@@ -98,13 +126,6 @@ impl Task {
                 .collect(),
         )
     }
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// What a task is: its UPID type and id, how long it takes, its first log line.
@@ -148,41 +169,19 @@ where
     };
     let text = upid.format();
     let fault = cl.take_task_fault(kind);
-    cl.tasks.insert(
-        text.clone(),
-        Task {
-            upid,
-            exitstatus: None,
-            log: vec![first_line],
+    ops::spawn(
+        shared,
+        cl,
+        ops::Start {
+            id: text,
+            meta: upid,
+            first_line,
+            duration,
+            fault,
         },
-    );
-    let shared = shared.clone();
-    let key = text.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(duration).await;
-        let result = match fault {
-            Some(msg) => Err(msg),
-            None => work.await,
-        };
-        let mut cl = shared.lock();
-        if result.is_err() {
-            rollback(&mut cl);
-        }
-        if let Some(t) = cl.tasks.get_mut(&key) {
-            match result {
-                Ok(()) => {
-                    t.log.push("TASK OK".into());
-                    t.exitstatus = Some("OK".into());
-                }
-                Err(msg) => {
-                    eprintln!("golden-sim: task {key} failed: {msg}");
-                    t.log.push(format!("TASK ERROR: {msg}"));
-                    t.exitstatus = Some(msg);
-                }
-            }
-        }
-    });
-    text
+        work,
+        rollback,
+    )
 }
 
 #[cfg(test)]

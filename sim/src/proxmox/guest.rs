@@ -1,19 +1,16 @@
 //! Powering a VM on: the instant backend just marks it running (and plays
 //! cloud-init's part by setting the hostname); the QEMU backend boots a real
 //! guest from the VM's disk file with a NoCloud seed made from the VM's
-//! cloud-init settings, the way PVE builds its cloud-init drive.
+//! cloud-init settings, the way PVE builds its cloud-init drive (the QEMU
+//! process itself is the core's guest backend, `crate::core::guest`).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use golden::qemu::accel::{self, AccelChoice};
-use golden::qemu::{img, seed, Vm as QemuVm, VmSpec};
-
-use super::agent::QemuGuest;
 use super::state::{Backend, Power, Shared};
-use super::tasks::unix_now;
 use super::vms::DiskFile;
+use crate::core::guest::{self, GuestSpec, QemuGuest};
+use crate::core::util::{pct_decode, unix_now};
 
 /// What a boot needs from the VM's config, read under the lock.
 struct BootPlan {
@@ -86,37 +83,29 @@ pub async fn boot(shared: &Shared, vmid: u32) -> Result<(), String> {
             plan.boot_volid.unwrap_or_else(|| "<no boot disk>".into())
         ));
     };
-    std::fs::create_dir_all(&plan.workdir)
-        .map_err(|e| format!("creating {}: {e}", plan.workdir.display()))?;
     // A fresh instance-id on every start, so cloud-init applies the current settings.
     let meta = format!(
         "instance-id: pve-{vmid}-{}\nlocal-hostname: {}\n",
         unix_now(),
         plan.name
     );
-    let seed_iso = seed::make_seed(&plan.workdir, &plan.user_data, &meta)
-        .await
-        .map_err(|e| format!("making the cloud-init drive: {e:#}"))?;
-    let accel = accel::resolve(AccelChoice::Auto)?;
-    let spec = VmSpec {
+    let launched = guest::launch(GuestSpec {
         name: format!("pve-{vmid}"),
         disk,
-        seed: Some(seed_iso),
         workdir: plan.workdir.clone(),
+        user_data: plan.user_data.clone(),
+        meta_data: meta,
         memory_mib: plan.memory_mib,
         cpus: plan.cpus,
-        accel,
         forward_ssh: false,
-        scratch_disk: false,
-    };
-    let vm = QemuVm::launch(&spec)
-        .await
-        .map_err(|e| format!("start failed: {e:#}"))?;
+    })
+    .await?;
     eprintln!(
-        "golden-sim: VM {vmid} booting under QEMU ({accel}), serial log {}",
-        vm.serial_log.display()
+        "golden-sim: VM {vmid} booting under QEMU ({}), serial log {}",
+        launched.accel,
+        launched.serial_log.display()
     );
-    let guest = Arc::new(QemuGuest::new(vm));
+    let guest = Arc::new(launched.guest);
     {
         let mut cl = shared.lock();
         match cl.vm_mut(vmid) {
@@ -165,7 +154,7 @@ async fn watch(shared: Shared, vmid: u32, guest: Arc<QemuGuest>) {
 
 /// PVE's `sshkeys` is stored URL-encoded; the seed needs it decoded.
 fn url_decode(s: &str) -> String {
-    super::pct_decode(s)
+    pct_decode(s)
 }
 
 /// The user-data PVE writes on its cloud-init drive (`nocloud`).
@@ -193,38 +182,7 @@ fn user_data(name: &str, config: &std::collections::BTreeMap<String, String>) ->
 
 /// Makes a volume's qcow2: an overlay on its source, or an empty disk.
 pub async fn make_disk_file(f: &DiskFile) -> Result<(), String> {
-    if let Some(dir) = f.path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    }
-    match &f.backing {
-        Some(backing) => {
-            let info = img::info(backing)
-                .await
-                .map_err(|e| format!("reading {}: {e:#}", backing.display()))?;
-            img::create_overlay(backing, &info.format, &f.path)
-                .await
-                .map_err(|e| format!("{e:#}"))
-        }
-        None => blank(&f.path, f.size).await,
-    }
-}
-
-async fn blank(path: &Path, size: u64) -> Result<(), String> {
-    let out = tokio::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(path)
-        .arg(size.to_string())
-        .output()
-        .await
-        .map_err(|e| format!("running qemu-img: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "qemu-img create failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    guest::make_disk_file(&f.path, f.backing.as_deref(), f.size).await
 }
 
 #[cfg(test)]

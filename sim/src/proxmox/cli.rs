@@ -1,31 +1,30 @@
-//! golden-sim: simulators of the platform APIs golden talks to, for tests and
-//! for trying golden without an account. `golden-sim proxmox` serves the
-//! Proxmox VE API (see docs/guides/proxmox-simulator.md).
-//!
-//! When ready it prints one JSON line to stdout (endpoint, token, admin URL)
-//! so a test can start it and read where it listens; everything else goes to
-//! stderr.
+//! `golden-sim proxmox ...`: the options, the ready line on stdout (endpoint,
+//! token, admin URL; written by hand to keep the documented key order) and
+//! the run until SIGINT, SIGTERM or the end of stdin.
 
-mod proxmox;
-
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use proxmox::schema::Schema;
-use proxmox::state::{Backend, Options};
+use super::schema::Schema;
+use super::state::{Backend, Options};
+use crate::core::spec::SpecChecker;
+use crate::core::util;
 
-const USAGE: &str = "usage: golden-sim proxmox [--listen 127.0.0.1:0] [--schema PATH] \
+/// `golden-sim proxmox ARGS...`.
+pub fn main(args: &[String]) -> Result<()> {
+    parse(args).and_then(run)
+}
+
+pub const USAGE: &str = "usage: golden-sim proxmox [--listen 127.0.0.1:0] [--schema PATH] \
 [--backend instant|qemu] [--base-image PATH] [--state-dir DIR] [--node pve] \
 [--storage local-lvm] [--token 'root@pam!golden=SECRET'] [--task-ms 200] \
 [--agent-ready-ms 300] [--extra-vms N] [--exit-on-stdin-eof]";
 
-struct Cli {
+pub struct Cli {
     listen: SocketAddr,
     schema: Option<PathBuf>,
     exit_on_stdin_eof: bool,
@@ -34,52 +33,7 @@ struct Cli {
     opts: Options,
 }
 
-fn main() -> ExitCode {
-    // Never outlive the test (or shell) that started us.
-    // SAFETY: prctl with PR_SET_PDEATHSIG only changes this process's own state.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-    }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("proxmox") => parse(&args[1..]).and_then(run),
-        Some("-h" | "--help") => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        _ => Err(anyhow::anyhow!("{USAGE}")),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("golden-sim: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn random_secret() -> String {
-    let mut b = [0u8; 16];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    if read.is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        b = (t ^ u128::from(std::process::id()) << 64).to_le_bytes();
-    }
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
-fn parse(args: &[String]) -> Result<Cli> {
+pub fn parse(args: &[String]) -> Result<Cli> {
     let mut listen: SocketAddr = "127.0.0.1:0".parse()?;
     let mut schema = None;
     let mut exit_on_stdin_eof = false;
@@ -133,7 +87,7 @@ fn parse(args: &[String]) -> Result<Cli> {
             other => bail!("unknown option {other}\n{USAGE}"),
         }
     }
-    let token = token.unwrap_or_else(|| format!("root@pam!golden={}", random_secret()));
+    let token = token.unwrap_or_else(|| format!("root@pam!golden={}", util::random_secret()));
     let valid = token
         .split_once('=')
         .is_some_and(|(id, secret)| !secret.is_empty() && id.contains('@') && id.contains('!'));
@@ -151,7 +105,7 @@ fn parse(args: &[String]) -> Result<Cli> {
         None => std::env::temp_dir().join(format!(
             "golden-sim-{}-{}",
             std::process::id(),
-            &random_secret()[..8]
+            &util::random_secret()[..8]
         )),
     };
     std::fs::create_dir_all(&state_dir)
@@ -177,7 +131,7 @@ fn parse(args: &[String]) -> Result<Cli> {
     })
 }
 
-fn run(cli: Cli) -> Result<()> {
+pub fn run(cli: Cli) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -195,8 +149,8 @@ async fn serve(cli: Cli) -> Result<()> {
     // Before the ready line: a test may stop us as soon as it has read it.
     let term = signal(SignalKind::terminate())?;
     let int = signal(SignalKind::interrupt())?;
-    let schema = match &cli.schema {
-        Some(p) => Some(Schema::load(p)?),
+    let schema: Option<Box<dyn SpecChecker>> = match &cli.schema {
+        Some(p) => Some(Box::new(Schema::load(p)?)),
         None => {
             eprintln!(
                 "golden-sim: WARNING: no --schema given: requests and responses are NOT checked against the PVE API schema"
@@ -208,7 +162,7 @@ async fn serve(cli: Cli) -> Result<()> {
         eprintln!("golden-sim: WARNING: --backend qemu without --base-image: template 9000 has no disk to boot");
     }
     let opts = cli.opts.clone();
-    let started = proxmox::start(cli.opts, schema, cli.listen).await?;
+    let started = super::start(cli.opts, schema, cli.listen).await?;
     let endpoint = started.endpoint.clone();
     // Written by hand to keep the documented key order.
     let line = format!(
@@ -237,42 +191,8 @@ async fn serve(cli: Cli) -> Result<()> {
         opts.state_dir.display(),
         opts.token,
     );
-    wait_for_exit(term, int, cli.exit_on_stdin_eof).await;
+    util::wait_for_exit(term, int, cli.exit_on_stdin_eof).await;
     eprintln!("golden-sim: stopping");
-    proxmox::stop_guests(&started.shared).await;
+    super::stop_guests(&started.shared).await;
     Ok(())
-}
-
-/// SIGINT, SIGTERM, or (when asked) the end of stdin: the test that started
-/// us is gone.
-async fn wait_for_exit(
-    mut term: tokio::signal::unix::Signal,
-    mut int: tokio::signal::unix::Signal,
-    on_stdin_eof: bool,
-) {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let eof = Arc::new(std::sync::Mutex::new(Some(tx)));
-    if on_stdin_eof {
-        let eof = eof.clone();
-        std::thread::spawn(move || {
-            let mut sink = [0u8; 4096];
-            let mut stdin = std::io::stdin();
-            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-            if let Some(tx) = eof.lock().ok().and_then(|mut t| t.take()) {
-                let _ = tx.send(());
-            }
-        });
-    }
-    let stdin_gone = async {
-        if on_stdin_eof {
-            let _ = rx.await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = stdin_gone => {}
-    }
 }

@@ -1,5 +1,6 @@
-//! HTTPS with a self-signed certificate made at start, as a fresh PVE node
-//! has: clients must be told to accept it (`PROXMOX_VE_INSECURE=true`).
+//! HTTPS with a self-signed certificate made at start, for 127.0.0.1 and
+//! localhost: clients must be told to accept it (each simulator's docs say
+//! how; for PVE that is what a fresh node has too).
 
 use std::sync::Arc;
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use super::agent::QemuGuest;
 use super::guest;
 use super::schema::{parse_bool, Params};
 use super::state::{
@@ -15,6 +14,7 @@ use super::state::{
 };
 use super::tasks::{self, TaskSpec};
 use super::ApiError;
+use crate::core::guest::QemuGuest;
 
 const GIB: u64 = 1024 * 1024 * 1024;
 

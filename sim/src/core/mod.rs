@@ -1,0 +1,29 @@
+//! The simulator core: what every simulated platform API shares, so that a
+//! simulator module (`proxmox` today; DigitalOcean and GCP next) holds only
+//! what is its API's own. See docs/adr/007-simulator-core.md.
+//!
+//! - `server`: HTTP(S) on loopback (`tls`: a self-signed certificate made at
+//!   start), one flow for every request: the admin API under `/_sim`, the
+//!   latency fault, the `auth` hook, the simulator's routes, the request log.
+//! - `state`: the shared state behind one mutex and the records every
+//!   simulator keeps (`log`: requests, `violations`: schema violations,
+//!   `faults`: the fault book).
+//! - `admin`: the `/_sim` endpoints every simulator has.
+//! - `spec`: the spec-checker trait (PVE apidoc today; OpenAPI 3 and Google
+//!   discovery loaders plug in the same way).
+//! - `ops`: the operation engine (PVE tasks, DO actions, GCE operations).
+//! - `guest`: the QEMU guest backend (a real guest: serial log, agent
+//!   channel, optional SSH port forward) over `golden::qemu`.
+
+pub mod admin;
+pub mod auth;
+pub mod faults;
+pub mod guest;
+pub mod log;
+pub mod ops;
+pub mod server;
+pub mod spec;
+pub mod state;
+pub mod tls;
+pub mod util;
+pub mod violations;

@@ -1,0 +1,39 @@
+//! golden-sim: simulators of the platform APIs golden talks to, for tests and
+//! for trying golden without an account. `golden-sim proxmox` serves the
+//! Proxmox VE API (see docs/guides/proxmox-simulator.md).
+//!
+//! When ready it prints one JSON line to stdout (endpoint, token, admin URL)
+//! so a test can start it and read where it listens; everything else goes to
+//! stderr.
+//!
+//! `core` is what every simulator shares; each platform is a module beside it
+//! (state, spec checker, routes), registered here by its CLI word (see
+//! docs/adr/007-simulator-core.md).
+
+mod core;
+mod proxmox;
+
+use std::process::ExitCode;
+
+/// Every simulator's usage, one per line.
+const USAGE: &str = proxmox::cli::USAGE;
+
+fn main() -> ExitCode {
+    core::util::die_with_parent();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("proxmox") => proxmox::cli::main(&args[1..]),
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => Err(anyhow::anyhow!("{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("golden-sim: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
