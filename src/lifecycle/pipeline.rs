@@ -19,9 +19,10 @@ use super::image::Image;
 use super::ledger::{orphaned, runs_dir, Ledger, UndoAction};
 use super::metadata::{Metadata, Status};
 use super::naming::{BuildDate, Family, ImageName};
-use super::recipe::{Recipe, BUILDER_VERSION};
+use super::recipe::{BuildInput, Recipe, Source, BUILDER_VERSION};
 use super::report::Report;
 use super::retention::still_deletable;
+use super::selection::latest;
 use crate::platforms::{Error, Platform};
 
 /// How long cleanup may take after the run itself ended.
@@ -107,7 +108,14 @@ async fn run_steps(
         .await
         .map_err(PipelineError::step("sweep"))?;
 
-    let candidate = reserve_candidate(platform, req, cx)
+    let parent = resolve_parent(platform, req.recipe, cx)
+        .await
+        .map_err(PipelineError::step("source"))?;
+    let input = BuildInput {
+        recipe: req.recipe,
+        parent: parent.as_ref(),
+    };
+    let candidate = reserve_candidate(platform, req, &input, cx)
         .await
         .map_err(PipelineError::step("reserve"))?;
     let name = candidate.name().to_string();
@@ -117,7 +125,7 @@ async fn run_steps(
     };
 
     let built = platform
-        .build(&candidate, req.recipe, cx)
+        .build(&candidate, &input, cx)
         .instrument(tracing::info_span!("build", image = %name))
         .await
         .map_err(PipelineError::step("build"))?;
@@ -164,9 +172,31 @@ async fn run_steps(
 /// Allocates the next build number and claims it. Two applies racing for the
 /// same number both compute it, one wins the create-if-absent, the other moves
 /// on to the next number.
+/// A `source.family` is the newest validated image of that family on the
+/// same platform, looked up once, before anything is created.
+async fn resolve_parent(
+    platform: &dyn Platform,
+    recipe: &Recipe,
+    cx: &Cx,
+) -> Result<Option<Image>, Error> {
+    let Source::Family(family) = &recipe.source else {
+        return Ok(None);
+    };
+    let images = platform.list_images(family, cx).await?;
+    let parent = latest(&images, true).cloned().ok_or_else(|| {
+        Error::not_found(format!(
+            "source.family \"{family}\" has no validated image on platform {:?} yet",
+            platform.kind()
+        ))
+    })?;
+    info!(family = %family, parent = %parent.name(), "source family resolved");
+    Ok(Some(parent))
+}
+
 async fn reserve_candidate(
     platform: &dyn Platform,
     req: &BuildRequest<'_>,
+    input: &BuildInput<'_>,
     cx: &Cx,
 ) -> Result<Image, Error> {
     let mut floor = 1u16;
@@ -185,7 +215,7 @@ async fn reserve_candidate(
             validated_at: None,
             tags: req.tags.clone(),
         };
-        match platform.reserve(&meta, req.recipe, cx).await {
+        match platform.reserve(&meta, input, cx).await {
             Ok(image) => {
                 cx.record(UndoAction::DiscardCandidate {
                     family: req.family.to_string(),
@@ -447,7 +477,7 @@ mod tests {
             tokio::task::yield_now().await;
             Ok(snapshot)
         }
-        async fn reserve(&self, meta: &Metadata, _recipe: &Recipe, _cx: &Cx) -> Result<Image> {
+        async fn reserve(&self, meta: &Metadata, _input: &BuildInput, _cx: &Cx) -> Result<Image> {
             let mut images = self.images.lock().unwrap();
             if images.iter().any(|i| i.meta.name == meta.name) {
                 return Err(Error::already_exists(meta.name.to_string()));
@@ -462,7 +492,7 @@ mod tests {
             images.push(image.clone());
             Ok(image)
         }
-        async fn build(&self, candidate: &Image, _recipe: &Recipe, cx: &Cx) -> Result<Image> {
+        async fn build(&self, candidate: &Image, _input: &BuildInput, cx: &Cx) -> Result<Image> {
             self.temp(cx, "overlay");
             self.temp(cx, "build-vm");
             tokio::task::yield_now().await;
@@ -555,8 +585,15 @@ mod tests {
         fake: &Fake,
         planned_prune: &[String],
     ) -> (std::result::Result<BuildOutcome, PipelineError>, Cx) {
+        run_recipe(fake, planned_prune, recipe()).await
+    }
+
+    async fn run_recipe(
+        fake: &Fake,
+        planned_prune: &[String],
+        recipe: Recipe,
+    ) -> (std::result::Result<BuildOutcome, PipelineError>, Cx) {
         let family = Family::parse("fam", NamingRules { allow_dot: true }).unwrap();
-        let recipe = recipe();
         let tags = BTreeMap::new();
         let cx = Cx::new(
             fake.cancel.clone(),
@@ -574,6 +611,30 @@ mod tests {
         };
         let r = build_and_publish(fake, req, &cx).await;
         (r, cx)
+    }
+
+    #[tokio::test]
+    async fn a_family_source_without_a_validated_image_creates_nothing() {
+        let fake = Fake::new(FailAt::Nothing);
+        fake.add("fam-20260101-001", Status::Failed);
+        let layered = Recipe {
+            source: Source::Family(Family::parse("fam", NamingRules { allow_dot: true }).unwrap()),
+            ..recipe()
+        };
+        let (r, cx) = run_recipe(&fake, &[], layered).await;
+        match r {
+            Err(PipelineError::Step { step, error }) => {
+                assert_eq!(step, "source");
+                assert!(error.is_not_found(), "{error}");
+                assert!(error.to_string().contains("no validated image"), "{error}");
+            }
+            other => panic!("expected a source error, got {other:?}"),
+        }
+        assert_eq!(
+            fake.statuses(),
+            [("fam-20260101-001".to_owned(), Status::Failed)]
+        );
+        assert!(cx.with_ledger(|l| l.is_empty()));
     }
 
     #[tokio::test]

@@ -125,6 +125,15 @@ impl Default for SmokeSpec {
     }
 }
 
+/// What a platform builds from: the recipe, and for a `source.family` the
+/// parent image the pipeline resolved (the newest validated image of that
+/// family, looked up once, before anything is created).
+#[derive(Debug, Clone, Copy)]
+pub struct BuildInput<'a> {
+    pub recipe: &'a Recipe,
+    pub parent: Option<&'a super::image::Image>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Recipe {
     pub source: Source,

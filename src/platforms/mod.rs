@@ -17,7 +17,7 @@ use crate::lifecycle::image::Image;
 use crate::lifecycle::ledger::UndoAction;
 use crate::lifecycle::metadata::Metadata;
 use crate::lifecycle::naming::{Family, NamingRules};
-use crate::lifecycle::recipe::{Recipe, SmokeSpec};
+use crate::lifecycle::recipe::{BuildInput, SmokeSpec};
 use crate::lifecycle::report::Report;
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -43,11 +43,12 @@ pub trait Platform: Send + Sync {
     /// Claims the name in `meta` for a new candidate; fails with
     /// [`ErrorKind::AlreadyExists`] when another build holds it. Platforms
     /// whose claim is the candidate VM itself (Proxmox clones the source into
-    /// it) use `recipe`; others ignore it.
-    async fn reserve(&self, meta: &Metadata, recipe: &Recipe, cx: &Cx) -> Result<Image>;
+    /// it) use `input`; others ignore it.
+    async fn reserve(&self, meta: &Metadata, input: &BuildInput, cx: &Cx) -> Result<Image>;
 
-    /// Builds the candidate's content from the recipe.
-    async fn build(&self, candidate: &Image, recipe: &Recipe, cx: &Cx) -> Result<Image>;
+    /// Builds the candidate's content from the recipe (and, for a
+    /// `source.family`, from `input.parent`).
+    async fn build(&self, candidate: &Image, input: &BuildInput, cx: &Cx) -> Result<Image>;
 
     /// Boots a throwaway VM from `image` and runs the checks. A failed check is
     /// a report that did not pass, not an error; errors are for the platform

@@ -12,12 +12,18 @@ use crate::lifecycle::cloudinit::{build_user_data, meta_data, parse_provision_ma
 use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
 use crate::lifecycle::ledger::UndoAction;
-use crate::lifecycle::recipe::Recipe;
+use crate::lifecycle::recipe::BuildInput;
 use crate::lifecycle::report::tail_lines;
 use crate::platforms::{Context as _, Error, Result};
 use crate::qemu::{img, seed, Vm, VmSpec};
 
-pub async fn run(p: &LocalPlatform, candidate: &Image, recipe: &Recipe, cx: &Cx) -> Result<Image> {
+pub async fn run(
+    p: &LocalPlatform,
+    candidate: &Image,
+    input: &BuildInput<'_>,
+    cx: &Cx,
+) -> Result<Image> {
+    let recipe = input.recipe;
     let name = candidate.name().to_string();
     let family = candidate.meta.name.family.to_string();
     let started = Instant::now();
@@ -25,7 +31,7 @@ pub async fn run(p: &LocalPlatform, candidate: &Image, recipe: &Recipe, cx: &Cx)
     let src = cx
         .run(
             "resolving the source",
-            source::resolve(p.store(), &recipe.source, cx),
+            source::resolve(p.store(), &recipe.source, input.parent, cx),
         )
         .await?;
     info!(source = %src.description, format = %src.format, "source resolved");

@@ -22,7 +22,7 @@ use crate::lifecycle::image::Image;
 use crate::lifecycle::ledger::UndoAction;
 use crate::lifecycle::metadata::{Metadata, Status};
 use crate::lifecycle::naming::{Family, NamingRules};
-use crate::lifecycle::recipe::{Recipe, SmokeSpec};
+use crate::lifecycle::recipe::{BuildInput, SmokeSpec};
 use crate::lifecycle::report::Report;
 use crate::platforms::{Context as _, Error, Platform, Result};
 use crate::process::ProcessId;
@@ -121,7 +121,7 @@ impl Platform for LocalPlatform {
         ))
     }
 
-    async fn reserve(&self, meta: &Metadata, _recipe: &Recipe, _cx: &Cx) -> Result<Image> {
+    async fn reserve(&self, meta: &Metadata, _input: &BuildInput, _cx: &Cx) -> Result<Image> {
         let sidecar = Sidecar {
             metadata: meta.encode(),
             builder: Some(ProcessId::current()),
@@ -133,8 +133,8 @@ impl Platform for LocalPlatform {
         Ok(self.store.image_from(meta.clone(), &sidecar))
     }
 
-    async fn build(&self, candidate: &Image, recipe: &Recipe, cx: &Cx) -> Result<Image> {
-        build::run(self, candidate, recipe, cx).await
+    async fn build(&self, candidate: &Image, input: &BuildInput, cx: &Cx) -> Result<Image> {
+        build::run(self, candidate, input, cx).await
     }
 
     async fn smoke_test(&self, image: &Image, spec: &SmokeSpec, cx: &Cx) -> Result<Report> {

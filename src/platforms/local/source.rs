@@ -9,8 +9,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::store::Store;
 use crate::lifecycle::context::Cx;
+use crate::lifecycle::image::Image;
 use crate::lifecycle::recipe::{Checksum, Source};
-use crate::lifecycle::selection::latest;
 use crate::qemu::img;
 
 /// A source disk and its format (`qcow2`, `raw`), ready to back an overlay.
@@ -21,7 +21,13 @@ pub struct ResolvedSource {
     pub description: String,
 }
 
-pub async fn resolve(store: &Store, source: &Source, cx: &Cx) -> Result<ResolvedSource> {
+/// `parent` is the pipeline's resolution of a `source.family`.
+pub async fn resolve(
+    store: &Store,
+    source: &Source,
+    parent: Option<&Image>,
+    cx: &Cx,
+) -> Result<ResolvedSource> {
     let (path, description) = match source {
         Source::Path(p) => {
             if !p.is_file() {
@@ -37,11 +43,8 @@ pub async fn resolve(store: &Store, source: &Source, cx: &Cx) -> Result<Resolved
             format!("url {url}"),
         ),
         Source::Family(family) => {
-            let images = store.list(family)?;
-            let parent = latest(&images, true).with_context(|| {
-                format!(
-                    "source.family \"{family}\" has no validated image on the local platform yet"
-                )
+            let parent = parent.with_context(|| {
+                format!("source.family \"{family}\" arrived without its resolved parent image")
             })?;
             (
                 PathBuf::from(&parent.id),

@@ -21,9 +21,8 @@ use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
 use crate::lifecycle::ledger::UndoAction;
 use crate::lifecycle::metadata::Metadata;
-use crate::lifecycle::recipe::{Recipe, Source};
+use crate::lifecycle::recipe::{BuildInput, Recipe, Source};
 use crate::lifecycle::report::tail_lines;
-use crate::lifecycle::selection::latest;
 use crate::platforms::proxmox::spec::{ProxmoxSource, TemplateRef};
 use crate::platforms::{Error, ErrorKind, Result};
 
@@ -38,11 +37,11 @@ const VMID_ATTEMPTS: usize = 10;
 pub async fn reserve(
     p: &ProxmoxPlatform,
     meta: &Metadata,
-    recipe: &Recipe,
+    input: &BuildInput<'_>,
     cx: &Cx,
 ) -> Result<Image> {
     let resources = p.api(cx).vm_resources().await?;
-    let source = resolve_source(p, &recipe.source, &resources, cx).await?;
+    let source = resolve_source(p, &input.recipe.source, input.parent, &resources, cx).await?;
     info!(source = %source_what(&source), "source resolved");
     let mut tried = Vec::new();
     for _ in 0..VMID_ATTEMPTS {
@@ -76,6 +75,7 @@ fn source_what(s: &SourceVm) -> &str {
 async fn resolve_source(
     p: &ProxmoxPlatform,
     source: &Source,
+    parent: Option<&Image>,
     resources: &[VmResource],
     cx: &Cx,
 ) -> Result<SourceVm> {
@@ -88,15 +88,13 @@ async fn resolve_source(
             )),
         },
         Source::Family(family) => {
-            let images = p
-                .family_images(family, Some(resources.to_vec()), cx)
-                .await?;
-            let plain: Vec<Image> = images.into_iter().map(|(i, _)| i).collect();
-            let parent = latest(&plain, true).ok_or_else(|| {
-                Error::not_found(format!(
-                    "source.family {family:?} has no validated image on proxmox yet"
-                ))
+            let parent = parent.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Other,
+                    format!("source.family {family:?} arrived without its resolved parent image"),
+                )
             })?;
+            // Its node, learned when the pipeline listed the family.
             let vmid = p.vm_by_id(parent).await?;
             Ok(SourceVm::Clone {
                 node: p.node_of(vmid),

@@ -28,7 +28,7 @@ use crate::lifecycle::image::Image;
 use crate::lifecycle::ledger::UndoAction;
 use crate::lifecycle::metadata::{Metadata, Status};
 use crate::lifecycle::naming::{Family, NamingRules};
-use crate::lifecycle::recipe::{Recipe, SmokeSpec};
+use crate::lifecycle::recipe::{BuildInput, SmokeSpec};
 use crate::lifecycle::report::Report;
 use crate::platforms::{Error, ErrorKind, Platform, Result};
 use api::{config_str, params, Api, VmResource};
@@ -372,12 +372,12 @@ impl Platform for ProxmoxPlatform {
         Ok(images.into_iter().map(|(i, _)| i).collect())
     }
 
-    async fn reserve(&self, meta: &Metadata, recipe: &Recipe, cx: &Cx) -> Result<Image> {
-        build::reserve(self, meta, recipe, cx).await
+    async fn reserve(&self, meta: &Metadata, input: &BuildInput, cx: &Cx) -> Result<Image> {
+        build::reserve(self, meta, input, cx).await
     }
 
-    async fn build(&self, candidate: &Image, recipe: &Recipe, cx: &Cx) -> Result<Image> {
-        build::run(self, candidate, recipe, cx).await
+    async fn build(&self, candidate: &Image, input: &BuildInput, cx: &Cx) -> Result<Image> {
+        build::run(self, candidate, input.recipe, cx).await
     }
 
     async fn smoke_test(&self, image: &Image, spec: &SmokeSpec, cx: &Cx) -> Result<Report> {
