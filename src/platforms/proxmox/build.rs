@@ -16,6 +16,7 @@ use super::api::{config_str, params, Upid, VmConfig, VmResource};
 use super::encoding::{self, Note};
 use super::tasks;
 use super::{ProxmoxPlatform, SourceVm, VmRef};
+use crate::lifecycle::allocation::{earliest_claim_wins, Rival};
 use crate::lifecycle::cloudinit::{parse_provision_marker, provision_script};
 use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
@@ -281,12 +282,11 @@ async fn create_candidate(
     Ok((image, undo))
 }
 
-/// Two applies that picked the same build number both created a candidate.
-/// The earlier claim (creation time, then the lower VM id) keeps the number;
-/// the other run destroys its VM and gives way (AlreadyExists sends the
-/// pipeline to the next number). The order is the same whenever either run
-/// looks, so exactly one keeps it. A rival whose note cannot be read, or an
-/// image already published under the name, always wins.
+/// Two applies that picked the same build number both created a candidate:
+/// PVE names are not unique, so the claim follows lifecycle's earliest-claim
+/// rule (creation time from our note, then the lower VM id). The loser
+/// destroys its VM and gives way (AlreadyExists sends the pipeline to the
+/// next number).
 async fn check_claim(p: &ProxmoxPlatform, image: &Image, cx: &Cx) -> Result<()> {
     let vmid = p.vm_by_id(image).await?;
     let candidate_name = encoding::candidate_vm_name(image.name());
@@ -296,25 +296,25 @@ async fn check_claim(p: &ProxmoxPlatform, image: &Image, cx: &Cx) -> Result<()> 
         .note_of(&p.node_of(vmid), vmid, cx)
         .await?
         .and_then(|n| n.created_at());
-    let mut lost = false;
+    let mut rivals = Vec::new();
     for r in resources.iter().filter(|r| r.vmid != vmid && r.is_qemu()) {
         let name = current_name(p, r, cx).await?;
         let named = name.as_deref();
         if named == Some(final_name.as_str()) {
-            lost = true;
+            rivals.push(Rival::Published);
         } else if named == Some(candidate_name.as_str()) {
             let node = r.node.clone().unwrap_or_else(|| p.config.node.clone());
-            let theirs = p
+            let created = p
                 .note_of(&node, r.vmid, cx)
                 .await?
                 .and_then(|n| n.created_at());
-            lost |= match (theirs, ours) {
-                (Some(t), Some(o)) => (t, r.vmid) < (o, vmid),
-                _ => true,
-            };
+            rivals.push(Rival::Candidate {
+                created,
+                id: u64::from(r.vmid),
+            });
         }
     }
-    if !lost {
+    if earliest_claim_wins(ours, u64::from(vmid), rivals) {
         return Ok(());
     }
     info!(vmid, image = %final_name, "another run claimed this build number first; giving way");
