@@ -464,9 +464,7 @@ mod tests {
         fn kind(&self) -> &'static str {
             "fake"
         }
-        fn naming_rules(&self) -> NamingRules {
-            NamingRules { allow_dot: true }
-        }
+
         fn ledger_scope(&self) -> String {
             "fake".into()
         }

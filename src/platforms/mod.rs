@@ -16,7 +16,7 @@ use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
 use crate::lifecycle::ledger::UndoAction;
 use crate::lifecycle::metadata::Metadata;
-use crate::lifecycle::naming::{Family, NamingRules};
+use crate::lifecycle::naming::Family;
 use crate::lifecycle::recipe::{BuildInput, SmokeSpec};
 use crate::lifecycle::report::Report;
 
@@ -28,8 +28,6 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub trait Platform: Send + Sync {
     /// `local`, `proxmox`, ...: the value of the `platform` attribute.
     fn kind(&self) -> &'static str;
-
-    fn naming_rules(&self) -> NamingRules;
 
     /// Names this platform instance (one store, one cluster) among the
     /// provider's ledgers: runs against it keep their ledgers together, so

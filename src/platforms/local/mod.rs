@@ -21,7 +21,7 @@ use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
 use crate::lifecycle::ledger::UndoAction;
 use crate::lifecycle::metadata::{Metadata, Status};
-use crate::lifecycle::naming::{Family, NamingRules};
+use crate::lifecycle::naming::Family;
 use crate::lifecycle::recipe::{BuildInput, SmokeSpec};
 use crate::lifecycle::report::Report;
 use crate::platforms::{Context as _, Error, Platform, Result};
@@ -100,10 +100,6 @@ fn now_rfc3339() -> String {
 impl Platform for LocalPlatform {
     fn kind(&self) -> &'static str {
         "local"
-    }
-
-    fn naming_rules(&self) -> NamingRules {
-        NamingRules { allow_dot: true }
     }
 
     /// One scope per store directory: `store-<digest of its path>`.

@@ -27,7 +27,7 @@ use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
 use crate::lifecycle::ledger::UndoAction;
 use crate::lifecycle::metadata::{Metadata, Status};
-use crate::lifecycle::naming::{Family, NamingRules};
+use crate::lifecycle::naming::Family;
 use crate::lifecycle::recipe::{BuildInput, SmokeSpec};
 use crate::lifecycle::report::Report;
 use crate::platforms::{Error, ErrorKind, Platform, Result};
@@ -357,10 +357,6 @@ fn now() -> time::OffsetDateTime {
 impl Platform for ProxmoxPlatform {
     fn kind(&self) -> &'static str {
         "proxmox"
-    }
-
-    fn naming_rules(&self) -> NamingRules {
-        NamingRules { allow_dot: true }
     }
 
     fn ledger_scope(&self) -> String {
