@@ -16,4 +16,5 @@ mod e2e {
     mod plugin_socket;
     mod proxmox;
     mod proxmox_faults;
+    mod proxmox_fidelity;
 }

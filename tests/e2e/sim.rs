@@ -192,6 +192,27 @@ impl Sim {
         self.send(req);
     }
 
+    /// Changes VM options through the PVE API, as a person in the web UI would.
+    pub fn api_set_config(&self, vmid: u64, form: &[(&str, &str)]) {
+        let req = self
+            .http
+            .put(format!(
+                "{}/api2/json/nodes/{}/qemu/{vmid}/config",
+                self.endpoint, self.node
+            ))
+            .header("Authorization", format!("PVEAPIToken={}", self.token))
+            .form(form);
+        self.send(req);
+    }
+
+    /// A VM's config through the PVE API.
+    pub fn api_config(&self, vmid: u64) -> Value {
+        self.api(
+            reqwest::Method::GET,
+            &format!("/nodes/{}/qemu/{vmid}/config", self.node),
+        )
+    }
+
     pub fn fault(&self, rule: Value) {
         self.admin_post("/faults", json!([rule]));
     }

@@ -935,6 +935,15 @@ pub fn delete(
     if !flag(params, "skiplock").unwrap_or(false) {
         locked(vm)?;
     }
+    // qemu-server PVE/API2/Qemu.pm destroy_vm, early checks, before any task:
+    // PVE::AbstractConfig::check_protection (pve-guest-common) dies with
+    // "$err_msg - protection mode enabled", $err_msg = "can't remove VM $vmid".
+    if vm.config.get("protection").is_some_and(|v| v == "1") {
+        return Err(ApiError::new(
+            500,
+            format!("can't remove VM {vmid} - protection mode enabled"),
+        ));
+    }
     if vm.running() {
         return Err(ApiError::new(
             500,

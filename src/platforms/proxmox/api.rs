@@ -134,6 +134,11 @@ impl ExecStatus {
 pub type VmConfig = BTreeMap<String, Value>;
 
 /// A config value as text (PVE returns numbers for some keys).
+/// PVE's `protection` flag: the VM cannot be destroyed while it is set.
+pub fn is_protected(cfg: &VmConfig) -> bool {
+    matches!(config_str(cfg, "protection").as_deref(), Some("1" | "true"))
+}
+
 pub fn config_str(cfg: &VmConfig, key: &str) -> Option<String> {
     match cfg.get(key)? {
         Value::String(s) => Some(s.clone()),

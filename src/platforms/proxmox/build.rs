@@ -12,7 +12,7 @@ use std::time::Duration;
 use tracing::info;
 
 use super::agent::{self, sh_quote};
-use super::api::{config_str, params, Upid, VmConfig, VmResource};
+use super::api::{config_str, is_protected, params, Upid, VmConfig, VmResource};
 use super::encoding::{self, Note};
 use super::tasks;
 use super::{ProxmoxPlatform, SourceVm, VmRef};
@@ -268,10 +268,15 @@ async fn create_candidate(
         cx,
     )
     .await?;
-    api.node(&node)
-        .vm(vmid)
-        .set_config(params([("tags", encoding::tags_for(meta))]))
-        .await?;
+    let vm = api.node(&node).vm(vmid);
+    let mut form = params([("tags", encoding::tags_for(meta))]);
+    // A clone copies every option it is not told otherwise, `protection`
+    // included (qemu-server clone_vm), and a protected VM can never be
+    // destroyed: the candidate (and every smoke clone of it) must not be.
+    if is_protected(&vm.config().await?) {
+        form.push(("delete".to_owned(), "protection".to_owned()));
+    }
+    vm.set_config(form).await?;
     let image = Image {
         meta: meta.clone(),
         id: vmid.to_string(),

@@ -31,7 +31,7 @@ use crate::lifecycle::naming::Family;
 use crate::lifecycle::recipe::{BuildInput, SmokeSpec};
 use crate::lifecycle::report::Report;
 use crate::platforms::{Error, ErrorKind, Platform, Result};
-use api::{config_str, params, Api, VmResource};
+use api::{config_str, is_protected, params, Api, VmConfig, VmResource};
 use client::Client;
 use encoding::{Note, ROLE_IMAGE, ROLE_SMOKE};
 
@@ -117,13 +117,20 @@ impl ProxmoxPlatform {
 
     /// golden's note on a VM, if it is golden's own (not a copy).
     async fn note_of(&self, node: &str, vmid: u32, cx: &Cx) -> Result<Option<Note>> {
+        Ok(self.vm_note(node, vmid, cx).await?.map(|(note, _)| note))
+    }
+
+    /// golden's note on a VM with the VM's config.
+    async fn vm_note(&self, node: &str, vmid: u32, cx: &Cx) -> Result<Option<(Note, VmConfig)>> {
         let cfg = match self.api(cx).node(node).vm(vmid).config().await {
             Ok(c) => c,
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         };
         let desc = config_str(&cfg, "description").unwrap_or_default();
-        Ok(Note::parse(&desc).filter(|n| n.belongs_to(vmid)))
+        Ok(Note::parse(&desc)
+            .filter(|n| n.belongs_to(vmid))
+            .map(|n| (n, cfg)))
     }
 
     /// Images of `family` with their notes; `resources` saves a call when the
@@ -147,12 +154,16 @@ impl ProxmoxPlatform {
         {
             let node = r.node.clone().unwrap_or_else(|| self.config.node.clone());
             self.remember_node(r.vmid, &node);
-            let Some(note) = self.note_of(&node, r.vmid, cx).await? else {
+            let Some((note, cfg)) = self.vm_note(&node, r.vmid, cx).await? else {
                 continue;
             };
             if note.role != ROLE_IMAGE {
                 continue;
             }
+            // Someone protected it in PVE: golden never removes it (PVE would
+            // refuse anyway), and says so in the plan.
+            let protected = is_protected(&cfg)
+                .then(|| "PVE's protection flag is set on it (Options > Protection)".to_owned());
             let Ok(meta) = Metadata::decode(&note.metadata, family) else {
                 continue;
             };
@@ -163,7 +174,7 @@ impl ProxmoxPlatform {
                     id: r.vmid.to_string(),
                     size_bytes: r.maxdisk,
                     in_progress,
-                    protected: None,
+                    protected,
                 },
                 note,
             ));
@@ -186,6 +197,9 @@ impl ProxmoxPlatform {
             let Ok(vmid) = image.id.parse::<u32>() else {
                 continue;
             };
+            if image.protected.is_some() {
+                continue;
+            }
             image.protected = match &volumes {
                 Ok(vols) => {
                     let base = format!("base-{vmid}-disk-");

@@ -278,15 +278,14 @@ pub async fn destroy(
             return None;
         }
         if let Some(why) = &image.protected {
-            // Deleting it would break the VMs that use it; the platform would
-            // refuse anyway. The others still go; destroy fails so the state
-            // keeps owning the family until this one can go too.
+            // The platform protects it (VMs still use it, or a person set a
+            // protection flag): golden never forces it. The others still go;
+            // destroy fails so the state keeps owning the family until this
+            // one can go too.
             failed = true;
             diags.root_error(
                 format!("Unable to Delete Image {}", image.name()),
-                format!(
-                    "{why}. Remove those VMs or make them full clones, then run destroy again."
-                ),
+                format!("golden leaves it in place: {why}. Resolve that, then run destroy again."),
             );
             continue;
         }

@@ -1,0 +1,140 @@
+//! What a real PVE does that the simulator used to hide (issue "Proxmox on a
+//! real cluster"), each through the real terraform CLI against the
+//! simulator, asserted from the simulator's state and request log.
+
+use std::path::Path;
+
+use super::sim::Sim;
+use super::util::{change, strings, today, TfDir};
+
+fn image(family: &str, revision: &str, keep: u32, on_destroy: &str) -> String {
+    format!(
+        r#"
+resource "golden_image" "x" {{
+  platform = "proxmox"
+  family   = "{family}"
+  source {{ template = "debian-12-base" }}
+  provision {{
+    files = {{ "/etc/golden-revision" = "{revision}" }}
+  }}
+  smoke_test {{
+    commands = ["grep -qx {revision} /etc/golden-revision"]
+    timeout  = "2m"
+  }}
+  retention {{ keep = {keep} }}
+  on_destroy = "{on_destroy}"
+}}
+"#
+    )
+}
+
+fn write(tf: &TfDir, sim: &Sim, store: &Path, body: &str) {
+    tf.write_with_provider(
+        &sim.provider_block(store, "    agent_timeout = \"30s\"\n"),
+        body,
+    );
+}
+
+fn vmid(sim: &Sim, name: &str) -> u64 {
+    sim.vm_named(name)
+        .unwrap_or_else(|| panic!("no VM named {name}"))["vmid"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Temporary golden VMs (candidates, smoke clones) still on the cluster.
+fn temporaries(sim: &Sim) -> Vec<(String, String)> {
+    sim.golden_vms()
+        .into_iter()
+        .filter(|(_, tags)| tags.contains("golden-smoke") || tags.contains("golden-candidate"))
+        .collect()
+}
+
+/// `clone` copies `protection` (qemu-server clone_vm) and PVE refuses to
+/// destroy a protected VM. With a protected source template, the candidate
+/// and its smoke clone must not stay protected, or they could never go.
+#[test]
+fn a_protected_source_template_builds_and_leaves_nothing() {
+    let sim = Sim::start();
+    let base = vmid(&sim, "debian-12-base");
+    sim.api_set_config(base, &[("protection", "1")]);
+    // The simulator refuses what PVE refuses.
+    assert_eq!(sim.api_config(base)["protection"], 1);
+
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    write(&tf, &sim, &store, &image("protected-src", "one", 2, "keep"));
+    tf.apply();
+
+    let name = format!("protected-src-{}-001", today());
+    let template = vmid(&sim, &name);
+    assert!(
+        sim.api_config(template)["protection"].is_null(),
+        "the published template inherited protection"
+    );
+    assert!(temporaries(&sim).is_empty(), "{:?}", temporaries(&sim));
+    // The smoke clone was really destroyed: one DELETE of a VM that is not
+    // the template, answered 200.
+    let destroyed: Vec<String> = sim
+        .requests()
+        .iter()
+        .filter(|r| r["method"] == "DELETE" && r["path"].as_str().unwrap_or("").contains("/qemu/"))
+        .map(|r| format!("{} {}", r["path"].as_str().unwrap(), r["status"]))
+        .collect();
+    assert!(
+        !destroyed.is_empty() && destroyed.iter().all(|d| d.ends_with(" 200")),
+        "smoke clone destroys: {destroyed:?}"
+    );
+    assert!(tf.ledgers().is_empty(), "{:?}", tf.ledgers());
+    sim.assert_schema_clean();
+}
+
+/// A golden template someone protected in PVE is kept: the plan says why,
+/// prune skips it, and `on_destroy = "delete"` fails on it naming the flag
+/// while deleting the rest.
+#[test]
+fn a_protected_golden_template_is_kept_and_the_plan_says_why() {
+    let sim = Sim::start();
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    let family = "protected-img";
+    write(&tf, &sim, &store, &image(family, "one", 1, "delete"));
+    tf.apply();
+    let first = format!("{family}-{}-001", today());
+    sim.api_set_config(vmid(&sim, &first), &[("protection", "1")]);
+
+    write(&tf, &sim, &store, &image(family, "two", 1, "delete"));
+    let out = tf.ok(&["plan", "-no-color", "-input=false", "-out=tfplan"]);
+    assert!(
+        out.contains("protection flag"),
+        "the plan must say why {first} is kept:\n{out}"
+    );
+    let plan: serde_json::Value =
+        serde_json::from_str(&tf.ok(&["show", "-json", "tfplan"])).unwrap();
+    assert_eq!(
+        strings(&change(&plan, "golden_image.x")["change"]["after"]["prune"]),
+        Vec::<String>::new()
+    );
+    tf.ok(&[
+        "apply",
+        "-auto-approve",
+        "-no-color",
+        "-input=false",
+        "tfplan",
+    ]);
+    let second = format!("{family}-{}-002", today());
+    assert!(sim.vm_named(&first).is_some(), "{first} was pruned");
+    assert!(sim.vm_named(&second).is_some());
+
+    let err = tf.fails(&["destroy", "-auto-approve", "-no-color", "-input=false"]);
+    assert!(
+        err.contains(&format!("Unable to Delete Image {first}")) && err.contains("protection"),
+        "{err}"
+    );
+    assert!(sim.vm_named(&first).is_some());
+    assert!(
+        sim.vm_named(&second).is_none(),
+        "the unprotected image stays"
+    );
+    sim.assert_schema_clean();
+}
