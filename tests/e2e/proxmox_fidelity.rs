@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use serde_json::json;
+
 use super::sim::Sim;
 use super::util::{change, strings, today, TfDir};
 
@@ -136,5 +138,60 @@ fn a_protected_golden_template_is_kept_and_the_plan_says_why() {
         sim.vm_named(&second).is_none(),
         "the unprotected image stays"
     );
+    sim.assert_schema_clean();
+}
+
+/// PVE gives the guest agent a few seconds per call, then answers 500 "VM N
+/// qga command 'guest-exec-status' failed - got timeout". A busy guest does
+/// that now and then; one such answer must not abort an hour of provisioning.
+#[test]
+fn guest_agent_timeouts_are_retried_within_the_step() {
+    let sim = Sim::start();
+    // More timeouts in a row than the transport's own retries: the step's
+    // poll loop has to carry on.
+    sim.fault(json!({"kind": "agent_timeout", "command": "exec-status", "vmid": null, "times": 6}));
+    sim.fault(json!({"kind": "agent_timeout", "command": "file-write", "vmid": null, "times": 1}));
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    write(
+        &tf,
+        &sim,
+        &store,
+        &image("agent-timeouts", "one", 2, "keep"),
+    );
+    tf.apply();
+    assert!(sim
+        .vm_named(&format!("agent-timeouts-{}-001", today()))
+        .is_some());
+
+    let calls: Vec<(String, u64)> = sim
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            let path = r["path"].as_str()?;
+            let cmd = path.rsplit_once("/agent/")?.1.to_owned();
+            Some((cmd, r["status"].as_u64()?))
+        })
+        .collect();
+    let timeouts = |cmd: &str| calls.iter().filter(|(c, s)| c == cmd && *s == 500).count();
+    assert_eq!(timeouts("exec-status"), 6, "the fault fired: {calls:?}");
+    assert_eq!(timeouts("file-write"), 1, "the fault fired: {calls:?}");
+    // What the client did next: asked again, and got answers.
+    let after = |cmd: &str| {
+        let first = calls
+            .iter()
+            .position(|(c, s)| c == cmd && *s == 500)
+            .unwrap();
+        calls[first..].iter().any(|(c, s)| c == cmd && *s == 200)
+    };
+    assert!(
+        after("exec-status"),
+        "exec-status not polled again: {calls:?}"
+    );
+    let write_retry = calls
+        .windows(2)
+        .any(|w| w[0] == ("file-write".into(), 500) && w[1] == ("file-write".into(), 200));
+    assert!(write_retry, "the file write was not sent again: {calls:?}");
+    assert!(temporaries(&sim).is_empty(), "{:?}", temporaries(&sim));
     sim.assert_schema_clean();
 }

@@ -23,6 +23,16 @@ pub enum PveFault {
     },
     /// The agent of a VM (all when `vmid` is null) never comes up.
     Agent { vmid: Option<u32>, mode: String },
+    /// The next matching agent call(s) time out inside PVE: qemu-server's
+    /// agent call waits a few seconds for the guest, then dies with
+    /// "VM N qga command 'guest-<cmd>' failed - got timeout" (HTTP 500).
+    /// `command` is the API's name (`exec-status`, `ping`, `file-write`, ...).
+    #[serde(rename = "agent_timeout")]
+    AgentTimeout {
+        command: String,
+        vmid: Option<u32>,
+        times: Option<u32>,
+    },
     /// The fake shell's answer to matching `agent/exec` commands.
     Exec {
         #[serde(rename = "match")]
@@ -40,7 +50,9 @@ pub enum PveFault {
 impl FaultKind for PveFault {
     fn times(&mut self) -> Option<&mut Option<u32>> {
         match self {
-            PveFault::Task { times, .. } | PveFault::Exec { times, .. } => Some(times),
+            PveFault::Task { times, .. }
+            | PveFault::Exec { times, .. }
+            | PveFault::AgentTimeout { times, .. } => Some(times),
             PveFault::Agent { .. } => None,
         }
     }
@@ -61,6 +73,19 @@ impl Cluster {
             } if task_type == kind => Some(message.clone()),
             _ => None,
         })
+    }
+
+    /// Whether this agent call times out (one of the rule's `times` used).
+    pub fn take_agent_timeout(&mut self, vmid: u32, cmd: &str) -> bool {
+        self.sim
+            .faults
+            .take(|f| match f {
+                PveFault::AgentTimeout {
+                    command, vmid: v, ..
+                } if command == cmd && v.is_none_or(|v| v == vmid) => Some(()),
+                _ => None,
+            })
+            .is_some()
     }
 
     pub fn agent_never(&self, vmid: u32) -> bool {

@@ -48,6 +48,18 @@ pub async fn handle(
         let ready_ms = cl.opts.agent_ready_ms;
         let never = cl.agent_never(vmid);
         let backend = cl.opts.backend;
+        let reachable = {
+            let vm = cl.vm(vmid)?;
+            vm.agent_enabled() && matches!(vm.power, Power::Running { .. })
+        };
+        // qemu-server PVE/QemuServer/Agent.pm agent_cmd -> mon_cmd on the
+        // qga socket; QMPClient's timeout dies with this text (PVE 8.x).
+        if reachable && !never && cl.take_agent_timeout(vmid, cmd) {
+            return Err(ApiError::new(
+                500,
+                format!("VM {vmid} qga command 'guest-{cmd}' failed - got timeout"),
+            ));
+        }
         let vm = cl.vm(vmid)?;
         if !vm.agent_enabled() {
             return Err(ApiError::new(500, "No QEMU guest agent configured"));
@@ -58,6 +70,7 @@ pub async fn handle(
         if never {
             return Err(not_running());
         }
+
         match backend {
             Backend::Instant => {
                 if since.elapsed() < Duration::from_millis(ready_ms) {

@@ -82,8 +82,18 @@ pub async fn exec(vm: &VmApi<'_>, argv: &[&str], limit: Duration, cx: &Cx) -> Re
     let deadline = Instant::now() + limit.min(cx.remaining());
     let mut every = Duration::from_millis(100);
     loop {
-        let status = vm.agent_exec_status(pid).await?;
-        if status.has_exited() {
+        // A busy guest's agent may miss qemu-server's few seconds on a
+        // status poll ("got timeout"): the command still runs; ask again
+        // until the step's own deadline.
+        let status = match vm.agent_exec_status(pid).await {
+            Ok(s) => Some(s),
+            Err(e) if e.is_transient() && !e.is_cancelled() => {
+                tracing::warn!(pid, error = %e, "the guest agent did not answer a status poll; polling again");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(status) = status.filter(|s| s.has_exited()) {
             return Ok(Output {
                 exitcode: status
                     .exitcode

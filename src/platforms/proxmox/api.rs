@@ -388,8 +388,10 @@ impl VmApi<'_> {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD.encode(content);
         let form = params([("file", file), ("content", b64.as_str()), ("encode", "0")]);
+        // The same bytes to the same path: safe to send again after an agent
+        // timeout.
         self.client
-            .post(&format!("{}/agent/file-write", self.base), &form, self.cx)
+            .post_idempotent(&format!("{}/agent/file-write", self.base), &form, self.cx)
             .await
             .map(|_| ())
     }

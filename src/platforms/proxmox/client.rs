@@ -164,6 +164,15 @@ impl Client {
         self.call(call, cx).await
     }
 
+    /// A POST that is safe to repeat (an agent ping, a file write of the
+    /// same bytes): retried on transient failures like a GET.
+    pub async fn post_idempotent(&self, path: &str, form: &Params, cx: &Cx) -> Result<Value> {
+        let call = Call::new(Method::POST, path)
+            .with_body(Body::Form(form.clone()))
+            .idempotent();
+        self.call(call, cx).await
+    }
+
     pub async fn put(&self, path: &str, form: &Params, cx: &Cx) -> Result<Value> {
         let call = Call::new(Method::PUT, path).with_body(Body::Form(form.clone()));
         self.call(call, cx).await
@@ -237,6 +246,10 @@ pub fn classify(status: StatusCode, message: &str) -> ErrorKind {
             ErrorKind::NotFound
         }
         500 if m.contains("guest agent is not running") => ErrorKind::Transient,
+        // The agent did not answer within qemu-server's few seconds (a busy
+        // guest): "VM N qga command 'guest-exec-status' failed - got timeout"
+        // (PVE/QemuServer/Agent.pm via QMPClient). Worth asking again.
+        500 if m.contains("qga command") && m.contains("got timeout") => ErrorKind::Transient,
         // A 500 without a message is usually a proxy or daemon hiccup.
         500 if m.is_empty() || m == "internal server error" => ErrorKind::Transient,
         _ => ErrorKind::Other,
@@ -337,6 +350,13 @@ mod tests {
             ErrorKind::Transient
         );
         assert_eq!(c(503, "busy"), ErrorKind::Transient);
+        assert_eq!(
+            c(
+                500,
+                "VM 900000 qga command 'guest-exec-status' failed - got timeout"
+            ),
+            ErrorKind::Transient
+        );
         assert_eq!(c(500, "VM 105 is locked (clone)"), ErrorKind::Other);
         assert_eq!(c(400, "Parameter verification failed."), ErrorKind::Other);
     }
