@@ -195,3 +195,30 @@ fn guest_agent_timeouts_are_retried_within_the_step() {
     assert!(temporaries(&sim).is_empty(), "{:?}", temporaries(&sim));
     sim.assert_schema_clean();
 }
+
+/// A PVE task that logs warnings ends `TASK WARNINGS: n` with exit status
+/// `WARNINGS: n`, and it succeeded: its work is done (pve-common
+/// RESTEnvironment.pm, Tools.pm upid_read_status). The candidate's clone
+/// ending that way must not fail the build.
+#[test]
+fn a_task_that_ends_with_warnings_succeeded() {
+    let sim = Sim::start();
+    sim.fault(
+        json!({"kind": "task", "task_type": "qmclone", "message": "WARNINGS: 1", "times": 1}),
+    );
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    write(&tf, &sim, &store, &image("task-warnings", "one", 2, "keep"));
+    tf.apply();
+    let name = format!("task-warnings-{}-001", today());
+    assert!(sim.vm_named(&name).is_some(), "{name} missing");
+    // The fault fired: the candidate's clone task is the one that warned.
+    let clone = sim
+        .vms()
+        .into_iter()
+        .find(|v| v["name"] == name.as_str())
+        .unwrap();
+    assert_eq!(clone["template"], true);
+    assert!(temporaries(&sim).is_empty(), "{:?}", temporaries(&sim));
+    sim.assert_schema_clean();
+}

@@ -16,8 +16,13 @@ pub trait OperationMeta: Send + 'static {
     /// What the platform calls an operation, for the simulator's own log.
     const NOUN: &'static str = "operation";
 
-    /// The log line an operation ends with, if the platform writes one.
-    fn closing_line(&self, _outcome: &Result<(), String>) -> Option<String> {
+    /// The log line an operation ends with, if the platform writes one;
+    /// `warnings` is set when it succeeded with warnings.
+    fn closing_line(
+        &self,
+        _outcome: &Result<(), String>,
+        _warnings: Option<&str>,
+    ) -> Option<String> {
         None
     }
 }
@@ -26,7 +31,18 @@ pub struct Operation<M> {
     pub meta: M,
     /// `None` while running; then done, or failed with a message.
     pub outcome: Option<Result<(), String>>,
+    /// Done, but with warnings (PVE's `WARNINGS: n`, GCE's `warnings[]`).
+    pub warnings: Option<String>,
     pub log: Vec<String>,
+}
+
+/// A fault armed for one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Armed {
+    /// It fails with this message, its work not done.
+    Fail(String),
+    /// Its work is done and it succeeds, with these warnings.
+    Warnings(String),
 }
 
 pub struct Operations<M> {
@@ -60,8 +76,8 @@ pub struct Start<M> {
     pub first_line: String,
     /// How long it runs before its work is done.
     pub duration: Duration,
-    /// An armed fault: the operation fails with this message, its work not done.
-    pub fault: Option<String>,
+    /// An armed fault.
+    pub fault: Option<Armed>,
 }
 
 /// Registers an operation (under the caller's lock on `state`) and runs it:
@@ -92,6 +108,7 @@ where
         Operation {
             meta,
             outcome: None,
+            warnings: None,
             log: vec![first_line],
         },
     );
@@ -99,10 +116,12 @@ where
     let key = id.clone();
     tokio::spawn(async move {
         tokio::time::sleep(duration).await;
-        let result = match fault {
-            Some(msg) => Err(msg),
-            None => work.await,
+        let (result, warnings) = match fault {
+            Some(Armed::Fail(msg)) => (Err(msg), None),
+            Some(Armed::Warnings(w)) => (work.await, Some(w)),
+            None => (work.await, None),
         };
+        let warnings = warnings.filter(|_| result.is_ok());
         let mut st = shared.lock();
         if result.is_err() {
             rollback(&mut st);
@@ -111,10 +130,11 @@ where
             if let Err(msg) = &result {
                 eprintln!("golden-sim: {} {key} failed: {msg}", M::NOUN);
             }
-            if let Some(line) = op.meta.closing_line(&result) {
+            if let Some(line) = op.meta.closing_line(&result, warnings.as_deref()) {
                 op.log.push(line);
             }
             op.outcome = Some(result);
+            op.warnings = warnings;
         }
     });
     id
@@ -126,7 +146,7 @@ mod tests {
 
     struct Meta;
     impl OperationMeta for Meta {
-        fn closing_line(&self, outcome: &Result<(), String>) -> Option<String> {
+        fn closing_line(&self, outcome: &Result<(), String>, _w: Option<&str>) -> Option<String> {
             Some(format!("END {}", outcome.is_ok()))
         }
     }
@@ -148,7 +168,7 @@ mod tests {
             meta: Meta,
             first_line: "begin".into(),
             duration: Duration::from_millis(5),
-            fault: fault.map(str::to_owned),
+            fault: fault.map(|m| Armed::Fail(m.to_owned())),
         }
     }
 
@@ -181,5 +201,24 @@ mod tests {
         let bad = st.ops.get("faulted").unwrap();
         assert_eq!(bad.outcome, Some(Err("no space".into())));
         assert!(st.rolled_back);
+    }
+
+    #[tokio::test]
+    async fn an_operation_with_warnings_does_its_work_and_succeeds() {
+        let shared = Shared::new(St::default());
+        {
+            let mut st = shared.lock();
+            let mut armed = start("warned", None);
+            armed.fault = Some(Armed::Warnings("WARNINGS: 1".into()));
+            spawn(&shared, &mut st, armed, async { Ok(()) }, |s: &mut St| {
+                s.rolled_back = true
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let st = shared.lock();
+        let op = st.ops.get("warned").unwrap();
+        assert_eq!(op.outcome, Some(Ok(())));
+        assert_eq!(op.warnings.as_deref(), Some("WARNINGS: 1"));
+        assert!(!st.rolled_back);
     }
 }

@@ -65,11 +65,14 @@ impl Upid {
 impl OperationMeta for Upid {
     const NOUN: &'static str = "task";
 
-    /// A task log ends with `TASK OK` or `TASK ERROR: <message>`.
-    fn closing_line(&self, outcome: &Result<(), String>) -> Option<String> {
-        Some(match outcome {
-            Ok(()) => "TASK OK".into(),
-            Err(msg) => format!("TASK ERROR: {msg}"),
+    /// A task log ends with `TASK OK`, `TASK WARNINGS: <n>` or
+    /// `TASK ERROR: <message>` (pve-common `PVE/RESTEnvironment.pm`
+    /// fork_worker).
+    fn closing_line(&self, outcome: &Result<(), String>, warnings: Option<&str>) -> Option<String> {
+        Some(match (outcome, warnings) {
+            (Ok(()), Some(n)) => format!("TASK WARNINGS: {n}"),
+            (Ok(()), None) => "TASK OK".into(),
+            (Err(msg), _) => format!("TASK ERROR: {msg}"),
         })
     }
 }
@@ -89,10 +92,13 @@ pub trait TaskView {
 
 impl TaskView for Task {
     fn exitstatus(&self) -> Option<&str> {
-        match &self.outcome {
-            None => None,
-            Some(Ok(())) => Some("OK"),
-            Some(Err(msg)) => Some(msg),
+        // The exit status is the closing line's tail (pve-common
+        // `PVE/Tools.pm` upid_read_status): `OK`, `WARNINGS: <n>`, or the error.
+        match (&self.outcome, &self.warnings) {
+            (None, _) => None,
+            (Some(Ok(())), Some(w)) => Some(w),
+            (Some(Ok(())), None) => Some("OK"),
+            (Some(Err(msg)), _) => Some(msg),
         }
     }
 
@@ -168,7 +174,15 @@ where
         user: cl.opts.token_user(),
     };
     let text = upid.format();
-    let fault = cl.take_task_fault(kind);
+    // A `task` fault whose message is `WARNINGS: <n>` is a task that did its
+    // work and succeeded with warnings, as PVE's are; any other message fails it.
+    let fault = cl.take_task_fault(kind).map(|msg| {
+        if msg.starts_with("WARNINGS: ") {
+            ops::Armed::Warnings(msg)
+        } else {
+            ops::Armed::Fail(msg)
+        }
+    });
     ops::spawn(
         shared,
         cl,
