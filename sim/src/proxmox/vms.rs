@@ -88,6 +88,20 @@ pub fn parse_vmid(name: &str, v: &str) -> Result<u32, ApiError> {
         })
 }
 
+/// `skiplock` is root@pam's alone (qemu-server `PVE/API2/Qemu.pm`:
+/// `raise_param_exc({ skiplock => "Only root may use this option." }) if
+/// $skiplock && $authuser ne 'root@pam'`), and every caller here is a token,
+/// which is never `root@pam`, even root's own.
+fn no_skiplock(params: &Params) -> Result<(), ApiError> {
+    if flag(params, "skiplock").unwrap_or(false) {
+        return Err(ApiError::param(
+            "skiplock",
+            "Only root may use this option.",
+        ));
+    }
+    Ok(())
+}
+
 fn locked(vm: &Vm) -> Result<(), ApiError> {
     match vm.lock() {
         Some(l) => Err(ApiError::new(
@@ -486,9 +500,8 @@ pub fn config_set(
     post: bool,
 ) -> Result<Value, ApiError> {
     let vm = cl.vm(vmid)?;
-    if !flag(params, "skiplock").unwrap_or(false) {
-        locked(vm)?;
-    }
+    no_skiplock(params)?;
+    locked(vm)?;
     if let Some(d) = first(params, "digest") {
         if d != vm.digest() {
             return Err(ApiError::new(
@@ -496,6 +509,18 @@ pub fn config_set(
                 "detected modified configuration - file changed by other user? Try again.",
             ));
         }
+    }
+    // qemu-server update_vm_api: `die "no options specified\n" if
+    // !$delete_str && !$revert_str && !scalar(keys %$param)`, after taking
+    // out node, vmid, digest, skiplock and the other steering parameters.
+    let options = params
+        .keys()
+        .filter(|k| {
+            !["node", "vmid", "digest", "skiplock", "background_delay"].contains(&k.as_str())
+        })
+        .count();
+    if options == 0 {
+        return Err(ApiError::new(500, "no options specified"));
     }
     let mut config = vm.config.clone();
     let mut files = Vec::new();
@@ -737,10 +762,17 @@ pub fn clone(
 pub fn template(shared: &Shared, cl: &mut Cluster, vmid: u32) -> Result<Value, ApiError> {
     let vm = cl.vm(vmid)?;
     locked(vm)?;
+    // qemu-server PVE/API2/Qemu.pm template, before the worker.
+    if vm.is_template() {
+        return Err(ApiError::new(
+            500,
+            "you can't convert a template to a template",
+        ));
+    }
     if vm.running() {
         return Err(ApiError::new(
             500,
-            "you can't convert a running VM to a template",
+            "you can't convert a VM to template if VM is running",
         ));
     }
     let s2 = shared.clone();
@@ -748,7 +780,7 @@ pub fn template(shared: &Shared, cl: &mut Cluster, vmid: u32) -> Result<Value, A
         let mut cl = s2.lock();
         let vm = cl.vm(vmid).map_err(|e| e.message)?;
         if vm.running() {
-            return Err("you can't convert a running VM to a template".to_owned());
+            return Err("you can't convert a VM to template if VM is running".to_owned());
         }
         let disks = vm.disk_volids();
         let mut renames = Vec::new();
@@ -804,15 +836,11 @@ pub fn start(
     params: &Params,
 ) -> Result<Value, ApiError> {
     let vm = cl.vm(vmid)?;
-    if vm.is_template() {
-        return Err(ApiError::new(
-            500,
-            "you can't start a vm if it's a template",
-        ));
-    }
-    if !flag(params, "skiplock").unwrap_or(false) {
-        locked(vm)?;
-    }
+    // qemu-server vm_start_nolock dies inside the worker: the API answers a
+    // task, and the task fails.
+    let template = vm.is_template();
+    no_skiplock(params)?;
+    locked(vm)?;
     if vm.running() {
         return Err(ApiError::new(500, format!("VM {vmid} already running")));
     }
@@ -826,7 +854,12 @@ pub fn start(
             duration: cl.opts.task(),
             first_line: format!("start VM {vmid}"),
         },
-        async move { guest::boot(&s2, vmid).await },
+        async move {
+            if template {
+                return Err("you can't start a vm if it's a template".to_owned());
+            }
+            guest::boot(&s2, vmid).await
+        },
         |_| {},
     );
     Ok(json!(upid))
@@ -849,9 +882,8 @@ pub fn stop(
     params: &Params,
 ) -> Result<Value, ApiError> {
     let vm = cl.vm(vmid)?;
-    if !flag(params, "skiplock").unwrap_or(false) {
-        locked(vm)?;
-    }
+    no_skiplock(params)?;
+    locked(vm)?;
     let s2 = shared.clone();
     let work = async move {
         let guest = set_stopped(&mut s2.lock(), vmid);
@@ -882,12 +914,10 @@ pub fn shutdown(
     params: &Params,
 ) -> Result<Value, ApiError> {
     let vm = cl.vm(vmid)?;
-    if !flag(params, "skiplock").unwrap_or(false) {
-        locked(vm)?;
-    }
-    if !vm.running() {
-        return Err(ApiError::new(500, format!("VM {vmid} not running")));
-    }
+    no_skiplock(params)?;
+    locked(vm)?;
+    // No running check: the worker's vm_stop returns at once for a VM that
+    // is not running, and the task ends OK (qemu-server vm_stop_nolock).
     let use_agent = vm.agent_enabled();
     let timeout = first(params, "timeout")
         .and_then(|t| t.parse().ok())
@@ -932,9 +962,8 @@ pub fn delete(
     params: &Params,
 ) -> Result<Value, ApiError> {
     let vm = cl.vm(vmid)?;
-    if !flag(params, "skiplock").unwrap_or(false) {
-        locked(vm)?;
-    }
+    no_skiplock(params)?;
+    locked(vm)?;
     // qemu-server PVE/API2/Qemu.pm destroy_vm, early checks, before any task:
     // PVE::AbstractConfig::check_protection (pve-guest-common) dies with
     // "$err_msg - protection mode enabled", $err_msg = "can't remove VM $vmid".
@@ -1103,5 +1132,86 @@ mod tests {
         assert_eq!(c["template"], json!(1));
         assert_eq!(c["memory"], json!("1024"));
         assert_eq!(c["digest"].as_str().unwrap().len(), 40);
+    }
+
+    fn params(kv: &[(&str, &str)]) -> Params {
+        kv.iter()
+            .map(|(k, v)| ((*k).to_owned(), vec![(*v).to_owned()]))
+            .collect()
+    }
+
+    /// Waits for a task and returns its exit status.
+    async fn exit_of(shared: &Shared, upid: &Value) -> String {
+        use super::super::tasks::TaskView;
+        use crate::core::ops::OperationState;
+        let id = upid.as_str().unwrap().to_owned();
+        for _ in 0..200 {
+            if let Some(e) = shared
+                .lock()
+                .operations()
+                .get(&id)
+                .and_then(|t| t.exitstatus().map(str::to_owned))
+            {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("task {id} never ended");
+    }
+
+    #[tokio::test]
+    async fn pve_refusals_the_client_must_meet() {
+        let shared = Shared::new(cluster());
+        // An empty config write (qemu-server update_vm_api).
+        let err = config_set(
+            &shared,
+            &mut shared.lock(),
+            9000,
+            &params(&[("node", "pve")]),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (500, "no options specified")
+        );
+        // skiplock is root@pam's, never a token's.
+        let err = delete(
+            &shared,
+            &mut shared.lock(),
+            9000,
+            &params(&[("skiplock", "1")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.status, 400);
+        assert_eq!(
+            err.errors.unwrap()["skiplock"],
+            "Only root may use this option."
+        );
+        // A template cannot become a template again.
+        let err = template(&shared, &mut shared.lock(), 9000).unwrap_err();
+        assert_eq!(err.message, "you can't convert a template to a template");
+    }
+
+    #[tokio::test]
+    async fn starting_a_template_is_a_task_that_fails() {
+        let shared = Shared::new(cluster());
+        let upid = start(&shared, &mut shared.lock(), 9000, &Params::new()).unwrap();
+        assert_eq!(
+            exit_of(&shared, &upid).await,
+            "you can't start a vm if it's a template"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutting_down_a_stopped_vm_is_a_task_that_ends_ok() {
+        let shared = Shared::new(cluster());
+        {
+            let mut cl = shared.lock();
+            prepare_clone(&mut cl, 9000, 101, Some("x".into()), true, None, None).unwrap();
+            finish_clone(&mut cl, 101);
+        }
+        let upid = shutdown(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "OK");
     }
 }
