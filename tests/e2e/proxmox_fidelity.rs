@@ -222,3 +222,86 @@ fn a_task_that_ends_with_warnings_succeeded() {
     assert!(temporaries(&sim).is_empty(), "{:?}", temporaries(&sim));
     sim.assert_schema_clean();
 }
+
+/// PVE hands a guest's output on byte for character (Latin-1) and `exited`
+/// as 0/1; the client repairs both. The smoke report shows the command's
+/// first line of output, so UTF-8 there must arrive as UTF-8.
+#[test]
+fn guest_output_survives_pves_latin1_pass_through() {
+    let sim = Sim::start();
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    let body = image("latin1", "one", 2, "keep").replace(
+        "commands = [\"grep -qx one /etc/golden-revision\"]",
+        "commands = [\"echo grüße-✓\"]",
+    );
+    assert!(body.contains("grüße"), "the recipe did not change");
+    write(&tf, &sim, &store, &body);
+    tf.apply();
+    let state = tf.state_json();
+    let checks = super::util::resource(&state, "golden_image.x")["validation"]["checks"].clone();
+    let detail = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "commands[0]")
+        .map(|c| c["detail"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert!(detail.contains("grüße-✓"), "{detail}");
+    sim.assert_schema_clean();
+}
+
+/// The simulator answers exec-status the way PVE does.
+#[test]
+fn exec_status_comes_back_as_pve_sends_it() {
+    let sim = Sim::start();
+    let base = vmid(&sim, "debian-12-base");
+    // A running guest to ask: a full clone of the base, started.
+    let clone = sim.admin_post(
+        "/clone",
+        json!({"vmid": base, "newid": 700, "name": "probe", "full": true}),
+    );
+    assert_eq!(clone["vmid"], 700);
+    let start = sim.api(
+        reqwest::Method::POST,
+        &format!("/nodes/{}/qemu/700/status/start", sim.node),
+    );
+    assert!(start.as_str().unwrap().starts_with("UPID:"));
+    let agent = format!("/nodes/{}/qemu/700/agent", sim.node);
+    let mut pid = serde_json::Value::Null;
+    for _ in 0..100 {
+        let r = sim.api_raw(
+            reqwest::Method::POST,
+            &format!("{agent}/exec"),
+            &[
+                ("command", "/bin/sh"),
+                ("command", "-c"),
+                ("command", "echo grüße"),
+            ],
+        );
+        if !r["data"].is_null() {
+            pid = r["data"]["pid"].clone();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(pid.is_number(), "the agent never answered");
+    let mut status = serde_json::Value::Null;
+    for _ in 0..100 {
+        status = sim.api(
+            reqwest::Method::GET,
+            &format!("{agent}/exec-status?pid={pid}"),
+        );
+        if status["exited"] == 1 {
+            break;
+        }
+        assert_eq!(
+            status["exited"], 0,
+            "exited is 0/1, not a boolean: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(status["exited"], 1, "{status}");
+    // "grüße\n" as UTF-8 bytes, each handed on as one character.
+    assert_eq!(status["out-data"], "gr\u{c3}\u{bc}\u{c3}\u{9f}e\n");
+}

@@ -149,6 +149,26 @@ impl Sim {
         self.send(req)["data"].clone()
     }
 
+    /// A PVE API call with a form that may fail: the whole body on success,
+    /// `{"data": null, "status": N}` otherwise (an agent not up yet).
+    pub fn api_raw(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> Value {
+        let req = self
+            .http
+            .request(method, format!("{}/api2/json{path}", self.endpoint))
+            .header("Authorization", format!("PVEAPIToken={}", self.token))
+            .form(form);
+        self.rt.block_on(async {
+            let resp = req.send().await.expect("simulator PVE API");
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            if status.is_success() {
+                serde_json::from_str(&body).unwrap_or(Value::Null)
+            } else {
+                json!({"data": null, "status": status.as_u16()})
+            }
+        })
+    }
+
     /// Destroys a VM through the PVE API and waits for the task.
     pub fn api_destroy(&self, vmid: u64) {
         let upid = self.api(

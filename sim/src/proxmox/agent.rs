@@ -84,6 +84,15 @@ pub async fn handle(
     qemu(&guest, cmd, params).await
 }
 
+/// What PVE makes of a guest's output: qemu-server's exec-status
+/// (`PVE/API2/Qemu/Agent.pm`) `decode_base64`s `out-data` into a byte string
+/// and the JSON encoder writes each byte as one character, so UTF-8 output
+/// arrives as Latin-1 mojibake ("grÃ¼Ã\u009fe" for "grüße"); `exited` goes
+/// out through PVE's formatter as 0/1, not a JSON boolean.
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
 fn interfaces(mac: &str) -> Value {
     json!({"result": [
         {"name": "lo", "hardware-address": "00:00:00:00:00:00", "ip-addresses": [
@@ -188,16 +197,16 @@ fn instant(
                 return Err(ApiError::new(500, "Agent error: Invalid parameter 'pid'"));
             };
             if rec.started.elapsed() < INSTANT_EXEC {
-                return Ok(json!({"exited": false}));
+                return Ok(json!({"exited": 0}));
             }
             // Like qemu-ga, a finished process is reported once, then forgotten.
             let rec = vm.execs.remove(&pid).unwrap_or_else(|| unreachable!());
-            let mut v = json!({"exited": true, "exitcode": rec.exitcode});
+            let mut v = json!({"exited": 1, "exitcode": rec.exitcode});
             if !rec.stdout.is_empty() {
-                v["out-data"] = json!(String::from_utf8_lossy(&rec.stdout));
+                v["out-data"] = json!(latin1(&rec.stdout));
             }
             if !rec.stderr.is_empty() {
-                v["err-data"] = json!(String::from_utf8_lossy(&rec.stderr));
+                v["err-data"] = json!(latin1(&rec.stderr));
             }
             Ok(v)
         }
@@ -277,15 +286,16 @@ async fn qemu(guest: &QemuGuest, cmd: &str, params: &Params) -> Result<Value, Ap
             let mut r = guest
                 .call("guest-exec-status", json!({"pid": pid}), t)
                 .await?;
-            // PVE hands out the captured output decoded.
+            // PVE hands out the captured output decoded, byte for character.
             for k in ["out-data", "err-data"] {
                 if let Some(s) = r.get(k).and_then(Value::as_str) {
-                    let text = B64
-                        .decode(s)
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_default();
+                    let text = B64.decode(s).map(|b| latin1(&b)).unwrap_or_default();
                     r[k] = json!(text);
                 }
+            }
+            // Booleans leave PVE as 0/1.
+            if let Some(b) = r.get("exited").and_then(Value::as_bool) {
+                r["exited"] = json!(u8::from(b));
             }
             Ok(r)
         }
