@@ -305,3 +305,75 @@ fn exec_status_comes_back_as_pve_sends_it() {
     // "grüße\n" as UTF-8 bytes, each handed on as one character.
     assert_eq!(status["out-data"], "gr\u{c3}\u{bc}\u{c3}\u{9f}e\n");
 }
+
+/// What every real PVE answers and existing PVE clients (bpg's provider on
+/// every VM refresh) read: the pool list, each node's TLS fingerprint, a
+/// node's status. All within the PVE schema.
+#[test]
+fn pools_node_fingerprints_and_node_status_are_served() {
+    let sim = Sim::start();
+    assert_eq!(sim.api(reqwest::Method::GET, "/pools"), json!([]));
+    let nodes = sim.api(reqwest::Method::GET, "/nodes");
+    let fp = nodes[0]["ssl_fingerprint"].as_str().unwrap_or_default();
+    let pairs: Vec<&str> = fp.split(':').collect();
+    assert_eq!(pairs.len(), 32, "a SHA-256 fingerprint: {fp}");
+    assert!(pairs.iter().all(|p| p.len() == 2
+        && p.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())));
+    let status = sim.api(reqwest::Method::GET, &format!("/nodes/{}/status", sim.node));
+    assert!(status["pveversion"]
+        .as_str()
+        .unwrap()
+        .starts_with("pve-manager/"));
+    sim.assert_schema_clean();
+}
+
+/// A node that is not in the cluster is a plain 500 "no such cluster node",
+/// not pveproxy's 595 for a node it cannot reach: nothing to retry. golden
+/// clones on the node that holds the source, so a wrong `node` shows where it
+/// is used: the storage listing that finds linked clones, which then keeps
+/// every image (the safe side) and says why.
+#[test]
+fn an_unknown_node_is_refused_once_and_named() {
+    let sim = Sim::start();
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    let provider = sim.provider_block(&store, "").replace(
+        &format!("node      = \"{}\"", sim.node),
+        "node      = \"nope\"",
+    );
+    assert!(provider.contains("\"nope\""));
+    tf.write_with_provider(&provider, &image("unknown-node", "one", 2, "keep"));
+    tf.apply();
+    let log: Vec<(String, u64)> = sim
+        .requests()
+        .iter()
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap().to_owned(),
+                r["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let to_nope: Vec<usize> = (0..log.len())
+        .filter(|&i| log[i].0.contains("/nodes/nope/"))
+        .collect();
+    assert!(!to_nope.is_empty(), "the node was never asked");
+    for &i in &to_nope {
+        assert_eq!(log[i].1, 500, "{:?}", log[i]);
+        // Not retried: a transient 595 would have been asked again at once.
+        assert!(
+            log.get(i + 1).is_none_or(|next| next.0 != log[i].0),
+            "retried: {:?}",
+            &log[i..]
+        );
+    }
+    let state = tf.state_json();
+    let images = super::util::resource(&state, "golden_image.x")["images"].clone();
+    let why = images[0]["protected"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(why.contains("no such cluster node 'nope'"), "{why}");
+    sim.assert_schema_clean();
+}

@@ -9,9 +9,19 @@ use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
-pub fn acceptor() -> Result<TlsAcceptor> {
+/// The acceptor and the certificate's SHA-256 fingerprint as PVE prints
+/// node fingerprints: upper-case hex pairs joined by `:`.
+pub fn acceptor() -> Result<(TlsAcceptor, String)> {
     let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
     let cert = rcgen::generate_simple_self_signed(names).context("generating a certificate")?;
+    let fingerprint = {
+        use sha2::Digest;
+        sha2::Sha256::digest(cert.cert.der().as_ref())
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -21,5 +31,5 @@ pub fn acceptor() -> Result<TlsAcceptor> {
         .with_single_cert(vec![cert.cert.der().clone()], key)
         .context("TLS certificate")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok((TlsAcceptor::from(Arc::new(config)), fingerprint))
 }

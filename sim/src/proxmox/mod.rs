@@ -163,15 +163,17 @@ pub async fn start(
     let auth = TokenAuth {
         header: format!("PVEAPIToken={}", opts.token),
     };
-    let shared = Shared::new(Cluster::new(Arc::new(opts)));
+    // HTTPS with a self-signed certificate made at start, as a fresh PVE node
+    // has: clients must be told to accept it (`PROXMOX_VE_INSECURE=true`).
+    let (tls, fingerprint) = crate::core::tls::acceptor()?;
+    let mut cluster = Cluster::new(Arc::new(opts));
+    cluster.ssl_fingerprint = fingerprint;
+    let shared = Shared::new(cluster);
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
         schema,
         auth,
     });
-    // HTTPS with a self-signed certificate made at start, as a fresh PVE node
-    // has: clients must be told to accept it (`PROXMOX_VE_INSECURE=true`).
-    let tls = crate::core::tls::acceptor()?;
     let endpoint = server::serve(ctx, listen, Some(tls)).await?;
     Ok(Started { endpoint, shared })
 }
@@ -327,6 +329,25 @@ fn first<'a>(p: &'a Params, k: &str) -> Option<&'a str> {
     p.get(k).and_then(|v| v.first()).map(String::as_str)
 }
 
+/// `GET /nodes/{node}/status` (pve-manager PVE/API2/Nodes.pm status): the
+/// node's load, memory and versions, with the keys the schema requires.
+fn node_status(cl: &Cluster) -> Value {
+    json!({
+        "cpu": 0.01,
+        "uptime": cl.booted.elapsed().as_secs(),
+        "loadavg": ["0.05", "0.10", "0.08"],
+        "kversion": "Linux 6.8.12-4-pve #1 SMP PREEMPT_DYNAMIC PMX 6.8.12-4",
+        "pveversion": "pve-manager/8.3.0/c1689ccb1065a83b",
+        "cpuinfo": {"cores": 2, "cpus": 2, "model": "QEMU Virtual CPU", "sockets": 1},
+        "memory": {"available": 14u64 << 30, "free": 14u64 << 30, "total": 16u64 << 30, "used": 2u64 << 30},
+        "rootfs": {"avail": 90u64 << 30, "free": 90u64 << 30, "total": 100u64 << 30, "used": 10u64 << 30},
+        "boot-info": {"mode": "legacy-bios"},
+        "current-kernel": {"machine": "x86_64", "release": "6.8.12-4-pve", "sysname": "Linux", "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.8.12-4"},
+        "ksm": {"shared": 0},
+        "swap": {"free": 0, "total": 0, "used": 0},
+    })
+}
+
 fn not_implemented(method: &str, path: &str) -> ApiError {
     ApiError::new(501, format!("Method '{method} {path}' not implemented"))
 }
@@ -344,16 +365,27 @@ async fn dispatch(ctx: &Ctx, method: &str, path: &str, params: &Params) -> Resul
         }
         ("GET", ["nodes"]) => {
             let cl = shared.lock();
+            // pve-manager PVE/API2/Nodes.pm index: every online node carries
+            // `ssl_fingerprint` (PVE::Cluster::get_node_fingerprint).
             Ok(json!([{
                 "node": cl.opts.node, "status": "online", "cpu": 0.01, "maxcpu": 2,
                 "mem": 2u64 << 30, "maxmem": 16u64 << 30, "uptime": cl.booted.elapsed().as_secs(),
-                "level": "",
+                "level": "", "ssl_fingerprint": cl.ssl_fingerprint,
             }]))
+        }
+        // pve-access-control PVE/API2/Pool.pm index: the pools the caller may
+        // see; a cluster without pools answers an empty list.
+        ("GET", ["pools"]) => Ok(json!([])),
+        ("GET", ["nodes", node, "status"]) if *node == shared.lock().opts.node => {
+            Ok(node_status(&shared.lock()))
         }
         (_, ["nodes", node, rest @ ..]) => {
             let ours = shared.lock().opts.node.clone();
             if *node != ours {
-                return Err(ApiError::new(595, format!("no such cluster node '{node}'")));
+                // pveproxy resolves the node before proxying; PVE::Cluster
+                // dies "no such cluster node 'x'", a plain 500 (not 595,
+                // which is pveproxy failing to reach a node that exists).
+                return Err(ApiError::new(500, format!("no such cluster node '{node}'")));
             }
             node_dispatch(shared, method, rest, params)
                 .await

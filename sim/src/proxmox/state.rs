@@ -288,6 +288,8 @@ pub struct Cluster {
     pub task_seq: u32,
     /// Faults, schema violations, the request log.
     pub sim: Records<PveFault>,
+    /// The HTTPS certificate's SHA-256, as `GET /nodes` shows it.
+    pub ssl_fingerprint: String,
     mac_seq: u32,
 }
 
@@ -335,6 +337,7 @@ impl Cluster {
             tasks: Operations::default(),
             task_seq: 0,
             sim: Records::default(),
+            ssl_fingerprint: String::new(),
             mac_seq: 0,
         };
         cl.seed_source_template();
