@@ -10,9 +10,8 @@ mod e2e {
     pub mod util;
 
     mod bad_config;
+    mod conformance;
     mod examples;
-    mod interrupt;
-    mod lifecycle;
     mod plugin_socket;
     mod proxmox;
     mod proxmox_faults;

@@ -3,82 +3,203 @@
 
 use super::util::TfDir;
 
-struct Case {
-    what: &'static str,
-    body: &'static str,
-    /// Text the diagnostic must contain: the summary and the attribute line.
-    expect: &'static [&'static str],
+/// Where terraform's diagnostic must point.
+enum At {
+    /// `on main.tf line N, in resource "golden_image" "x":` then `N: <line>`,
+    /// where line N of the written main.tf is the one containing this text:
+    /// the diagnostic carries the attribute's path.
+    Line(&'static str),
+    /// A diagnostic without an attribute path (root-level for the resource):
+    /// terraform points at the resource's header line. The reason is given
+    /// per case.
+    Resource(&'static str),
 }
 
-const SOURCE: &str = "source { path = \"/nonexistent/base.qcow2\" }";
+struct Case {
+    what: &'static str,
+    /// The resource's lines after `resource "golden_image" "x" {`, one
+    /// attribute per line so that the pointer's line names one attribute.
+    body: &'static str,
+    /// Text the diagnostic must contain: its summary.
+    summary: &'static str,
+    at: At,
+}
 
-fn resource(extra: &str, source: &str) -> String {
-    format!("resource \"golden_image\" \"x\" {{\n  platform = \"local\"\n  family = \"bad-config\"\n  {source}\n  {extra}\n}}\n")
+const SOURCE: &str = "  source {\n    path = \"/nonexistent/base.qcow2\"\n  }\n";
+
+/// The line number (1-based) of the only line of `file` containing `needle`.
+fn line_of(file: &str, needle: &str) -> (usize, String) {
+    let hits: Vec<(usize, &str)> = file
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .map(|(i, l)| (i + 1, l))
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "{needle:?} must be on exactly one line of:\n{file}"
+    );
+    (hits[0].0, hits[0].1.to_owned())
 }
 
 #[test]
 fn bad_configs_fail_at_plan_naming_the_attribute() {
-    let cases = [
-        Case { what: "uppercase family", body: "family_override = \"Debian\"", expect: &["Invalid Family Name", "family"] },
-        Case { what: "keep < 1", body: "retention { keep = 0 }", expect: &["Invalid retention.keep", "keep = 0"] },
-        Case { what: "unknown platform", body: "platform_override = \"vmware\"", expect: &["Unsupported Platform", "platform"] },
-        Case { what: "unparseable rebuild_after", body: "rebuild_after = \"monthly\"", expect: &["Invalid Duration", "rebuild_after"] },
-        Case { what: "unknown check", body: "smoke_test { checks = [\"ping\"] }", expect: &["Unknown Smoke-Test Check", "checks"] },
-        Case { what: "bad smoke timeout", body: "smoke_test { timeout = \"ten\" }", expect: &["Invalid Duration", "timeout"] },
-        Case { what: "smoke test that checks nothing", body: "smoke_test { checks = [] }", expect: &["Empty Smoke Test", "smoke_test"] },
-        Case { what: "bad on_destroy", body: "on_destroy = \"purge\"", expect: &["Invalid on_destroy", "on_destroy"] },
-        Case { what: "reserved tag", body: "tags = { golden-status = \"validated\" }", expect: &["Reserved Tag", "tags"] },
-        Case { what: "bad timeouts", body: "timeouts { create = \"1 hour\" }", expect: &["Invalid Duration", "create"] },
-        Case { what: "url without checksum", body: "source_override = \"source { url = \\\"http://127.0.0.1:9/x.img\\\" }\"", expect: &["Missing Checksum", "source"] },
-        Case { what: "two sources", body: "source_override = \"source {\\n path = \\\"/a\\\"\\n family = \\\"b\\\"\\n }\"", expect: &["Invalid source Block", "source"] },
-        Case { what: "bad checksum", body: "source_override = \"source {\\n url = \\\"http://127.0.0.1:9/x\\\"\\n checksum = \\\"md5:abc\\\"\\n }\"", expect: &["Invalid Checksum", "checksum"] },
-        Case { what: "no source", body: "source_override = \"\"", expect: &["Missing source Block"] },
+    let std_head = "  platform = \"local\"\n  family   = \"bad-config\"\n";
+    let cases: Vec<Case> = vec![
+        Case {
+            what: "uppercase family",
+            body: "  platform = \"local\"\n  family   = \"Debian\"\n",
+            summary: "Invalid Family Name",
+            at: At::Line("family   = \"Debian\""),
+        },
+        Case {
+            what: "keep < 1",
+            body: "  retention {\n    keep = 0\n  }\n",
+            summary: "Invalid retention.keep",
+            at: At::Line("keep = 0"),
+        },
+        Case {
+            what: "unknown platform",
+            body: "  platform = \"vmware\"\n  family   = \"bad-config\"\n",
+            summary: "Unsupported Platform",
+            at: At::Line("platform = \"vmware\""),
+        },
+        Case {
+            what: "unparseable rebuild_after",
+            body: "  rebuild_after = \"monthly\"\n",
+            summary: "Invalid Duration",
+            at: At::Line("rebuild_after = \"monthly\""),
+        },
+        Case {
+            what: "unknown check",
+            body: "  smoke_test {\n    checks = [\"ping\"]\n  }\n",
+            summary: "Unknown Smoke-Test Check",
+            at: At::Line("checks = [\"ping\"]"),
+        },
+        Case {
+            what: "bad smoke timeout",
+            body: "  smoke_test {\n    timeout = \"ten\"\n  }\n",
+            summary: "Invalid Duration",
+            at: At::Line("timeout = \"ten\""),
+        },
+        Case {
+            what: "smoke test that checks nothing",
+            body: "  smoke_test {\n    checks = []\n  }\n",
+            summary: "Empty Smoke Test",
+            // Root-level: the provider raises it without an attribute path
+            // (it judges checks and commands together), so terraform points
+            // at the resource, not at `checks = []`.
+            at: At::Resource("the provider gives no path for an empty smoke_test"),
+        },
+        Case {
+            what: "bad on_destroy",
+            body: "  on_destroy = \"purge\"\n",
+            summary: "Invalid on_destroy",
+            at: At::Line("on_destroy = \"purge\""),
+        },
+        Case {
+            what: "reserved tag",
+            body: "  tags = {\n    golden-status = \"validated\"\n  }\n",
+            summary: "Reserved Tag",
+            at: At::Line("golden-status = \"validated\""),
+        },
+        Case {
+            what: "bad timeouts",
+            body: "  timeouts {\n    create = \"1 hour\"\n  }\n",
+            summary: "Invalid Duration",
+            at: At::Line("create = \"1 hour\""),
+        },
+        Case {
+            what: "url without checksum",
+            body: "  source {\n    url = \"http://127.0.0.1:9/x.img\"\n  }\n",
+            summary: "Missing Checksum",
+            // The missing attribute has no line: the pointer names its block.
+            at: At::Line("source {"),
+        },
+        Case {
+            what: "two sources",
+            body: "  source {\n    path   = \"/a\"\n    family = \"b\"\n  }\n",
+            summary: "Invalid source Block",
+            // Root-level: the provider raises it without a path, so terraform
+            // points at the resource, not at the `source` block.
+            at: At::Resource("the provider gives no path for two source kinds"),
+        },
+        Case {
+            what: "bad checksum",
+            body: "  source {\n    url      = \"http://127.0.0.1:9/x\"\n    checksum = \"md5:abc\"\n  }\n",
+            summary: "Invalid Checksum",
+            at: At::Line("checksum = \"md5:abc\""),
+        },
+        Case {
+            what: "no source",
+            body: "",
+            summary: "Missing source Block",
+            at: At::Resource("the block is absent: there is no line of it to point at"),
+        },
     ];
     let tf = TfDir::new();
     let store = tf.path().join("store");
+    // Every case runs; the mismatches are reported together.
+    let mut wrong = Vec::new();
     for case in cases {
-        let (mut extra, mut source, mut family, mut platform) = (
-            case.body.to_owned(),
-            SOURCE.to_owned(),
-            "bad-config",
-            "local",
+        // Cases that set platform/family or source themselves get no defaults.
+        let head = if case.body.contains("platform =") {
+            ""
+        } else {
+            std_head
+        };
+        let source = if case.body.contains("source {") || case.what == "no source" {
+            ""
+        } else {
+            SOURCE
+        };
+        tf.write(
+            &store,
+            &format!(
+                "resource \"golden_image\" \"x\" {{\n{head}{source}{}}}\n",
+                case.body
+            ),
         );
-        if let Some(v) = case.body.strip_prefix("family_override = ") {
-            family = v.trim_matches('"');
-            extra.clear();
-        }
-        if let Some(v) = case.body.strip_prefix("platform_override = ") {
-            platform = v.trim_matches('"');
-            extra.clear();
-        }
-        if let Some(v) = case.body.strip_prefix("source_override = ") {
-            source = v
-                .trim_matches('"')
-                .replace("\\n", "\n")
-                .replace("\\\"", "\"");
-            extra.clear();
-        }
-        let body = resource(&extra, &source)
-            .replace("\"bad-config\"", &format!("\"{family}\""))
-            .replace(
-                "platform = \"local\"",
-                &format!("platform = \"{platform}\""),
-            );
-        tf.write(&store, &body);
+        let main = std::fs::read_to_string(tf.path().join("main.tf")).unwrap();
         let out = tf.fails(&["plan", "-no-color", "-input=false"]);
-        for want in case.expect {
-            assert!(
-                out.contains(want),
-                "case {:?}: diagnostic lacks {want:?}:\n{out}",
-                case.what
-            );
+        let what = case.what;
+        // The diagnostic with this summary, up to the next one.
+        let Some(diag) = out
+            .split("Error: ")
+            .skip(1)
+            .find(|d| d.starts_with(case.summary))
+        else {
+            wrong.push(format!(
+                "case {what:?}: no diagnostic {:?}:\n{out}",
+                case.summary
+            ));
+            continue;
+        };
+        let (needle, why) = match case.at {
+            At::Line(needle) => (needle, None),
+            At::Resource(why) => ("resource \"golden_image\" \"x\" {", Some(why)),
+        };
+        let (n, line) = line_of(&main, needle);
+        let pointer = format!("on main.tf line {n}, in resource \"golden_image\" \"x\":");
+        let quoted = format!("{n}: {line}");
+        if !(diag.contains(&pointer) && diag.contains(&quoted)) {
+            let at = match why {
+                None => format!("line {n} ({line:?})"),
+                Some(why) => format!("the resource header, line {n} ({why})"),
+            };
+            wrong.push(format!(
+                "case {what:?}: the diagnostic must point at {at}:\n{out}"
+            ));
         }
-        assert!(
-            !out.contains("tf_provider::"),
-            "case {:?}: diagnostic carries a backtrace",
-            case.what
-        );
+        if diag.matches("on main.tf line").count() != 1 {
+            wrong.push(format!("case {what:?}: one pointer expected:\n{diag}"));
+        }
+        if out.contains("tf_provider::") {
+            wrong.push(format!("case {what:?}: diagnostic carries a backtrace"));
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
     assert!(
         !store.join("bad-config").exists(),
         "a failed plan must not touch the store"

@@ -51,6 +51,17 @@ pub fn sim_binary() -> PathBuf {
     sim
 }
 
+/// One request as the simulator served it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub method: String,
+    /// The path after `/api2/json`, without the query.
+    pub path: String,
+    pub status: u16,
+    /// The request carried the right token.
+    pub auth_ok: bool,
+}
+
 pub struct Sim {
     child: Child,
     _stdin: ChildStdin,
@@ -290,6 +301,40 @@ impl Sim {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The request log as typed records, in the order served.
+    pub fn calls(&self) -> Vec<Call> {
+        self.requests()
+            .iter()
+            .map(|r| Call {
+                method: r["method"].as_str().unwrap_or("").to_owned(),
+                path: r["path"].as_str().unwrap_or("").to_owned(),
+                status: r["status"].as_u64().unwrap_or(0) as u16,
+                auth_ok: r["auth_ok"] == true,
+            })
+            .collect()
+    }
+
+    /// Calls with `method` whose path ends with `suffix`, in order.
+    pub fn calls_to(&self, method: &str, suffix: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == method && c.path.ends_with(suffix))
+            .collect()
+    }
+
+    /// Empties the request log (the next assertions see one step's calls).
+    pub fn clear_requests(&self) {
+        self.admin_delete("/requests");
+    }
+
+    /// Fault rules still armed: a rule with `times` leaves once used up, so
+    /// zero proves that every such rule fired as often as it was told to.
+    pub fn faults_left(&self) -> u64 {
+        self.admin_post("/faults", json!([]))["faults"]
+            .as_u64()
+            .expect("the fault count")
     }
 
     /// The provider block for this simulator plus a local store for ledgers.

@@ -48,6 +48,9 @@ pub fn terraform_available() {
 
 pub struct TfDir {
     pub dir: tempfile::TempDir,
+    /// Extra environment for every terraform command (a platform's settings
+    /// passed the way CI passes them).
+    env: Vec<(String, String)>,
 }
 
 impl TfDir {
@@ -63,7 +66,17 @@ impl TfDir {
         );
         std::fs::write(dir.path().join("cli.tfrc"), cli).unwrap();
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        TfDir { dir }
+        TfDir {
+            dir,
+            env: Vec::new(),
+        }
+    }
+
+    /// The same with `env` set for every terraform command run here.
+    pub fn with_env(env: &[(String, String)]) -> Self {
+        let mut tf = TfDir::new();
+        tf.env = env.to_vec();
+        tf
     }
 
     pub fn path(&self) -> &Path {
@@ -119,6 +132,7 @@ impl TfDir {
             .env("XDG_STATE_HOME", self.xdg_state_home())
             .env("CHECKPOINT_DISABLE", "1")
             .env_remove("TF_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
     }
@@ -242,10 +256,6 @@ pub fn store_images(store: &Path, family: &str) -> Vec<(String, String)> {
     out
 }
 
-pub fn names(v: &[(String, String)]) -> Vec<String> {
-    v.iter().map(|(n, _)| n.clone()).collect()
-}
-
 /// QEMU processes whose command line mentions `needle` (a store path).
 pub fn qemu_processes(needle: &str) -> Vec<u32> {
     let mut pids = Vec::new();
@@ -262,49 +272,6 @@ pub fn qemu_processes(needle: &str) -> Vec<u32> {
         }
     }
     pids
-}
-
-/// Asserts that nothing a run creates temporarily is left: no QEMU process, no
-/// work directory, no ledger, no partial file, nothing in the provider's TMPDIR.
-pub fn assert_nothing_leaked(store: &Path, tf: &TfDir) {
-    let needle = store.display().to_string();
-    assert!(
-        qemu_processes(&needle).is_empty(),
-        "QEMU processes left: {:?}",
-        qemu_processes(&needle)
-    );
-    let work = golden::platforms::local::store::Store::work_root(store);
-    let left: Vec<_> = std::fs::read_dir(&work)
-        .map(|r| r.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "left in {}: {left:?}", work.display());
-    assert!(
-        tf.ledgers().is_empty(),
-        "cleanup ledgers left: {:?}",
-        tf.ledgers()
-    );
-    for fam in std::fs::read_dir(store).unwrap().flatten() {
-        if !fam.path().is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(fam.path()).unwrap().flatten() {
-            let n = f.file_name().to_string_lossy().into_owned();
-            assert!(
-                !n.contains(".partial") && !n.contains(".tmp-") && !n.contains(".new-"),
-                "temporary file left: {n}"
-            );
-        }
-    }
-    let tmp: Vec<_> = std::fs::read_dir(tf.tmp())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    let ours: Vec<_> = tmp
-        .iter()
-        .filter(|p| !p.to_string_lossy().contains("terraform"))
-        .collect();
-    assert!(ours.is_empty(), "provider temp files left: {ours:?}");
 }
 
 pub fn today() -> String {
