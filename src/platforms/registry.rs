@@ -185,6 +185,9 @@ impl<'a> SourceFields<'a> {
         }
         let set = self.set_among(kinds);
         if set.len() != 1 {
+            // terraform shows a pointer only for an attribute: the second
+            // kind set, or the first possible one (its block's line) when none.
+            let at = set.get(1).or(kinds.first()).copied().unwrap_or("family");
             diags.error(
                 "Invalid source Block",
                 format!(
@@ -196,7 +199,7 @@ impl<'a> SourceFields<'a> {
                         set.join(", ")
                     }
                 ),
-                AttributePath::new("source").index(0),
+                SourceFields::path(at),
             );
             return None;
         }

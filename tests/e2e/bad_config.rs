@@ -87,10 +87,7 @@ fn bad_configs_fail_at_plan_naming_the_attribute() {
             what: "smoke test that checks nothing",
             body: "  smoke_test {\n    checks = []\n  }\n",
             summary: "Empty Smoke Test",
-            // Root-level: the provider raises it without an attribute path
-            // (it judges checks and commands together), so terraform points
-            // at the resource, not at `checks = []`.
-            at: At::Resource("the provider gives no path for an empty smoke_test"),
+            at: At::Line("checks = []"),
         },
         Case {
             what: "bad on_destroy",
@@ -121,9 +118,8 @@ fn bad_configs_fail_at_plan_naming_the_attribute() {
             what: "two sources",
             body: "  source {\n    path   = \"/a\"\n    family = \"b\"\n  }\n",
             summary: "Invalid source Block",
-            // Root-level: the provider raises it without a path, so terraform
-            // points at the resource, not at the `source` block.
-            at: At::Resource("the provider gives no path for two source kinds"),
+            // The pointer names the second kind set.
+            at: At::Line("family = \"b\""),
         },
         Case {
             what: "bad checksum",
@@ -197,6 +193,13 @@ fn bad_configs_fail_at_plan_naming_the_attribute() {
         }
         if out.contains("tf_provider::") {
             wrong.push(format!("case {what:?}: diagnostic carries a backtrace"));
+        }
+        // One mistake, one diagnostic: no second error caused by the first.
+        let errors = out.matches("Error: ").count();
+        if errors != 1 {
+            wrong.push(format!(
+                "case {what:?}: {errors} errors for one mistake:\n{out}"
+            ));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));

@@ -121,7 +121,7 @@ fn parse(script: &str) -> Vec<(Op, Vec<Vec<String>>)> {
         match tok {
             Tok::Word(w) => cmd.push(w),
             Tok::Op("|") => flush(&mut pipeline, &mut cmd),
-            Tok::Op(o @ (">" | ">>" | "2>" | "2>&1")) => cmd.push(format!("\u{0}{o}")),
+            Tok::Op(o @ (">" | ">>" | "2>" | "2>&1" | ">&2")) => cmd.push(format!("\u{0}{o}")),
             Tok::Op(o) => {
                 flush(&mut pipeline, &mut cmd);
                 if !pipeline.is_empty() {
@@ -226,6 +226,11 @@ fn lex(s: &str) -> Vec<Tok> {
                     chars.next();
                     chars.next_if_eq(&'1');
                     toks.push(Tok::Op("2>&1"));
+                } else if !fd2 && chars.peek() == Some(&'&') {
+                    // `>&2`: stdout goes to stderr.
+                    chars.next();
+                    chars.next_if_eq(&'2');
+                    toks.push(Tok::Op(">&2"));
                 } else {
                     toks.push(Tok::Op(if fd2 { "2>" } else { ">" }));
                 }
@@ -244,6 +249,7 @@ fn lex(s: &str) -> Vec<Tok> {
 struct Redirects {
     stdout: Option<(String, bool)>,
     stderr_to_stdout: bool,
+    stdout_to_stderr: bool,
     stderr_discard: bool,
 }
 
@@ -260,6 +266,7 @@ fn split_redirects(cmd: Vec<String>) -> (Vec<String>, Redirects) {
                 r.stderr_discard = true;
             }
             Some("2>&1") => r.stderr_to_stdout = true,
+            Some(">&2") => r.stdout_to_stderr = true,
             _ => argv.push(w),
         }
     }
@@ -309,6 +316,9 @@ impl<'a> State<'a> {
         let status = self.exec(&argv, input.as_deref(), &mut stdout, &mut stderr);
         if r.stderr_to_stdout {
             stdout.append(&mut stderr);
+        }
+        if r.stdout_to_stderr {
+            stderr.append(&mut stdout);
         }
         match r.stdout {
             Some((f, _)) if f == "/dev/null" => {}
@@ -613,6 +623,16 @@ mod tests {
             .exitcode,
             0
         );
+    }
+
+    #[test]
+    fn stdout_to_stderr_goes_to_stderr() {
+        let mut fs = fs();
+        let o = sh(&mut fs, "echo boom >&2; exit 1");
+        assert_eq!(o.exitcode, 1);
+        assert_eq!(text(&o.stderr), "boom\n");
+        assert!(o.stdout.is_empty());
+        assert!(!fs.contains_key("&2"), "a file named &2 was written");
     }
 
     #[test]

@@ -239,6 +239,7 @@ fn smoke(cfg: &ImageState, diags: &mut Diagnostics) -> Option<SmokeSpec> {
         return Some(SmokeSpec::default());
     };
     let mut spec = SmokeSpec::default();
+    let mut unknown_checks = false;
     if let Value::Value(_) = &b.checks {
         let names = known(string_list(&b.checks))?;
         let mut checks = BTreeSet::new();
@@ -247,11 +248,14 @@ fn smoke(cfg: &ImageState, diags: &mut Diagnostics) -> Option<SmokeSpec> {
                 Some(c) => {
                     checks.insert(c);
                 }
-                None => diags.error(
-                    "Unknown Smoke-Test Check",
-                    format!("{n:?} is not a check; use boot, cloud_init, guest_agent or ssh"),
-                    block_path("smoke_test", "checks").index(i as i64),
-                ),
+                None => {
+                    unknown_checks = true;
+                    diags.error(
+                        "Unknown Smoke-Test Check",
+                        format!("{n:?} is not a check; use boot, cloud_init, guest_agent or ssh"),
+                        block_path("smoke_test", "checks").index(i as i64),
+                    )
+                }
             }
         }
         spec.checks = checks;
@@ -272,12 +276,15 @@ fn smoke(cfg: &ImageState, diags: &mut Diagnostics) -> Option<SmokeSpec> {
         return None;
     }
     spec.allow_degraded = b.allow_degraded.as_ref_option().copied().unwrap_or(false);
-    if spec.checks.is_empty() && spec.commands.is_empty() {
+    // An unknown check is its own error: no second one saying "empty".
+    if spec.checks.is_empty() && spec.commands.is_empty() && !unknown_checks {
         diags.error(
             "Empty Smoke Test",
             "smoke_test runs no check and no command, so it could never prove an image boots; \
              list at least one of boot, cloud_init, guest_agent, ssh, or a command",
-            AttributePath::new("smoke_test").index(0),
+            // terraform shows a pointer only for an attribute: `checks`
+            // (its block's line when `checks` is not written).
+            block_path("smoke_test", "checks"),
         );
     }
     Some(spec)
