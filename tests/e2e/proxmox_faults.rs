@@ -278,35 +278,46 @@ fn transient_5xx_are_retried_and_401_is_reported() {
 fn bad_proxmox_settings_fail_at_plan_naming_the_attribute() {
     let tf = TfDir::new();
     let store = tf.path().join("store");
-    let cases: [(&str, &str, &[&str]); 6] = [
+    // (provider block, source, expected words, the config text the pointer names)
+    let cases: [(&str, &str, &[&str], &str); 6] = [
         (
             "proxmox {\n endpoint = \"https://pve:8006\"\n api_token = \"root@pam-s3cr3t-value\"\n }",
             "source { vm_id = 9000 }",
             &["Invalid Proxmox API Token", "api_token"],
+            "api_token =",
         ),
         (
             "proxmox {\n endpoint = \"pve.example.com\"\n api_token = \"root@pam!t=x\"\n }",
             "source { vm_id = 9000 }",
             &["Invalid Proxmox Endpoint", "endpoint"],
+            "endpoint =",
         ),
         (
             "proxmox {\n endpoint = \"https://pve:8006\"\n api_token = \"root@pam!t=x\"\n vmid_range = \"99-5\"\n }",
             "source { vm_id = 9000 }",
             &["Invalid vmid_range", "vmid_range"],
+            "vmid_range =",
         ),
         (
             "proxmox {\n endpoint = \"https://pve:8006\"\n api_token = \"root@pam!t=x\"\n }",
             "source { path = \"/base.qcow2\" }",
             &["Unsupported Source", "source.path does not apply to platform \"proxmox\""],
+            "source { path",
         ),
         (
             "proxmox {\n endpoint = \"https://pve:8006\"\n api_token = \"root@pam!t=x\"\n }",
             "source { vm_id = 12 }",
             &["Invalid source.vm_id", "vm_id"],
+            "vm_id = 12",
         ),
-        ("", "source { vm_id = 9000 }", &["Platform Not Configured", "platform"]),
+        (
+            "",
+            "source { vm_id = 9000 }",
+            &["Platform Not Configured", "platform"],
+            "platform =",
+        ),
     ];
-    for (block, source, expect) in cases {
+    for (block, source, expect, at) in cases {
         let provider = format!(
             "provider \"golden\" {{\n  local {{ store_dir = \"{}\" }}\n  {block}\n}}\n",
             store.display()
@@ -319,6 +330,18 @@ fn bad_proxmox_settings_fail_at_plan_naming_the_attribute() {
             .env_remove("PROXMOX_VE_API_TOKEN")
             .output()
             .unwrap();
+        // terraform's pointer names the line of the offending attribute.
+        let main = std::fs::read_to_string(tf.path().join("main.tf")).unwrap();
+        let n = main
+            .lines()
+            .position(|l| l.contains(at))
+            .unwrap_or_else(|| panic!("{at:?} is not in main.tf"))
+            + 1;
+        assert!(
+            text(&out).contains(&format!("on main.tf line {n},")),
+            "{block} {source}: the diagnostic must point at line {n} ({at:?}):\n{}",
+            text(&out)
+        );
         // Diagnostics wrap long lines; compare with whitespace collapsed.
         let msg = text(&out).split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(!out.status.success(), "{block} {source}: plan succeeded");
