@@ -163,9 +163,27 @@ impl<'a> SourceFields<'a> {
             .attribute(name.to_owned())
     }
 
+    /// Which of `kinds` the block sets: `None` while part of it is unknown,
+    /// `Some(None)` when it is invalid (exactly one kind, nothing outside
+    /// `allowed`, `checksum` only with `url`; the diagnostics say why).
+    pub fn chosen_kind(
+        &self,
+        kinds: &[&'static str],
+        allowed: &[&'static str],
+        diags: &mut Diagnostics,
+    ) -> Option<Option<&'static str>> {
+        if self.any_unknown() {
+            return None;
+        }
+        let Some(kind) = self.exactly_one(kinds, allowed, diags) else {
+            return Some(None);
+        };
+        Some(checksum_only_with_url(self, kind, diags).map(|()| kind))
+    }
+
     /// Checks that exactly one of `kinds` is set and nothing this platform
     /// does not take; returns the one.
-    pub fn exactly_one(
+    fn exactly_one(
         &self,
         kinds: &[&'static str],
         allowed: &[&'static str],
@@ -245,7 +263,7 @@ pub fn url_source(fields: &SourceFields, diags: &mut Diagnostics) -> Option<Sour
 }
 
 /// `checksum` belongs to `url` only.
-pub fn checksum_only_with_url(
+fn checksum_only_with_url(
     fields: &SourceFields,
     kind: &str,
     diags: &mut Diagnostics,

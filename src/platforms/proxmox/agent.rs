@@ -10,31 +10,8 @@ use super::api::{guest_text, VmApi};
 use crate::lifecycle::context::Cx;
 use crate::platforms::{Error, ErrorKind, Result};
 
-/// What a guest command printed and how it ended.
-#[derive(Debug, Clone, Default)]
-pub struct Output {
-    pub exitcode: i64,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Output {
-    pub fn success(&self) -> bool {
-        self.exitcode == 0
-    }
-
-    /// stdout then stderr, trimmed, for reports.
-    pub fn combined(&self) -> String {
-        let mut s = self.stdout.trim_end().to_owned();
-        if !self.stderr.trim().is_empty() {
-            if !s.is_empty() {
-                s.push('\n');
-            }
-            s += self.stderr.trim_end();
-        }
-        s
-    }
-}
+/// What a command printed in the guest: the kit's type.
+pub use crate::platforms::kit::smoke::GuestOutput as Output;
 
 /// Pings the agent until it answers or `limit` passes. The error says plainly
 /// that the agent never answered, with PVE's last word on it.
@@ -95,7 +72,7 @@ pub async fn exec(vm: &VmApi<'_>, argv: &[&str], limit: Duration, cx: &Cx) -> Re
         };
         if let Some(status) = status.filter(|s| s.has_exited()) {
             return Ok(Output {
-                exitcode: status
+                exit_code: status
                     .exitcode
                     .unwrap_or_else(|| 128 + status.signal.unwrap_or(0)),
                 stdout: guest_text(&status.out_data.unwrap_or_default()),

@@ -462,7 +462,7 @@ fn is_drive_key(k: &str) -> bool {
 fn step_failed(step: &str, out: &agent::Output) -> Error {
     Error::new(
         ErrorKind::Other,
-        format!("provisioning step {step:?} exited with {}", out.exitcode),
+        format!("provisioning step {step:?} exited with {}", out.exit_code),
     )
     .with_detail(format!(
         "Output (last lines):\n{}",

@@ -4,7 +4,6 @@
 //! nowhere else).
 
 use std::fmt;
-use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -70,8 +69,6 @@ pub struct ClientBuilder {
     endpoint: String,
     token: ApiToken,
     insecure: bool,
-    timeout: Duration,
-    retry: RetryPolicy,
 }
 
 impl ClientBuilder {
@@ -80,8 +77,6 @@ impl ClientBuilder {
             endpoint: endpoint.into(),
             token,
             insecure: false,
-            timeout: Duration::from_secs(60),
-            retry: RetryPolicy::default(),
         }
     }
 
@@ -91,24 +86,12 @@ impl ClientBuilder {
         self
     }
 
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    pub fn with_retry_policy(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
     pub fn build(self) -> std::result::Result<Client, String> {
         let base = normalise_endpoint(&self.endpoint)?;
         let transport = TransportBuilder::new("PVE", base)
             .with_auth("Authorization", self.token.header())
             .redacting(Secret::new(self.token.secret.clone()))
             .with_insecure(self.insecure)
-            .with_timeout(self.timeout)
-            .with_retry_policy(self.retry)
             .build(Box::new(PveDialect))?;
         Ok(Client { transport })
     }

@@ -216,11 +216,7 @@ struct AgentChannel<'a>(&'a VmApi<'a>);
 impl GuestChannel for AgentChannel<'_> {
     async fn sh(&self, script: &str, timeout: Duration, cx: &Cx) -> Result<GuestOutput> {
         match agent::sh(self.0, script, timeout, cx).await {
-            Ok(o) => Ok(GuestOutput {
-                exit_code: o.exitcode,
-                stdout: o.stdout,
-                stderr: o.stderr,
-            }),
+            Ok(o) => Ok(o),
             Err(e) if e.is_timeout() && !cx.cancel.is_cancelled() => Ok(GuestOutput::timed_out(e)),
             Err(e) => Err(e),
         }

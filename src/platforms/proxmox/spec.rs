@@ -181,15 +181,9 @@ fn source_attributes() -> Vec<(&'static str, tf_provider::schema::Attribute)> {
 }
 
 fn parse_source(fields: &SourceFields, diags: &mut Diagnostics) -> Option<Option<Source>> {
-    if fields.any_unknown() {
-        return None;
-    }
-    let Some(kind) = fields.exactly_one(KINDS, ALLOWED, diags) else {
+    let Some(kind) = fields.chosen_kind(KINDS, ALLOWED, diags)? else {
         return Some(None);
     };
-    if registry::checksum_only_with_url(fields, kind, diags).is_none() {
-        return Some(None);
-    }
     Some(match kind {
         "template" => {
             let name = fields.string("template").unwrap_or_default();
