@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::access::AccessConfig;
 use super::state::{debian_fs, Cluster, Shared, Vm};
 use super::{vms, ApiError};
 use crate::core::admin::{bad_json, AdminError};
@@ -150,6 +151,18 @@ pub async fn handle(
         ("POST", "/vms") => serde_json::from_slice::<AddVmReq>(body)
             .map_err(bad_json)
             .and_then(|req| add_vm(&mut shared.lock(), req).map_err(AdminError::from)),
+        // Users, groups, custom roles, tokens and ACL entries, replacing
+        // the earlier ones (root@pam and the start-up token stay).
+        ("PUT", "/access") => serde_json::from_slice::<AccessConfig>(body)
+            .map_err(bad_json)
+            .and_then(|cfg| {
+                shared
+                    .lock()
+                    .access
+                    .configure(cfg)
+                    .map(|()| Value::Null)
+                    .map_err(|e| AdminError::new(400, e))
+            }),
         ("POST", "/clone") => match serde_json::from_slice::<CloneReq>(body) {
             Ok(req) => clone(shared, req).await.map_err(AdminError::from),
             Err(e) => Err(bad_json(e)),

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::access::{parse_token, Access, Token};
 use super::admin::PveFault;
 use super::schema::{split_tags, valid_tag};
 use super::tasks::Upid;
@@ -278,6 +279,8 @@ pub fn normalize_tags(v: &str) -> Result<String, String> {
 
 pub struct Cluster {
     pub opts: Arc<Options>,
+    /// Users, tokens, roles and ACLs: who may do what.
+    pub access: Access,
     pub pstart: u32,
     pub booted: Instant,
     pub storages: Vec<StorageDef>,
@@ -327,7 +330,15 @@ impl Cluster {
                 total: 100 * GIB,
             },
         ];
+        // The start-up token is not privilege-separated: `root@pam!golden`
+        // may do what root may, as a fresh cluster's admin token.
+        let start_token = parse_token(&opts.token, false).unwrap_or(Token {
+            id: opts.token_user(),
+            secret: String::new(),
+            privsep: false,
+        });
         let mut cl = Cluster {
+            access: Access::new(start_token),
             pstart: (unix_now() % 0x00FF_FFFF) as u32,
             opts,
             booted: Instant::now(),
