@@ -16,4 +16,5 @@ mod e2e {
     mod proxmox;
     mod proxmox_faults;
     mod proxmox_fidelity;
+    mod proxmox_permissions;
 }

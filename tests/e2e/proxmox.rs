@@ -336,13 +336,13 @@ resource "golden_image" "x" {{
 
 /// A one-file HTTP server on loopback (the "internet" PVE downloads from);
 /// counts the downloads.
-struct ImageServer {
-    url: String,
+pub(super) struct ImageServer {
+    pub(super) url: String,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ImageServer {
-    fn start(body: &'static [u8]) -> ImageServer {
+    pub(super) fn start(body: &'static [u8]) -> ImageServer {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!(
@@ -372,7 +372,7 @@ impl ImageServer {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
         .iter()

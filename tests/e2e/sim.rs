@@ -147,6 +147,15 @@ impl Sim {
         )
     }
 
+    pub fn admin_put(&self, path: &str, body: Value) -> Value {
+        self.send(
+            self.http
+                .put(format!("{}{path}", self.admin))
+                .header("Content-Type", "application/json")
+                .body(body.to_string()),
+        )
+    }
+
     pub fn admin_delete(&self, path: &str) {
         self.send(self.http.delete(format!("{}{path}", self.admin)));
     }
@@ -339,11 +348,16 @@ impl Sim {
 
     /// The provider block for this simulator plus a local store for ledgers.
     pub fn provider_block(&self, store: &Path, extra: &str) -> String {
+        self.provider_block_with_token(store, &self.token, extra)
+    }
+
+    /// The provider block, authenticating with `token` (`user@realm!id=secret`).
+    pub fn provider_block_with_token(&self, store: &Path, token: &str, extra: &str) -> String {
         format!(
             "provider \"golden\" {{\n  local {{\n    store_dir = \"{}\"\n  }}\n  proxmox {{\n    endpoint  = \"{}\"\n    api_token = \"{}\"\n    insecure  = true\n    node      = \"{}\"\n{extra}  }}\n}}\n",
             store.display(),
             self.endpoint,
-            self.token,
+            token,
             self.node
         )
     }

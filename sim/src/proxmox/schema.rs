@@ -367,8 +367,21 @@ impl Schema {
             None if !data.is_null() => out.push("data: the schema declares no return value".into()),
             None => {}
         }
+        out.retain(|v| !undeclared_by_pve(method, path, v));
         out
     }
+}
+
+/// What PVE itself answers beyond its declared `returns`, so not a
+/// simulator fault: a token's task status carries `tokenid` (pve-manager
+/// API2/Tasks.pm read_task_status, `$convert_token_task`), which the
+/// method's `returns` does not list.
+fn undeclared_by_pve(method: &str, path: &str, violation: &str) -> bool {
+    method == "GET"
+        && path.starts_with("/nodes/")
+        && path.contains("/tasks/")
+        && path.ends_with("/status")
+        && violation == "data.tokenid: property not declared in the schema"
 }
 
 const STORAGE_CONTENT: &[&str] = &[

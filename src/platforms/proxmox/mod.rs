@@ -13,6 +13,7 @@ pub mod api;
 mod build;
 pub mod client;
 pub mod encoding;
+mod privileges;
 mod smoke;
 pub mod spec;
 mod tasks;
@@ -188,11 +189,7 @@ impl ProxmoxPlatform {
     /// A template whose base disk still backs linked clones cannot be deleted
     /// (PVE refuses, and the clones would lose their disk): say so up front.
     async fn mark_linked_clones(&self, images: &mut [(Image, Note)], cx: &Cx) {
-        let volumes = self
-            .api(cx)
-            .node(&self.config.node)
-            .storage_volumes(&self.config.storage, "images")
-            .await;
+        let volumes = self.complete_image_listing(cx).await;
         for (image, _) in images.iter_mut() {
             let Ok(vmid) = image.id.parse::<u32>() else {
                 continue;
@@ -221,6 +218,27 @@ impl ProxmoxPlatform {
                 Err(e) => Some(format!("could not check for linked clones: {e}")),
             };
         }
+    }
+
+    /// The image volumes of `storage`, when the listing can be complete: PVE
+    /// silently leaves out other VMs' disks unless the token has
+    /// `Datastore.Audit` on the storage (pve-storage Content.pm index via
+    /// `check_volume_access`), and an empty listing would then look like "no
+    /// linked clones".
+    async fn complete_image_listing(&self, cx: &Cx) -> Result<Vec<api::StorageVolume>> {
+        let storage = &self.config.storage;
+        let path = format!("/storage/{storage}");
+        let privileges = self.api(cx).own_privileges(&path).await?;
+        if !privileges.contains("Datastore.Audit") && !privileges.contains("Datastore.Allocate") {
+            return Err(Error::new(
+                ErrorKind::Auth,
+                format!("the API token lacks Datastore.Audit on {path}, so PVE hides other VMs' disks from it"),
+            ));
+        }
+        self.api(cx)
+            .node(&self.config.node)
+            .storage_volumes(storage, "images")
+            .await
     }
 
     async fn vm_by_id(&self, image: &Image) -> Result<u32> {
