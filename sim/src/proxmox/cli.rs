@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::schema::Schema;
-use super::state::{Backend, Options};
+use super::state::{Backend, Options, StorageSpec};
 use crate::core::spec::SpecChecker;
 use crate::core::util;
 
@@ -21,7 +21,7 @@ pub fn main(args: &[String]) -> Result<()> {
 
 pub const USAGE: &str = "usage: golden-sim proxmox [--listen 127.0.0.1:0] [--schema PATH] \
 [--backend instant|qemu] [--base-image PATH] [--state-dir DIR] [--node pve] \
-[--storage local-lvm] [--token 'root@pam!golden=SECRET'] [--task-ms 200] \
+[--storage local-lvm] [--add-storage ID=TYPE[:CONTENT]]... [--token 'root@pam!golden=SECRET'] [--task-ms 200] \
 [--agent-ready-ms 300] [--extra-vms N] [--exit-on-stdin-eof]";
 
 pub struct Cli {
@@ -46,6 +46,7 @@ pub fn parse(args: &[String]) -> Result<Cli> {
     let mut task_ms = 200;
     let mut agent_ready_ms = 300;
     let mut extra_vms = 0;
+    let mut extra_storages: Vec<StorageSpec> = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -76,6 +77,7 @@ pub fn parse(args: &[String]) -> Result<Cli> {
             "--state-dir" => state_dir = Some(PathBuf::from(value()?)),
             "--node" => node = value()?,
             "--storage" => storage = value()?,
+            "--add-storage" => extra_storages.push(value()?.parse().map_err(anyhow::Error::msg)?),
             "--token" => token = Some(value()?),
             "--task-ms" => task_ms = value()?.parse().context("--task-ms wants milliseconds")?,
             "--agent-ready-ms" => {
@@ -127,6 +129,7 @@ pub fn parse(args: &[String]) -> Result<Cli> {
             base_image,
             state_dir,
             extra_vms,
+            extra_storages,
         },
     })
 }
