@@ -551,6 +551,13 @@ fn directory_storage_names_the_base_and_serves_volume_ids_with_slashes() {
         info["path"],
         "/mnt/vmstore/images/9000/base-9000-disk-0.qcow2"
     );
+    // Content.pm real_volume_id and info: a volume id of another storage is a
+    // parameter error; a volume that is not there fails volume_size_info.
+    let path = |v: &str| format!("/nodes/{}/storage/vmstore/content/{v}", sim.node);
+    let other = sim.api_raw(reqwest::Method::GET, &path("local-lvm:vm-201-disk-0"), &[]);
+    assert_eq!(other["status"], 400, "{other}");
+    let missing = sim.api_raw(reqwest::Method::GET, &path("201/vm-201-disk-9.qcow2"), &[]);
+    assert_eq!(missing["status"], 500, "{missing}");
 
     let st = sim.api_task(reqwest::Method::DELETE, "/qemu/9000", &[]);
     assert_eq!(
