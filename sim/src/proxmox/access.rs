@@ -723,6 +723,20 @@ pub fn authorize(
         ("POST" | "PUT", ["nodes", _, "qemu", _, "config"]) => config_checks(cl, who, &p),
         ("POST", ["nodes", _, "qemu", _, "clone"]) => clone_checks(cl, who, &p),
         ("GET", ["nodes", node, "tasks", upid, _]) => task_owner_check(cl, who, node, upid),
+        // pve-storage API2/Storage/Content.pm info: "You need read access
+        // for the volume" (check_volume_access).
+        // `real_volume_id` first: a bare volume name is on this storage; a
+        // mismatch is the handler's 400.
+        ("GET", ["nodes", _, "storage", storage, "content", _, ..]) => {
+            let Some(volume) = p.get("volume") else {
+                return Ok(());
+            };
+            match volume.split_once(':') {
+                None => volume_access(cl, who, u32::MAX, &format!("{storage}:{volume}")),
+                Some((sid, _)) if sid == *storage => volume_access(cl, who, u32::MAX, volume),
+                Some(_) => Ok(()),
+            }
+        }
         _ => Ok(()),
     }
 }

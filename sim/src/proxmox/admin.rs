@@ -200,11 +200,11 @@ fn add_vm(cl: &mut Cluster, req: AddVmReq) -> Result<Value, ApiError> {
         ));
     }
     let st = cl.opts.storage.clone();
-    let disk = format!(
-        "{}-{}-disk-0",
-        if req.template { "base" } else { "vm" },
-        req.vmid
-    );
+    let format = cl.storage_type(&st).default_format();
+    let mut disk = cl.free_disk_name(&st, req.vmid, format);
+    if req.template {
+        disk = disk.replacen("vm-", "base-", 1);
+    }
     let mut cfg = BTreeMap::new();
     let name = req.name.unwrap_or_else(|| format!("vm-{}", req.vmid));
     cfg.insert("memory".to_owned(), "1024".to_owned());
@@ -222,7 +222,7 @@ fn add_vm(cl: &mut Cluster, req: AddVmReq) -> Result<Value, ApiError> {
     if let Some(d) = req.description {
         cfg.insert("description".to_owned(), d);
     }
-    let mut vol = cl.new_volume(&st, &disk, Some(req.vmid), 2 << 30, "raw");
+    let mut vol = cl.new_volume(&st, &disk, Some(req.vmid), 2 << 30, format);
     vol.files = debian_fs(&name);
     cfg.insert("name".to_owned(), name);
     cl.add_volume(vol);
@@ -257,6 +257,7 @@ mod tests {
             base_image: None,
             state_dir: std::env::temp_dir().join("golden-sim-unit"),
             extra_vms: 0,
+            extra_storages: Vec::new(),
         });
         let mut cl = Cluster::new(opts);
         cl.sim.faults.arm(rules);

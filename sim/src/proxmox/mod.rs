@@ -14,6 +14,7 @@ pub mod admin;
 mod agent;
 pub mod cli;
 mod guest;
+pub mod plugins;
 pub mod schema;
 mod shell;
 pub mod state;
@@ -497,6 +498,13 @@ async fn node_dispatch(
         }
         ("GET", ["storage"]) => Ok(storage::list(&shared.lock(), params)),
         ("GET", ["storage", st, "content"]) => storage::content(&shared.lock(), st, params),
+        // pve-storage PVE/API2/Storage/Status.pm mounts Content.pm with
+        // `fragmentDelimiter => ''` (pve-common PVE/RESTHandler.pm
+        // map_path_to_methods joins the rest of the path): a volume id may
+        // hold `/` (`local:9000/base-9000-disk-0.qcow2/201/vm-201-disk-0.qcow2`).
+        ("GET", ["storage", st, "content", volume @ ..]) if !volume.is_empty() => {
+            storage::volume_info(&shared.lock(), st, &volume.join("/"))
+        }
         ("POST", ["storage", st, "download-url"]) => {
             storage::download_url(shared, &mut shared.lock(), st, params)
         }

@@ -80,7 +80,8 @@ impl Schema {
     /// The endpoint whose template matches `path` (after `/api2/json`), with
     /// its path parameters. Literal segments win over `{param}` ones.
     fn find(&self, path: &str) -> Option<(&Endpoint, Params)> {
-        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let segs = fold_whole_rest(path.split('/').filter(|s| !s.is_empty()).collect());
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
         let mut best: Option<(&Endpoint, usize)> = None;
         for ep in &self.endpoints {
             if ep.segments.len() != segs.len() {
@@ -403,6 +404,33 @@ impl SpecChecker for Schema {
     }
 }
 
+/// Sub-APIs PVE mounts with `fragmentDelimiter => ''`: below them, the rest
+/// of the path is one parameter (pve-common `PVE/RESTHandler.pm`
+/// map_path_to_methods joins it with `/`). The apidoc schema does not say
+/// so; pve-storage `PVE/API2/Storage/Status.pm` mounts Content.pm this way
+/// because volume ids may contain `/`.
+const WHOLE_REST_MOUNTS: &[&[&str]] = &[&["nodes", "{node}", "storage", "{storage}", "content"]];
+
+/// A concrete path's segments with everything below a whole-rest mount
+/// joined into one (`.../content/local:9000/base.qcow2/201/vm.qcow2` has
+/// one `{volume}` segment).
+fn fold_whole_rest(segs: Vec<&str>) -> Vec<String> {
+    let mount = WHOLE_REST_MOUNTS.iter().find(|m| {
+        segs.len() > m.len() + 1
+            && m.iter()
+                .zip(&segs)
+                .all(|(t, s)| t.starts_with('{') || t == s)
+    });
+    match mount {
+        Some(m) => {
+            let mut out: Vec<String> = segs[..m.len()].iter().map(|s| (*s).to_owned()).collect();
+            out.push(segs[m.len()..].join("/"));
+            out
+        }
+        None => segs.into_iter().map(str::to_owned).collect(),
+    }
+}
+
 fn split_template(path: &str) -> Vec<Segment> {
     path.split('/')
         .filter(|s| !s.is_empty())
@@ -716,6 +744,41 @@ mod tests {
         assert_eq!(
             s.check_request("DELETE", "/nodes/pve/qemu", &Params::new()),
             Err(RequestError::UnknownMethod)
+        );
+    }
+
+    #[test]
+    fn a_volume_id_with_slashes_is_one_path_parameter() {
+        let s = Schema::from_value(&json!([{
+            "path": "/nodes/{node}/storage/{storage}/content/{volume}",
+            "info": {"GET": {
+                "parameters": {"additionalProperties": 0, "properties": {
+                    "node": {"type": "string"},
+                    "storage": {"type": "string", "optional": 1},
+                    "volume": {"type": "string"}
+                }},
+                "returns": {"type": "object", "properties": {"path": {"type": "string"}}}
+            }}
+        }]))
+        .unwrap();
+        let path = "/nodes/pve/storage/local/content/local:9000/base-9000-disk-0.qcow2/201/vm-201-disk-0.qcow2";
+        let (_, params) = s.find(path).expect("the volume route");
+        assert_eq!(
+            params["volume"],
+            vec!["local:9000/base-9000-disk-0.qcow2/201/vm-201-disk-0.qcow2"]
+        );
+        assert_eq!(s.check_request("GET", path, &Params::new()), Ok(()));
+        assert!(s
+            .check_response(
+                "GET",
+                path,
+                &json!({"path": "/var/lib/vz/images/201/vm-201-disk-0.qcow2"})
+            )
+            .is_empty());
+        assert_eq!(
+            s.check_request("GET", "/nodes/pve/storage/local/other/a/b", &Params::new()),
+            Err(RequestError::UnknownPath),
+            "only the content mount takes the rest of the path"
         );
     }
 
