@@ -662,3 +662,58 @@ fn a_template_left_on_a_former_storage_is_still_checked_for_linked_clones() {
     assert_eq!(kept["protected"], "linked clones still use it (VM 7010)");
     sim.assert_schema_clean();
 }
+
+/// `retention { max_age }`: an image older than it goes even within `keep`,
+/// the plan says why in `prune_reasons`, and the newest validated image stays
+/// however old. A bad duration fails at plan, naming the attribute.
+#[test]
+fn max_age_prunes_within_keep_and_the_plan_says_why() {
+    let sim = Sim::start();
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    let family = "aged";
+    let with_max_age = |rev: &str, max_age: &str| {
+        image(family, rev, 5, "keep").replace(
+            "retention { keep = 5 }",
+            &format!("retention {{\n    keep    = 5\n    max_age = \"{max_age}\"\n  }}"),
+        )
+    };
+    write(&tf, &sim, &store, &with_max_age("one", "720h"));
+    tf.apply();
+    write(&tf, &sim, &store, &with_max_age("two", "720h"));
+    tf.apply();
+    let first = format!("{family}-{}-001", today());
+    let second = format!("{family}-{}-002", today());
+    assert!(sim.vm_named(&first).is_some() && sim.vm_named(&second).is_some());
+
+    write(&tf, &sim, &store, &with_max_age("two", "forever"));
+    let err = tf.fails(&["plan", "-no-color", "-input=false"]);
+    assert!(err.contains("max_age") && err.contains("Invalid"), "{err}");
+
+    // Both images are more than a second old now.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write(&tf, &sim, &store, &with_max_age("two", "1s"));
+    let plan = tf.plan_json();
+    let after = &change(&plan, "golden_image.x")["change"]["after"];
+    assert_eq!(strings(&after["prune"]), vec![first.clone()]);
+    assert_eq!(
+        after["prune_reasons"],
+        json!({ first.clone(): "older than max_age = \"1s\"" })
+    );
+    tf.ok(&[
+        "apply",
+        "-auto-approve",
+        "-no-color",
+        "-input=false",
+        "tfplan",
+    ]);
+    assert!(sim.vm_named(&first).is_none(), "{first} outlived max_age");
+    assert!(
+        sim.vm_named(&second).is_some(),
+        "the newest validated image went"
+    );
+    // Nothing more to prune: the second plan is empty.
+    let out = tf.ok(&["plan", "-no-color", "-input=false", "-detailed-exitcode"]);
+    assert!(out.contains("No changes"), "{out}");
+    sim.assert_schema_clean();
+}
