@@ -45,9 +45,14 @@ for host in "${HOSTS[@]}"; do
   echo "installed $dir/terraform-provider-${NAME}_v${VERSION}"
 done
 
+if [ "$PLUGIN_DIR" = "$HOME/.terraform.d/plugins" ]; then
+  where="terraform init now finds golden $VERSION without dev_overrides or CLI config (tofu init should too: its plugin directory is the same, but no tofu has been run on it here)"
+else
+  where="a CLI config with provider_installation { filesystem_mirror { path = \"$PLUGIN_DIR\" } } now finds golden $VERSION"
+fi
 cat <<EOF
 
-terraform init now finds golden $VERSION without dev_overrides. Use:
+$where. Use:
 
 terraform {
   required_providers {
