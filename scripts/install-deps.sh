@@ -19,6 +19,9 @@ have ssh || need+=(openssh-client)
 have ssh-keygen || need+=(openssh-client)
 have zstd || need+=(zstd)
 have bc || need+=(bc)
+# scripts/release.sh (make release, tests/e2e/install.rs)
+have zip || need+=(zip)
+have unzip || need+=(unzip)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
