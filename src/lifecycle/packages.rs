@@ -2,7 +2,7 @@
 //! the booted image by the smoke test; what changed since the previous
 //! validated image of the family; the `minimal` rule; an SPDX export.
 //!
-//! The guest side is one shell script (`GUEST_SCRIPT`) whose output lines
+//! The guest side is one shell script (`guest_script`) whose output lines
 //! are tagged: `kernel`, `pkg` (installed packages), `manual` (`apt-mark
 //! showmanual`) and `source` (the packages the source image had, recorded
 //! by the build before it installed anything: `SOURCE_LIST`).
@@ -13,23 +13,29 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-/// Where a build records the source image's installed packages, one name
-/// per line, before it installs anything.
-pub const SOURCE_LIST: &str = "/var/lib/golden/source-packages";
+/// Where a build records the source image's installed packages before it
+/// installs anything. Not under `/var/lib/golden`, the build's scratch
+/// directory that provisioning removes at its end.
+pub const SOURCE_LIST: &str = "/usr/share/golden/source-packages";
 
-/// Shell that writes [`SOURCE_LIST`] (run by the build before packages).
+/// Shell that writes [`SOURCE_LIST`] (run by the build before packages):
+/// dpkg's status abbreviation and name per package, `ii` being installed.
+/// Plain `sh`, no `$(...)` or `awk`: the PVE simulator's guest runs it too.
 pub fn record_source_script() -> String {
     format!(
-        "mkdir -p /var/lib/golden && dpkg-query -W -f='${{db:Status-Abbrev}} ${{Package}}\\n' \
-         | awk '$1 == \"ii\" {{ print $2 }}' > {SOURCE_LIST}.tmp && mv {SOURCE_LIST}.tmp {SOURCE_LIST}"
+        "mkdir -p /usr/share/golden && dpkg-query -W -f='${{db:Status-Abbrev}}\\t${{Package}}\\n' > {SOURCE_LIST}"
     )
 }
 
 /// Shell the smoke test runs in the booted image to read its manifest.
-pub const GUEST_SCRIPT: &str = "echo \"kernel $(uname -r)\"; \
-dpkg-query -W -f='pkg ${db:Status-Abbrev}\\t${Package}\\t${Version}\\t${Architecture}\\t${source:Package}\\n'; \
-apt-mark showmanual 2>/dev/null | sed 's/^/manual /'; \
-if [ -f /var/lib/golden/source-packages ]; then sed 's/^/source /' /var/lib/golden/source-packages; fi";
+pub fn guest_script() -> String {
+    format!(
+        "printf 'kernel '; uname -r; \
+         dpkg-query -W -f='pkg ${{db:Status-Abbrev}}\\t${{Package}}\\t${{Version}}\\t${{Architecture}}\\t${{source:Package}}\\n'; \
+         apt-mark showmanual | sed 's/^/manual /'; \
+         sed 's/^/source /' {SOURCE_LIST}; true"
+    )
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Package {
@@ -66,7 +72,7 @@ pub struct PackageChanges {
 }
 
 impl PackageManifest {
-    /// Parses [`GUEST_SCRIPT`]'s output; only fully installed packages
+    /// Parses [`guest_script`]'s output; only fully installed packages
     /// (`ii`) count. `None` when no package line came back (not a Debian
     /// family guest, or dpkg missing).
     pub fn parse(out: &str) -> Option<PackageManifest> {
@@ -95,7 +101,16 @@ impl PackageManifest {
                 }
                 "source" => {
                     saw_source = true;
-                    source.insert(rest.trim().to_owned());
+                    // `ii \tname` as recorded; a bare name is taken as installed.
+                    match rest.split_once('\t') {
+                        Some((status, name)) if status.starts_with("ii") => {
+                            source.insert(name.trim().to_owned());
+                        }
+                        Some(_) => {}
+                        None => {
+                            source.insert(rest.trim().to_owned());
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -267,8 +282,9 @@ pkg ii \tjq\t1.6-2.1\tamd64\t\n\
 manual base-files\n\
 manual curl\n\
 manual jq\n\
-source base-files\n\
-source libc6\n";
+source ii \tbase-files\n\
+source ii \tlibc6\n\
+source rc \tgone\n";
 
     #[test]
     fn the_guest_output_parses_to_installed_packages_only() {
@@ -344,6 +360,9 @@ source libc6\n";
     #[test]
     fn the_source_list_script_keeps_installed_names() {
         let s = record_source_script();
-        assert!(s.contains(SOURCE_LIST) && s.contains("$1 == \"ii\""), "{s}");
+        assert!(
+            s.contains(SOURCE_LIST) && s.contains("${db:Status-Abbrev}"),
+            "{s}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::sim::Sim;
-use super::util::{change, strings, today, TfDir};
+use super::util::{change, resource, strings, today, TfDir};
 
 fn image(family: &str, revision: &str, keep: u32, on_destroy: &str) -> String {
     format!(
@@ -715,5 +715,99 @@ fn max_age_prunes_within_keep_and_the_plan_says_why() {
     // Nothing more to prune: the second plan is empty.
     let out = tf.ok(&["plan", "-no-color", "-input=false", "-detailed-exitcode"]);
     assert!(out.contains("No changes"), "{out}");
+    sim.assert_schema_clean();
+}
+
+/// What is inside each image: the package manifest read in the booted image,
+/// `packages_changed` since the previous validated image (none for an
+/// unchanged recipe, the new package when `packages` grows), and the opt-in
+/// `minimal` check naming a package a command installed behind the recipe's
+/// back, which fails the build and keeps the current image.
+#[test]
+fn package_changes_are_reported_and_minimal_names_strays() {
+    let sim = Sim::start();
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    let family = "pkgs";
+    let config = |packages: &str, month: &str, command: &str| {
+        format!(
+            r#"
+resource "golden_image" "x" {{
+  platform = "proxmox"
+  family   = "{family}"
+  source {{ template = "debian-12-base" }}
+  packages = [{packages}]
+  triggers = {{ month = "{month}" }}
+  provision {{
+    commands = [{command}]
+  }}
+  smoke_test {{
+    checks  = ["boot", "guest_agent", "cloud_init", "minimal"]
+    timeout = "2m"
+  }}
+  retention {{ keep = 5 }}
+}}
+
+output "changed" {{ value = golden_image.x.packages_changed }}
+"#
+        )
+    };
+    let changed = |tf: &TfDir| tf.state_json()["values"]["outputs"]["changed"]["value"].clone();
+
+    write(&tf, &sim, &store, &config("\"curl\"", "1", "\"true\""));
+    tf.apply();
+    assert!(
+        changed(&tf).is_null(),
+        "the first image has nothing to compare with"
+    );
+    let first = format!("{family}-{}-001", today());
+    let state = tf.state_json();
+    let checks = &resource(&state, "golden_image.x")["validation"]["checks"];
+    let minimal = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "minimal")
+        .expect("the minimal check ran");
+    assert_eq!(minimal["ok"], true, "{minimal}");
+
+    // Same recipe, rebuilt by a trigger: nothing changed.
+    write(&tf, &sim, &store, &config("\"curl\"", "2", "\"true\""));
+    tf.apply();
+    assert_eq!(
+        changed(&tf),
+        json!({"since": first, "added": [], "removed": [], "upgraded": []})
+    );
+    let second = format!("{family}-{}-002", today());
+
+    // One more package: it is the change.
+    write(
+        &tf,
+        &sim,
+        &store,
+        &config("\"curl\", \"jq\"", "2", "\"true\""),
+    );
+    tf.apply();
+    assert_eq!(
+        changed(&tf),
+        json!({"since": second, "added": ["jq 1.0-1"], "removed": [], "upgraded": []})
+    );
+    let third = format!("{family}-{}-003", today());
+
+    // A command installs what `packages` does not list: minimal names it,
+    // the candidate is marked failed, the current image stays.
+    write(
+        &tf,
+        &sim,
+        &store,
+        &config("\"curl\", \"jq\"", "2", "\"apt-get install -y htop\""),
+    );
+    let err = tf.fails(&["apply", "-auto-approve", "-no-color", "-input=false"]);
+    assert!(
+        err.contains("minimal")
+            && err.contains("installed but neither in the source image nor in packages: htop"),
+        "{err}"
+    );
+    assert_eq!(resource(&tf.state_json(), "golden_image.x")["name"], third);
     sim.assert_schema_clean();
 }

@@ -13,6 +13,7 @@ pub mod access;
 pub mod admin;
 mod agent;
 pub mod cli;
+mod dpkg;
 mod guest;
 pub mod plugins;
 pub mod schema;

@@ -4,6 +4,7 @@
 //! output matters (`cat`, `test`, `grep`, `echo`, `cloud-init status`,
 //! `systemctl is-active`, ...) behave like their real counterparts.
 
+use super::dpkg;
 use super::state::GuestFs;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -27,12 +28,12 @@ pub fn run_argv(fs: &mut GuestFs, argv: &[String], input: Option<&[u8]>) -> Outp
         return match argv.get(1).map(String::as_str) {
             Some("-c") | Some("-ec") | Some("-eu") | Some("-euc") => {
                 let errexit = argv[1].contains('e');
-                run_script(
-                    fs,
+                // `sh -c SCRIPT NAME ARGS...`: ARGS are `$1`...
+                let script = positional(
                     argv.get(2).map(String::as_str).unwrap_or(""),
-                    input,
-                    errexit,
-                )
+                    argv.get(4..).unwrap_or_default(),
+                );
+                run_script(fs, &script, input, errexit)
             }
             Some(file) if !file.starts_with('-') => match fs.get(file) {
                 Some(body) => {
@@ -62,7 +63,51 @@ pub fn run_argv(fs: &mut GuestFs, argv: &[String], input: Option<&[u8]>) -> Outp
     st.finish()
 }
 
+/// `$1`..`$9` and `$@` of `sh -c SCRIPT NAME ARGS...`, substituted in the
+/// script's text (the shell here has no variables).
+fn positional(script: &str, args: &[String]) -> String {
+    let mut s = script.replace(
+        "\"$@\"",
+        &args
+            .iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    for (i, a) in args.iter().enumerate().take(9).rev() {
+        s = s.replace(&format!("${}", i + 1), a);
+    }
+    s
+}
+
+/// The script without its function definitions (`name() {` to the `}` line
+/// that closes it): this shell has no functions; the one golden defines,
+/// `step`, is a builtin.
+fn without_functions(script: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0usize;
+    for line in script.lines() {
+        let t = line.trim();
+        if depth == 0 && t.ends_with("() {") {
+            depth = 1;
+            continue;
+        }
+        if depth > 0 {
+            if t.ends_with('{') {
+                depth += 1;
+            } else if t == "}" {
+                depth -= 1;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 pub fn run_script(fs: &mut GuestFs, script: &str, input: Option<&[u8]>, errexit: bool) -> Output {
+    let script = &without_functions(script);
     let mut st = State::new(fs, errexit);
     let mut first_input = input.map(<[u8]>::to_vec);
     for (op, pipeline) in parse(script) {
@@ -462,9 +507,47 @@ impl<'a> State<'a> {
                 0
             }
             "uname" => {
-                out.extend(b"Linux 6.1.0-golden-sim\n");
+                // `uname -r` is the kernel release alone.
+                if args.iter().any(|a| a == "-r") {
+                    out.extend(b"6.1.0-28-cloud-amd64\n");
+                } else {
+                    out.extend(b"Linux\n");
+                }
                 0
             }
+            "dpkg-query" => match dpkg::query(self.fs, args) {
+                Ok(text) => {
+                    out.extend(text.as_bytes());
+                    0
+                }
+                Err(e) => {
+                    err.extend(e.as_bytes());
+                    2
+                }
+            },
+            "apt-mark" => match dpkg::mark(self.fs, args) {
+                Ok(text) => {
+                    out.extend(text.as_bytes());
+                    0
+                }
+                Err(e) => {
+                    err.extend(e.as_bytes());
+                    100
+                }
+            },
+            "apt-get" | "apt" => {
+                if args.first().map(String::as_str) == Some("install") {
+                    let names: Vec<&str> = args[1..]
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|a| !a.starts_with('-'))
+                        .collect();
+                    dpkg::install(self.fs, &names);
+                }
+                0
+            }
+            // `sed 's/^/PREFIX/' [FILE]`: the one form golden uses.
+            "sed" => self.sed_prefix(args, stdin, out, err),
             "touch" => {
                 for f in args.iter().filter(|a| !a.starts_with('-')) {
                     self.fs.entry(f.clone()).or_default();
@@ -513,9 +596,59 @@ impl<'a> State<'a> {
                 err.extend(sub.stderr);
                 sub.exitcode
             }
+            // The `step NAME CMD...` function of golden's provisioning script
+            // (lib `cloudinit::provision_script`): this shell has no functions,
+            // so it knows that one: run CMD, and on failure report and exit.
+            "step" if args.len() >= 2 => {
+                let sub = run_argv(self.fs, &args[1..], stdin);
+                out.extend(format!("golden: {}\n", args[0]).as_bytes());
+                out.extend(sub.stdout);
+                err.extend(sub.stderr);
+                if sub.exitcode != 0 {
+                    out.extend(
+                        format!("GOLDEN-PROVISION rc={} step={}\n", sub.exitcode, args[0])
+                            .as_bytes(),
+                    );
+                    self.exited = true;
+                }
+                sub.exitcode
+            }
             // apt-get, mkdir, chmod, useradd, ... and anything else: a quiet success.
             _ => 0,
         }
+    }
+
+    fn sed_prefix(
+        &self,
+        args: &[String],
+        stdin: Option<&[u8]>,
+        out: &mut Vec<u8>,
+        err: &mut Vec<u8>,
+    ) -> i64 {
+        let Some(prefix) = args
+            .first()
+            .and_then(|e| e.strip_prefix("s/^/"))
+            .and_then(|e| e.strip_suffix('/'))
+        else {
+            err.extend(b"sed: the simulator's sed knows only s/^/PREFIX/\n");
+            return 1;
+        };
+        let text = match args.get(1) {
+            Some(f) => match self.read(f, stdin) {
+                Some(b) => b,
+                None => {
+                    err.extend(
+                        format!("sed: can't read {f}: No such file or directory\n").as_bytes(),
+                    );
+                    return 2;
+                }
+            },
+            None => stdin.unwrap_or_default().to_vec(),
+        };
+        for line in String::from_utf8_lossy(&text).lines() {
+            out.extend(format!("{prefix}{line}\n").as_bytes());
+        }
+        0
     }
 
     fn grep(
@@ -667,5 +800,46 @@ mod tests {
         assert_eq!((o.exitcode, text(&o.stdout)), (4, "$HOME ok\n"));
         let o = run_argv(&mut fs, &["cat".into(), "/etc/hostname".into()], None);
         assert_eq!(text(&o.stdout), "build-1\n");
+    }
+}
+
+#[cfg(test)]
+mod package_tests {
+    use super::*;
+
+    fn sh(fs: &mut GuestFs, script: &str) -> Output {
+        run_argv(fs, &["sh".into(), "-c".into(), script.into()], None)
+    }
+
+    /// golden's package scripts (lib `lifecycle::packages`) and its
+    /// provisioning script's `step` function run here as on Debian.
+    #[test]
+    fn package_manifest_scripts_and_provision_steps_run() {
+        let mut fs = super::super::state::debian_fs("build-1");
+        let rec = sh(
+            &mut fs,
+            "mkdir -p /usr/share/golden && dpkg-query -W -f='${db:Status-Abbrev}\\t${Package}\\n' > /usr/share/golden/source-packages",
+        );
+        assert_eq!(
+            rec.exitcode,
+            0,
+            "{:?}",
+            String::from_utf8_lossy(&rec.stderr)
+        );
+        let listed = String::from_utf8_lossy(&fs["/usr/share/golden/source-packages"]).into_owned();
+        assert!(listed.contains("ii \tbash\n"), "{listed:?}");
+        let script = "#!/bin/sh\nset -u\nstep() {\n  name=\"$1\"; shift\n  \"$@\"\n  rc=$?\n  if [ \"$rc\" -ne 0 ]; then exit \"$rc\"; fi\n}\nstep 'commands[0]' /bin/sh -c 'apt-get install -y htop'\nstep 'package curl installed' sh -c 'dpkg-query -W -f=\"${db:Status-Status}\" \"$1\" 2>/dev/null | grep -qx installed' _ curl\n";
+        fs.insert("/tmp/p.sh".into(), script.as_bytes().to_vec());
+        let o = run_argv(&mut fs, &["/bin/sh".into(), "/tmp/p.sh".into()], None);
+        assert_eq!(
+            o.exitcode,
+            1,
+            "curl is not installed: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout)
+            .contains("GOLDEN-PROVISION rc=1 step=package curl installed"));
+        let manual = sh(&mut fs, "apt-mark showmanual | sed 's/^/manual /'");
+        assert!(String::from_utf8_lossy(&manual.stdout).contains("manual htop\n"));
     }
 }

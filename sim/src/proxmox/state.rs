@@ -693,6 +693,7 @@ pub fn debian_fs(hostname: &str) -> GuestFs {
         b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n".to_vec(),
     );
     fs.insert("/etc/debian_version".into(), b"12.8\n".to_vec());
+    super::dpkg::seed(&mut fs);
     fs
 }
 

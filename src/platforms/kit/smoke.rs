@@ -204,7 +204,7 @@ async fn read_manifest(
     cx: &Cx,
 ) -> Result<Option<PackageManifest>> {
     let out = ch
-        .sh(packages::GUEST_SCRIPT, remaining(deadline), cx)
+        .sh(&packages::guest_script(), remaining(deadline), cx)
         .await?;
     let manifest = PackageManifest::parse(&out.stdout);
     if manifest.is_none() {
