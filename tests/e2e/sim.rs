@@ -180,6 +180,54 @@ impl Sim {
         })
     }
 
+    /// A PVE API call that may fail, as a client sees it: the HTTP status
+    /// and the whole body (`data`, and `message` on errors).
+    pub fn api_answer(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let req = self
+            .http
+            .request(method, format!("{}/api2/json{path}", self.endpoint))
+            .header("Authorization", format!("PVEAPIToken={}", self.token))
+            .form(form);
+        self.rt.block_on(async {
+            let resp = req.send().await.expect("simulator PVE API");
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+        })
+    }
+
+    /// Starts a task through the PVE API (asserting a UPID comes back) and
+    /// waits for its exit status.
+    pub fn api_task(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> String {
+        let (status, body) = self.api_answer(method, path, form);
+        let upid = body["data"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            status == 200 && upid.starts_with("UPID:"),
+            "{path}: {status} {body}"
+        );
+        self.task_exit(&upid)
+    }
+
+    /// Waits for a task and returns its exit status (`OK` or the error).
+    pub fn task_exit(&self, upid: &str) -> String {
+        for _ in 0..400 {
+            let st = self.api(
+                reqwest::Method::GET,
+                &format!("/nodes/{}/tasks/{upid}/status", self.node),
+            );
+            if st["status"] == "stopped" {
+                return st["exitstatus"].as_str().unwrap_or_default().to_owned();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("task {upid} did not finish");
+    }
+
     /// Destroys a VM through the PVE API and waits for the task.
     pub fn api_destroy(&self, vmid: u64) {
         let upid = self.api(

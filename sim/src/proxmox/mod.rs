@@ -361,7 +361,7 @@ async fn dispatch(ctx: &Ctx, method: &str, path: &str, params: &Params) -> Resul
         }
         ("GET", ["cluster", "nextid"]) => vms::nextid(&shared.lock(), params),
         ("GET", ["cluster", "resources"]) => {
-            Ok(vms::resources(&shared.lock(), first(params, "type")))
+            Ok(vms::resources(&mut shared.lock(), first(params, "type")))
         }
         ("GET", ["nodes"]) => {
             let cl = shared.lock();

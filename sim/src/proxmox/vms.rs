@@ -10,7 +10,8 @@ use serde_json::{json, Map, Value};
 use super::guest;
 use super::schema::{parse_bool, Params};
 use super::state::{
-    drive_volid, fmt_size, is_drive_key, normalize_tags, Backend, Cluster, Power, Shared, Vm,
+    description_as_read_back, drive_volid, fmt_size, is_drive_key, normalize_tags, print_drive,
+    Backend, Cluster, Power, Shared, Vm,
 };
 use super::tasks::{self, TaskSpec};
 use super::ApiError;
@@ -102,14 +103,26 @@ fn no_skiplock(params: &Params) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// pve-guest-common `PVE/AbstractConfig.pm` check_lock: `die
+/// $class->guest_type() . " is locked ($conf->{lock})\n"`, the guest type
+/// being `VM`, without its id.
+fn lock_message(vm: &Vm) -> Option<String> {
+    vm.lock().map(|l| format!("VM is locked ({l})"))
+}
+
+/// A lock checked before any task: a plain 500.
 fn locked(vm: &Vm) -> Result<(), ApiError> {
-    match vm.lock() {
-        Some(l) => Err(ApiError::new(
-            500,
-            format!("VM {} is locked ({l})", vm.vmid),
-        )),
+    match lock_message(vm) {
+        Some(m) => Err(ApiError::new(500, m)),
         None => Ok(()),
     }
+}
+
+/// A lock checked inside the worker (vm_start, _do_vm_stop, destroy_vm):
+/// the API answers a task, and the task fails.
+fn locked_in_task(cl: &Cluster, vmid: u32) -> Result<(), String> {
+    let vm = cl.vm(vmid).map_err(|e| e.message)?;
+    lock_message(vm).map_or(Ok(()), Err)
 }
 
 fn config_json(vm: &Vm) -> Value {
@@ -189,7 +202,62 @@ pub fn list(cl: &Cluster) -> Value {
     )
 }
 
-pub fn resources(cl: &Cluster, kind: Option<&str>) -> Value {
+/// The statistics a VM shows in `/cluster/resources`: pvestatd's last
+/// broadcast, refreshed once it is `stats_lag` old; none yet for a VM
+/// younger than that.
+fn broadcast_stats(cl: &mut Cluster) {
+    let lag = cl.opts.stats_lag();
+    let due: Vec<u32> = cl
+        .vms
+        .values()
+        .filter(|vm| vm.stats_at.elapsed() >= lag)
+        .map(|vm| vm.vmid)
+        .collect();
+    for vmid in due {
+        let Some(vm) = cl.vms.get(&vmid) else {
+            continue;
+        };
+        let mut stats = vm_summary(cl, vm);
+        for live in ["vmid", "tags", "lock"] {
+            stats.remove(live);
+        }
+        stats.insert("template".into(), json!(i32::from(vm.is_template())));
+        stats.insert("maxcpu".into(), json!(vm.cores()));
+        stats.insert("disk".into(), json!(0));
+        if let Some(vm) = cl.vms.get_mut(&vmid) {
+            vm.stats = Some(stats);
+            vm.stats_at = std::time::Instant::now();
+        }
+    }
+}
+
+/// One `qemu/<vmid>` entry (pve-manager `PVE/API2/Cluster.pm` resources,
+/// `PVE/API2Tools.pm` extract_vm_stats): id, vmid, node and type from the
+/// cluster's VM list, status `unknown` and nothing else until statistics
+/// arrive; `lock` and `tags` come from the config itself
+/// (PVE::Cluster::get_guest_config_properties), so they never lag.
+fn vm_resource(node: &str, vm: &Vm) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(format!("qemu/{}", vm.vmid)));
+    m.insert("vmid".into(), json!(vm.vmid));
+    m.insert("node".into(), json!(node));
+    m.insert("type".into(), json!("qemu"));
+    m.insert("status".into(), json!("unknown"));
+    if let Some(stats) = &vm.stats {
+        m.extend(stats.clone());
+    }
+    if let Some(t) = vm.config.get("tags").filter(|t| !t.is_empty()) {
+        m.insert("tags".into(), json!(t));
+    }
+    if let Some(l) = vm.lock() {
+        m.insert("lock".into(), json!(l));
+    }
+    Value::Object(m)
+}
+
+pub fn resources(cl: &mut Cluster, kind: Option<&str>) -> Value {
+    broadcast_stats(cl);
+    let cl = &*cl;
     let node = &cl.opts.node;
     let mut out = Vec::new();
     if matches!(kind, None | Some("node")) {
@@ -201,16 +269,7 @@ pub fn resources(cl: &Cluster, kind: Option<&str>) -> Value {
         }));
     }
     if matches!(kind, None | Some("vm")) {
-        for vm in cl.vms.values() {
-            let mut m = vm_summary(cl, vm);
-            m.insert("id".into(), json!(format!("qemu/{}", vm.vmid)));
-            m.insert("type".into(), json!("qemu"));
-            m.insert("node".into(), json!(node));
-            m.insert("maxcpu".into(), json!(vm.cores()));
-            m.insert("disk".into(), json!(0));
-            m.insert("template".into(), json!(i32::from(vm.is_template())));
-            out.push(Value::Object(m));
-        }
+        out.extend(cl.vms.values().map(|vm| vm_resource(node, vm)));
     }
     if matches!(kind, None | Some("storage")) {
         for s in &cl.storages {
@@ -232,16 +291,21 @@ pub fn used_bytes(cl: &Cluster, storage: &str) -> u64 {
         .sum()
 }
 
+/// `GET /cluster/nextid` (pve-manager `PVE/API2/Cluster.pm` nextid): the
+/// id comes back as a JSON *string*. The schema says integer, but the
+/// loop's `$i` is used as a hash key (`$idlist->{$i}`) before it is
+/// returned, which makes Perl's JSON encoder write it as a string; a
+/// `vmid` parameter is returned as it arrived, a string too.
 pub fn nextid(cl: &Cluster, params: &Params) -> Result<Value, ApiError> {
     if let Some(v) = first(params, "vmid") {
         let id = parse_vmid("vmid", v)?;
         if cl.vms.contains_key(&id) {
             return Err(ApiError::param("vmid", format!("VM {id} already exists")));
         }
-        return Ok(json!(id));
+        return Ok(json!(id.to_string()));
     }
     let id = (100..).find(|id| !cl.vms.contains_key(id)).unwrap_or(100);
-    Ok(json!(id))
+    Ok(json!(id.to_string()))
 }
 
 pub fn config_get(cl: &Cluster, vmid: u32) -> Result<Value, ApiError> {
@@ -407,9 +471,16 @@ fn apply_settings(
                     "value may only be 8192 characters long",
                 ));
             }
+            "description" => match description_as_read_back(&v) {
+                Some(d) => d,
+                None => {
+                    config.remove(k);
+                    continue;
+                }
+            },
             "template" => continue,
             key if is_drive_key(key) && !key.starts_with("unused") => {
-                allocate_drive(cl, vmid, key, &v, files)?
+                print_drive(&allocate_drive(cl, vmid, key, &v, files)?)
             }
             key if is_net_key(key) => with_mac(cl, &v),
             _ => v,
@@ -451,10 +522,16 @@ pub fn create(shared: &Shared, cl: &mut Cluster, params: &Params) -> Result<Valu
         first(params, "vmid")
             .ok_or_else(|| ApiError::param("vmid", "property is missing and it is not optional"))?,
     )?;
+    // qemu-server `PVE/API2/Qemu.pm` create_vm: `die "$emsg $@"` around
+    // create_and_lock_config, whose PVE::Cluster::check_vmid_unused (pve-cluster)
+    // dies "VM $vmid already exists on node '$node'".
     if cl.vms.contains_key(&vmid) {
         return Err(ApiError::new(
             500,
-            format!("unable to create VM {vmid} - VM {vmid} already exists"),
+            format!(
+                "unable to create VM {vmid} - VM {vmid} already exists on node '{}'",
+                cl.opts.node
+            ),
         ));
     }
     let mut config = BTreeMap::new();
@@ -590,8 +667,14 @@ pub fn prepare_clone(
     storage: Option<String>,
 ) -> Result<CloneJob, ApiError> {
     let src = cl.vm(vmid)?;
+    // qemu-server `PVE/API2/Qemu.pm` clone_vm, `$load_and_check` before the
+    // worker: the source's lock, then the target's config file.
+    locked(src)?;
     if cl.vms.contains_key(&newid) {
-        return Err(ApiError::new(500, format!("VM {newid} already exists")));
+        return Err(ApiError::new(
+            500,
+            format!("unable to create VM {newid}: config file already exists"),
+        ));
     }
     let template = src.is_template();
     if !full && !template {
@@ -606,9 +689,6 @@ pub fn prepare_clone(
             "parameter 'storage' not allowed for linked clones",
         ));
     }
-    if !template {
-        locked(src)?;
-    }
     if let Some(s) = &storage {
         cl.storage(s)?;
     }
@@ -622,7 +702,8 @@ pub fn prepare_clone(
         "name".into(),
         name.unwrap_or_else(|| format!("Copy-of-VM-{src_name}")),
     );
-    if let Some(d) = description {
+    // `if ($param->{description})`: an empty one keeps the source's.
+    if let Some(d) = description.as_deref().and_then(description_as_read_back) {
         config.insert("description".into(), d);
     }
     let nets: Vec<String> = config
@@ -698,7 +779,7 @@ pub fn prepare_clone(
             value.push(',');
             value.push_str(t);
         }
-        config.insert(key, value);
+        config.insert(key, print_drive(&value));
         cl.add_volume(vol);
     }
     config.insert("lock".into(), "clone".into());
@@ -835,15 +916,14 @@ pub fn start(
     vmid: u32,
     params: &Params,
 ) -> Result<Value, ApiError> {
-    let vm = cl.vm(vmid)?;
-    // qemu-server vm_start_nolock dies inside the worker: the API answers a
-    // task, and the task fails.
-    let template = vm.is_template();
+    // qemu-server `PVE/API2/Qemu.pm` vm_start checks nothing before its
+    // worker: the lock (PVE::QemuServer::vm_start), "already running" and
+    // the template (vm_start_nolock) fail the task.
+    cl.vm(vmid)?;
     no_skiplock(params)?;
-    locked(vm)?;
-    if vm.running() {
-        return Err(ApiError::new(500, format!("VM {vmid} already running")));
-    }
+    // The worker's first checks see the VM as it is now; the task's time is
+    // the boot.
+    let refused = check_startable(cl, vmid).err();
     let s2 = shared.clone();
     let upid = tasks::spawn(
         shared,
@@ -855,14 +935,39 @@ pub fn start(
             first_line: format!("start VM {vmid}"),
         },
         async move {
-            if template {
-                return Err("you can't start a vm if it's a template".to_owned());
+            if let Some(why) = refused {
+                return Err(why);
             }
+            check_startable(&s2.lock(), vmid)?;
             guest::boot(&s2, vmid).await
         },
         |_| {},
     );
     Ok(json!(upid))
+}
+
+/// What vm_start and vm_start_nolock refuse, in their order.
+fn check_startable(cl: &Cluster, vmid: u32) -> Result<(), String> {
+    locked_in_task(cl, vmid)?;
+    let vm = cl.vm(vmid).map_err(|e| e.message)?;
+    if vm.running() {
+        return Err(format!("VM {vmid} already running"));
+    }
+    if vm.is_template() {
+        return Err("you can't start a vm if it's a template".to_owned());
+    }
+    Ok(())
+}
+
+/// qemu-server `PVE/QemuServer.pm` _do_vm_stop: a VM that is not running is
+/// left alone (the task ends OK); a running one is refused while locked.
+fn check_stoppable(cl: &Cluster, vmid: u32) -> Result<bool, String> {
+    let vm = cl.vm(vmid).map_err(|e| e.message)?;
+    if !vm.running() {
+        return Ok(false);
+    }
+    locked_in_task(cl, vmid)?;
+    Ok(true)
 }
 
 fn set_stopped(cl: &mut Cluster, vmid: u32) -> Option<std::sync::Arc<QemuGuest>> {
@@ -881,11 +986,17 @@ pub fn stop(
     vmid: u32,
     params: &Params,
 ) -> Result<Value, ApiError> {
-    let vm = cl.vm(vmid)?;
+    cl.vm(vmid)?;
     no_skiplock(params)?;
-    locked(vm)?;
+    let refused = check_stoppable(cl, vmid).err();
     let s2 = shared.clone();
     let work = async move {
+        if let Some(why) = refused {
+            return Err(why);
+        }
+        if !check_stoppable(&s2.lock(), vmid)? {
+            return Ok(());
+        }
         let guest = set_stopped(&mut s2.lock(), vmid);
         if let Some(g) = guest {
             g.kill().await;
@@ -915,7 +1026,6 @@ pub fn shutdown(
 ) -> Result<Value, ApiError> {
     let vm = cl.vm(vmid)?;
     no_skiplock(params)?;
-    locked(vm)?;
     // No running check: the worker's vm_stop returns at once for a VM that
     // is not running, and the task ends OK (qemu-server vm_stop_nolock).
     let use_agent = vm.agent_enabled();
@@ -923,8 +1033,15 @@ pub fn shutdown(
         .and_then(|t| t.parse().ok())
         .unwrap_or(60);
     let force = flag(params, "forceStop").unwrap_or(false);
+    let refused = check_stoppable(cl, vmid).err();
     let s2 = shared.clone();
     let work = async move {
+        if let Some(why) = refused {
+            return Err(why);
+        }
+        if !check_stoppable(&s2.lock(), vmid)? {
+            return Ok(());
+        }
         let guest = match &s2.lock().vm(vmid).map_err(|e| e.message)?.power {
             Power::Running { guest, .. } => guest.clone(),
             Power::Stopped => return Ok(()),
@@ -963,7 +1080,6 @@ pub fn delete(
 ) -> Result<Value, ApiError> {
     let vm = cl.vm(vmid)?;
     no_skiplock(params)?;
-    locked(vm)?;
     // qemu-server PVE/API2/Qemu.pm destroy_vm, early checks, before any task:
     // PVE::AbstractConfig::check_protection (pve-guest-common) dies with
     // "$err_msg - protection mode enabled", $err_msg = "can't remove VM $vmid".
@@ -980,7 +1096,13 @@ pub fn delete(
         ));
     }
     let s2 = shared.clone();
-    let work = async move { destroy(&mut s2.lock(), vmid) };
+    let refused = locked_in_task(cl, vmid).err();
+    let work = async move {
+        match refused {
+            Some(why) => Err(why),
+            None => destroy(&mut s2.lock(), vmid),
+        }
+    };
     let upid = tasks::spawn(
         shared,
         cl,
@@ -996,9 +1118,11 @@ pub fn delete(
     Ok(json!(upid))
 }
 
-/// The destroy task's work: a template whose base volume still backs linked
+/// The destroy task's work: a locked VM stays; a template whose base volume still backs linked
 /// clones stays, and the task fails as PVE's does.
 fn destroy(cl: &mut Cluster, vmid: u32) -> Result<(), String> {
+    // PVE::QemuServer::destroy_vm checks the lock in the worker.
+    locked_in_task(cl, vmid)?;
     let vm = cl.vm(vmid).map_err(|e| e.message)?;
     if vm.running() {
         return Err(format!("VM {vmid} is running - destroy failed"));
@@ -1029,6 +1153,10 @@ mod tests {
     use super::*;
 
     fn cluster() -> Cluster {
+        cluster_with_lag(0)
+    }
+
+    fn cluster_with_lag(stats_lag_ms: u64) -> Cluster {
         Cluster::new(Arc::new(Options {
             node: "pve".into(),
             storage: "local-lvm".into(),
@@ -1039,6 +1167,7 @@ mod tests {
             base_image: None,
             state_dir: std::env::temp_dir().join("golden-sim-unit"),
             extra_vms: 0,
+            stats_lag_ms,
         }))
     }
 
@@ -1082,7 +1211,10 @@ mod tests {
         let err = prepare_clone(&mut cl, 9000, 101, None, true, None, None)
             .err()
             .unwrap();
-        assert_eq!(err.message, "VM 101 already exists");
+        assert_eq!(
+            err.message,
+            "unable to create VM 101: config file already exists"
+        );
         let err = prepare_clone(&mut cl, 101, 103, None, false, None, None)
             .err()
             .unwrap();
@@ -1116,9 +1248,12 @@ mod tests {
     #[test]
     fn nextid_is_the_lowest_free_id() {
         let mut cl = cluster();
-        assert_eq!(nextid(&cl, &Params::new()).unwrap(), json!(100));
+        assert_eq!(nextid(&cl, &Params::new()).unwrap(), json!("100"));
         cl.vms.insert(100, Vm::new(100, BTreeMap::new()));
-        assert_eq!(nextid(&cl, &Params::new()).unwrap(), json!(101));
+        assert_eq!(nextid(&cl, &Params::new()).unwrap(), json!("101"));
+        let mut free = Params::new();
+        free.insert("vmid".into(), vec!["105".into()]);
+        assert_eq!(nextid(&cl, &free).unwrap(), json!("105"));
         let mut p = Params::new();
         p.insert("vmid".into(), vec!["100".into()]);
         assert_eq!(nextid(&cl, &p).unwrap_err().status, 400);
@@ -1213,5 +1348,151 @@ mod tests {
         }
         let upid = shutdown(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
         assert_eq!(exit_of(&shared, &upid).await, "OK");
+    }
+
+    fn qemu_entry(cl: &mut Cluster, vmid: u32) -> Value {
+        resources(cl, Some("vm"))
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["vmid"] == vmid)
+            .cloned()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_vm_is_listed_without_name_or_template_until_stats_arrive() {
+        let mut cl = cluster_with_lag(60_000);
+        prepare_clone(&mut cl, 9000, 101, Some("fresh".into()), true, None, None).unwrap();
+        finish_clone(&mut cl, 101);
+        cl.vm_mut(101)
+            .unwrap()
+            .config
+            .insert("tags".into(), "golden".into());
+        let fresh = qemu_entry(&mut cl, 101);
+        assert_eq!(fresh["status"], "unknown");
+        assert!(
+            fresh.get("name").is_none() && fresh.get("template").is_none(),
+            "{fresh}"
+        );
+        assert_eq!(
+            fresh["tags"], "golden",
+            "tags come from the config, at once"
+        );
+        let seeded = qemu_entry(&mut cl, 9000);
+        assert_eq!(
+            (seeded["name"].clone(), seeded["template"].clone()),
+            (json!("debian-12-base"), json!(1))
+        );
+        // Without lag the entry is complete at once.
+        let mut cl = cluster();
+        prepare_clone(&mut cl, 9000, 101, Some("fresh".into()), true, None, None).unwrap();
+        let entry = qemu_entry(&mut cl, 101);
+        assert_eq!(
+            (entry["name"].clone(), entry["template"].clone()),
+            (json!("fresh"), json!(0))
+        );
+        assert_eq!(entry["lock"], "clone");
+    }
+
+    #[test]
+    fn settings_read_back_as_qemu_server_stores_them() {
+        let shared = Shared::new(cluster());
+        prepare_clone(
+            &mut shared.lock(),
+            9000,
+            101,
+            Some("x".into()),
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        finish_clone(&mut shared.lock(), 101);
+        config_set(
+            &shared,
+            &mut shared.lock(),
+            101,
+            &params(&[
+                ("description", "notes\n```\n\n"),
+                ("tags", "Team-A;golden"),
+                ("scsi1", "local-lvm:1,ssd=1,discard=on"),
+            ]),
+            false,
+        )
+        .unwrap();
+        let cfg = config_get(&shared.lock(), 101).unwrap();
+        assert_eq!(cfg["description"], "notes\n```");
+        assert_eq!(cfg["tags"], "golden;team-a");
+        assert_eq!(
+            cfg["scsi1"],
+            "local-lvm:vm-101-disk-1,discard=on,size=1G,ssd=1"
+        );
+    }
+
+    #[tokio::test]
+    async fn locks_and_taken_ids_are_worded_as_pve_words_them() {
+        let shared = Shared::new(cluster_with_lag(0));
+        prepare_clone(
+            &mut shared.lock(),
+            9000,
+            101,
+            Some("x".into()),
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        // 101 is locked `clone` until its clone finishes.
+        let err = clone(
+            &shared,
+            &mut shared.lock(),
+            101,
+            &params(&[("newid", "102")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (500, "VM is locked (clone)")
+        );
+        let err = config_set(
+            &shared,
+            &mut shared.lock(),
+            101,
+            &params(&[("name", "y")]),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(err.message, "VM is locked (clone)");
+        // start and destroy check the lock in their worker: a task that fails.
+        let upid = start(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "VM is locked (clone)");
+        let upid = delete(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "VM is locked (clone)");
+        assert!(shared.lock().vms.contains_key(&101));
+        let err = create(&shared, &mut shared.lock(), &params(&[("vmid", "101")])).unwrap_err();
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (
+                500,
+                "unable to create VM 101 - VM 101 already exists on node 'pve'"
+            )
+        );
+        let err = clone(
+            &shared,
+            &mut shared.lock(),
+            9000,
+            &params(&[("newid", "101")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.message,
+            "unable to create VM 101: config file already exists"
+        );
+        finish_clone(&mut shared.lock(), 101);
+        let upid = start(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "OK");
+        let upid = start(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "VM 101 already running");
     }
 }
