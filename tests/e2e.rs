@@ -14,6 +14,7 @@ mod e2e {
     mod examples;
     mod plugin_socket;
     mod proxmox;
+    mod proxmox_clients;
     mod proxmox_faults;
     mod proxmox_fidelity;
 }

@@ -348,6 +348,28 @@ fn node_status(cl: &Cluster) -> Value {
     })
 }
 
+/// `GET /cluster/ha/resources/{sid}` where nothing is HA-managed: a vmid
+/// becomes `vm:<id>` (pve-ha-manager `PVE/HA/Config.pm` parse_sid) and the
+/// read dies "no such resource" (`PVE/API2/HA/Resources.pm` read,
+/// `$api_copy_config`), a plain 500.
+fn no_ha_resource(cl: &Cluster, sid: &str) -> ApiError {
+    let why = if let Ok(id) = sid.parse::<u32>() {
+        if cl.vms.contains_key(&id) {
+            format!("no such resource 'vm:{id}'")
+        } else {
+            format!("unable to detect SID from VMID - VM/CT {id} does not exist")
+        }
+    } else if sid
+        .split_once(':')
+        .is_some_and(|(t, n)| !t.is_empty() && !n.is_empty())
+    {
+        format!("no such resource '{sid}'")
+    } else {
+        format!("unable to parse service id '{sid}'")
+    };
+    ApiError::new(500, why)
+}
+
 fn not_implemented(method: &str, path: &str) -> ApiError {
     ApiError::new(501, format!("Method '{method} {path}' not implemented"))
 }
@@ -373,6 +395,9 @@ async fn dispatch(ctx: &Ctx, method: &str, path: &str, params: &Params) -> Resul
                 "level": "", "ssl_fingerprint": cl.ssl_fingerprint,
             }]))
         }
+        // pve-ha-manager PVE/API2/HA/Resources.pm: no guest is HA-managed.
+        ("GET", ["cluster", "ha", "resources"]) => Ok(json!([])),
+        ("GET", ["cluster", "ha", "resources", sid]) => Err(no_ha_resource(&shared.lock(), sid)),
         // pve-access-control PVE/API2/Pool.pm index: the pools the caller may
         // see; a cluster without pools answers an empty list.
         ("GET", ["pools"]) => Ok(json!([])),
@@ -424,6 +449,10 @@ async fn node_dispatch(
             vms::clone(shared, &mut shared.lock(), vmid(id)?, params)
         }
         ("POST", ["qemu", id, "template"]) => vms::template(shared, &mut shared.lock(), vmid(id)?),
+        ("PUT", ["qemu", id, "resize"]) => {
+            vms::resize(shared, &mut shared.lock(), vmid(id)?, params)
+        }
+        ("PUT", ["qemu", id, "cloudinit"]) => vms::cloudinit_update(&shared.lock(), vmid(id)?),
         ("GET", ["qemu", id, "status", "current"]) => {
             vms::status_current(&shared.lock(), vmid(id)?)
         }
@@ -434,6 +463,7 @@ async fn node_dispatch(
                 "start" => vms::start(shared, &mut cl, id, params),
                 "stop" => vms::stop(shared, &mut cl, id, params),
                 "shutdown" => vms::shutdown(shared, &mut cl, id, params),
+                "reboot" => vms::reboot(shared, &mut cl, id, params),
                 _ => Err(ApiError::new(501, "")),
             }
         }
@@ -464,6 +494,7 @@ async fn node_dispatch(
         }
         ("GET", ["storage"]) => Ok(storage::list(&shared.lock(), params)),
         ("GET", ["storage", st, "content"]) => storage::content(&shared.lock(), st, params),
+        ("GET", ["storage", st, "status"]) => storage::status(&shared.lock(), st),
         ("POST", ["storage", st, "download-url"]) => {
             storage::download_url(shared, &mut shared.lock(), st, params)
         }

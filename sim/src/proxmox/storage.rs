@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
 
 use super::schema::{parse_bool, Params};
-use super::state::{debian_fs, Cluster, Shared};
+use super::state::{debian_fs, Cluster, Shared, StorageDef};
 use super::tasks::{self, TaskSpec};
 use super::vms::used_bytes;
 use super::ApiError;
@@ -26,16 +26,36 @@ pub fn list(cl: &Cluster, params: &Params) -> Value {
             })
             .filter(|s| first(params, "storage").is_none_or(|id| id == s.id))
             .map(|s| {
-                let used = used_bytes(cl, &s.id);
-                json!({
-                    "storage": s.id, "type": s.plugin, "content": s.content,
-                    "active": 1, "enabled": 1, "shared": 0,
-                    "total": s.total, "used": used, "avail": s.total.saturating_sub(used),
-                    "used_fraction": used as f64 / s.total as f64,
-                })
+                let mut m = usage(cl, s);
+                m["storage"] = json!(s.id);
+                m["used_fraction"] = json!(used_bytes(cl, &s.id) as f64 / s.total as f64);
+                m
             })
             .collect(),
     )
+}
+
+/// What PVE::Storage::storage_info reports of one storage.
+fn usage(cl: &Cluster, s: &StorageDef) -> Value {
+    let used = used_bytes(cl, &s.id);
+    json!({
+        "type": s.plugin, "content": s.content,
+        "active": 1, "enabled": 1, "shared": 0,
+        "total": s.total, "used": used, "avail": s.total.saturating_sub(used),
+    })
+}
+
+/// `GET /nodes/{node}/storage/{storage}/status` (pve-storage
+/// `PVE/API2/Storage/Status.pm` read_status): the storage's entry of
+/// PVE::Storage::storage_info; an unknown one is a parameter error, 400
+/// `storage: No such storage.`.
+pub fn status(cl: &Cluster, storage: &str) -> Result<Value, ApiError> {
+    let s = cl
+        .storages
+        .iter()
+        .find(|s| s.id == storage)
+        .ok_or_else(|| ApiError::param("storage", "No such storage."))?;
+    Ok(usage(cl, s))
 }
 
 /// The volumes of one storage. PVE also reports `content`, but the schema

@@ -1072,6 +1072,177 @@ pub fn shutdown(
     Ok(json!(upid))
 }
 
+/// `POST .../status/reboot` (qemu-server `PVE/API2/Qemu.pm` vm_reboot): a VM
+/// that is not running is refused at once, 500 `VM <id> not running`; the
+/// worker shuts the guest down as shutdown does (PVE::QemuServer::vm_reboot,
+/// _do_vm_stop, the lock checked) and qmeventd starts it again.
+pub fn reboot(
+    shared: &Shared,
+    cl: &mut Cluster,
+    vmid: u32,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let vm = cl.vm(vmid)?;
+    if !vm.running() {
+        return Err(ApiError::new(500, format!("VM {vmid} not running")));
+    }
+    let use_agent = vm.agent_enabled();
+    let timeout = first(params, "timeout")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(60);
+    let refused = check_stoppable(cl, vmid).err();
+    let s2 = shared.clone();
+    let work = async move {
+        if let Some(why) = refused {
+            return Err(why);
+        }
+        let guest = match &s2.lock().vm(vmid).map_err(|e| e.message)?.power {
+            Power::Running { guest, .. } => guest.clone(),
+            Power::Stopped => return Ok(()),
+        };
+        if let Some(g) = guest {
+            if !g
+                .shutdown(use_agent, Duration::from_secs(timeout), false)
+                .await
+            {
+                return Err("VM quit/powerdown failed - got timeout".to_owned());
+            }
+        }
+        set_stopped(&mut s2.lock(), vmid);
+        guest::boot(&s2, vmid).await
+    };
+    let upid = tasks::spawn(
+        shared,
+        cl,
+        TaskSpec {
+            kind: "qmreboot",
+            id: &vmid.to_string(),
+            duration: cl.opts.task(),
+            first_line: format!("requesting reboot of VM {vmid}"),
+        },
+        work,
+        |_| {},
+    );
+    Ok(json!(upid))
+}
+
+/// `PUT .../resize` (qemu-server `PVE/API2/Qemu.pm` resize_vm): every check
+/// runs in the `resize` worker, so the API answers a task that fails with
+/// qemu-server's words; the new size is written with the drive
+/// (print_drive). `size` is `[+]N[.N][KMGT]` (the schema's pattern).
+pub fn resize(
+    shared: &Shared,
+    cl: &mut Cluster,
+    vmid: u32,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let vm = cl.vm(vmid)?;
+    no_skiplock(params)?;
+    let disk = first(params, "disk").unwrap_or_default().to_owned();
+    let size = first(params, "size").unwrap_or_default().to_owned();
+    let digest = first(params, "digest").map(str::to_owned);
+    let outcome = resized_drive(cl, vm, digest.as_deref(), &disk, &size);
+    let first_line = format!("update VM {vmid}: resize --disk {disk} --size {size}");
+    let s2 = shared.clone();
+    let work = async move {
+        let Some((volid, bytes)) = outcome? else {
+            return Ok(());
+        };
+        let mut cl = s2.lock();
+        if let Some(vol) = cl.volumes.get_mut(&volid) {
+            vol.size = bytes;
+        }
+        let vm = cl.vm_mut(vmid).map_err(|e| e.message)?;
+        if let Some(value) = vm.config.get(&disk) {
+            let kept: Vec<&str> = value
+                .split(',')
+                .filter(|p| !p.starts_with("size="))
+                .collect();
+            let value = format!("{},size={}", kept.join(","), fmt_size(bytes));
+            vm.config.insert(disk, print_drive(&value));
+        }
+        Ok(())
+    };
+    let upid = tasks::spawn(
+        shared,
+        cl,
+        TaskSpec {
+            kind: "resize",
+            id: &vmid.to_string(),
+            duration: cl.opts.task() / 2,
+            first_line,
+        },
+        work,
+        |_| {},
+    );
+    Ok(json!(upid))
+}
+
+/// resize_vm's `$updatefn` checks, in its order: the volume and its new
+/// size in bytes, `None` when the size is already that, or why not.
+fn resized_drive(
+    cl: &Cluster,
+    vm: &Vm,
+    digest: Option<&str>,
+    disk: &str,
+    size: &str,
+) -> Result<Option<(String, u64)>, String> {
+    if digest.is_some_and(|d| d != vm.digest()) {
+        return Err("checksum mismatch (file change by other user?)".into());
+    }
+    if let Some(m) = lock_message(vm) {
+        return Err(m);
+    }
+    let value = vm
+        .config
+        .get(disk)
+        .ok_or_else(|| format!("disk '{disk}' does not exist"))?;
+    let volid =
+        drive_volid(value).ok_or_else(|| format!("disk '{disk}' has no associated volume"))?;
+    if value.split(',').any(|p| p == "media=cdrom") {
+        return Err("you can't resize a cdrom".into());
+    }
+    let current = cl
+        .volumes
+        .get(volid)
+        .map(|v| v.size)
+        .ok_or_else(|| format!("Could not determine current size of volume '{volid}'"))?;
+    let wanted = parse_resize(size, current).ok_or("internal error")?;
+    if wanted < current {
+        return Err("shrinking disks is not supported".into());
+    }
+    Ok((wanted != current).then(|| (volid.to_owned(), wanted)))
+}
+
+/// `[+]N[.N][KMGT]` in bytes; a leading `+` grows `current` by that much.
+fn parse_resize(size: &str, current: u64) -> Option<u64> {
+    let (grow, rest) = match size.strip_prefix('+') {
+        Some(r) => (true, r),
+        None => (false, size),
+    };
+    let (num, factor) = match rest.chars().last()? {
+        'K' => (&rest[..rest.len() - 1], 1u64 << 10),
+        'M' => (&rest[..rest.len() - 1], 1 << 20),
+        'G' => (&rest[..rest.len() - 1], 1 << 30),
+        'T' => (&rest[..rest.len() - 1], 1 << 40),
+        _ => (rest, 1),
+    };
+    if num.is_empty() || !num.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    let bytes = (num.parse::<f64>().ok()? * factor as f64) as u64;
+    Some(if grow { current + bytes } else { bytes })
+}
+
+/// `PUT .../cloudinit` (qemu-server `PVE/API2/Qemu.pm` cloudinit_update):
+/// regenerates the cloud-init drive, synchronously, refusing a locked VM.
+/// Here the drive's contents are made at each start from the config, so
+/// there is nothing else to do.
+pub fn cloudinit_update(cl: &Cluster, vmid: u32) -> Result<Value, ApiError> {
+    locked(cl.vm(vmid)?)?;
+    Ok(Value::Null)
+}
+
 pub fn delete(
     shared: &Shared,
     cl: &mut Cluster,
@@ -1494,5 +1665,85 @@ mod tests {
         assert_eq!(exit_of(&shared, &upid).await, "OK");
         let upid = start(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
         assert_eq!(exit_of(&shared, &upid).await, "VM 101 already running");
+    }
+
+    #[test]
+    fn resize_sizes_follow_qemu_servers_rules() {
+        assert_eq!(parse_resize("+1G", GIB), Some(2 * GIB));
+        assert_eq!(parse_resize("4G", GIB), Some(4 * GIB));
+        assert_eq!(parse_resize("1.5G", 0), Some(3 * GIB / 2));
+        assert_eq!(parse_resize("2048", 0), Some(2048));
+        assert_eq!(parse_resize("G", 0), None);
+        let cl = cluster();
+        let vm = cl.vm(9000).unwrap();
+        assert_eq!(
+            resized_drive(&cl, vm, None, "scsi0", "1G"),
+            Err("shrinking disks is not supported".into())
+        );
+        assert_eq!(resized_drive(&cl, vm, None, "scsi0", "2G"), Ok(None));
+        assert_eq!(
+            resized_drive(&cl, vm, None, "ide2", "+1G"),
+            Err("you can't resize a cdrom".into())
+        );
+        assert_eq!(
+            resized_drive(&cl, vm, None, "virtio3", "+1G"),
+            Err("disk 'virtio3' does not exist".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resize_task_writes_the_new_size_in_pve_order() {
+        let shared = Shared::new(cluster());
+        prepare_clone(
+            &mut shared.lock(),
+            9000,
+            101,
+            Some("x".into()),
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        finish_clone(&mut shared.lock(), 101);
+        let upid = resize(
+            &shared,
+            &mut shared.lock(),
+            101,
+            &params(&[("disk", "scsi0"), ("size", "+1G")]),
+        )
+        .unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "OK");
+        let cl = shared.lock();
+        assert_eq!(
+            cl.vm(101).unwrap().config["scsi0"],
+            "local-lvm:vm-101-disk-0,size=3G"
+        );
+        assert_eq!(cl.volumes["local-lvm:vm-101-disk-0"].size, 3 * GIB);
+    }
+
+    #[tokio::test]
+    async fn reboot_needs_a_running_vm_and_leaves_it_running() {
+        let shared = Shared::new(cluster());
+        prepare_clone(
+            &mut shared.lock(),
+            9000,
+            101,
+            Some("x".into()),
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        finish_clone(&mut shared.lock(), 101);
+        let err = reboot(&shared, &mut shared.lock(), 101, &Params::new()).unwrap_err();
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (500, "VM 101 not running")
+        );
+        let upid = start(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "OK");
+        let upid = reboot(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "OK");
+        assert!(shared.lock().vm(101).unwrap().running());
     }
 }
