@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::sim::Sim;
+use super::sim::{sha256_hex, ImageServer, Sim};
 use super::util::{change, strings, today, TfDir};
 
 fn image(family: &str, revision: &str, keep: u32, on_destroy: &str) -> String {
@@ -607,5 +607,91 @@ fn a_template_made_moments_ago_is_found_while_cluster_statistics_lag() {
     let images = super::util::resource(&state, "golden_image.x")["images"].clone();
     assert_eq!(images[0]["size_bytes"], 2u64 << 30, "{images}");
     assert!(temporaries(&sim).is_empty(), "{:?}", temporaries(&sim));
+    sim.assert_schema_clean();
+}
+
+/// `download-url` as pve-storage's Status.pm download_url and pve-common's
+/// download_file_from_url do it: block storages and wrong extensions are
+/// refused before any task; the `download` task's worker id is the file
+/// name; an existing file is refused, or kept when its checksum is the one
+/// asked for; a mismatch is worded as PVE words it. The simulator is PVE 9.1
+/// (the schema's release), where `.qcow2` imports exist (since PVE 8.4).
+#[test]
+fn download_url_refuses_keeps_and_checks_files_as_pve_does() {
+    const BODY: &[u8] = b"QFI\xfb a tiny image";
+    let server = ImageServer::start(BODY);
+    let sim = Sim::start();
+    let version = sim.api(reqwest::Method::GET, "/version");
+    assert_eq!(version["release"], "9.1", "{version}");
+    let node = sim.node.clone();
+    let sha = sha256_hex(BODY);
+    let zeros = "0".repeat(64);
+    let download = |storage: &str, content: &str, filename: &str, checksum: Option<&str>| {
+        let mut form = vec![
+            ("url", server.url.as_str()),
+            ("content", content),
+            ("filename", filename),
+        ];
+        if let Some(c) = checksum {
+            form.extend([("checksum", c), ("checksum-algorithm", "sha256")]);
+        }
+        sim.api_answer(
+            reqwest::Method::POST,
+            &format!("/nodes/{node}/storage/{storage}/download-url"),
+            &form,
+        )
+    };
+    let (status, body) = download("local-lvm", "import", "a.qcow2", None);
+    assert_eq!(
+        (status, body["message"].as_str().unwrap_or_default()),
+        (
+            500,
+            "can't upload to storage type 'lvmthin', not a file based storage!\n"
+        )
+    );
+    let (status, body) = download("local", "iso", "a.qcow2", None);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"]["filename"], "wrong file extension");
+
+    let (status, body) = download("local", "import", "tiny image.qcow2", Some(&sha));
+    let upid = body["data"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(status, 200, "{body}");
+    assert!(upid.contains(":download:tiny_image.qcow2:"), "{upid}");
+    assert_eq!(sim.task_exit(&upid), "OK");
+    let content = sim.api(
+        reqwest::Method::GET,
+        &format!("/nodes/{node}/storage/local/content?content=import"),
+    );
+    assert!(
+        content
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["volid"] == "local:import/tiny_image.qcow2"),
+        "{content}"
+    );
+    assert_eq!(server.hits(), 1);
+
+    let again = |checksum: Option<&str>| {
+        let (status, body) = download("local", "import", "tiny_image.qcow2", checksum);
+        assert_eq!(status, 200, "{body}");
+        sim.task_exit(body["data"].as_str().unwrap())
+    };
+    assert_eq!(
+        again(None),
+        "refusing to override existing file '/var/lib/vz/import/tiny_image.qcow2'"
+    );
+    assert_eq!(again(Some(&sha)), "OK", "the right file is kept");
+    assert_eq!(
+        again(Some(&zeros)),
+        format!("checksum mismatch: got '{sha}' != expect '{zeros}', aborting")
+    );
+    assert_eq!(server.hits(), 1, "an existing file is never fetched again");
+
+    let (_, body) = download("local", "import", "other.qcow2", Some(&zeros));
+    assert_eq!(
+        sim.task_exit(body["data"].as_str().unwrap()),
+        format!("checksum mismatch: got '{sha}' != expect '{zeros}'")
+    );
     sim.assert_schema_clean();
 }

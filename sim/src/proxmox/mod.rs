@@ -325,6 +325,18 @@ async fn api(
     }
 }
 
+/// The PVE release the simulator is: the one the schema it checks against
+/// describes (`../shared/specs/proxmox`: `VM.GuestAgent.*` privileges and
+/// the `network` resource type, which pve-manager has since 9.0/9.1, no
+/// `host-arch` yet, which came in 9.1.10). pve-manager 9.1.1 (commit
+/// f4d3f125), kernel 6.17, QEMU 10.1. It also decides what download-url
+/// takes: `.qcow2`/`.raw`/`.vmdk` imports need PVE 8.4 (pve-storage 8.3.6).
+const PVE_VERSION: &str = "9.1.1";
+const PVE_RELEASE: &str = "9.1";
+const PVE_REPOID: &str = "f4d3f125ffae50e9";
+const KERNEL: &str = "6.17.2-1-pve";
+const KERNEL_BUILD: &str = "#1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1";
+
 fn first<'a>(p: &'a Params, k: &str) -> Option<&'a str> {
     p.get(k).and_then(|v| v.first()).map(String::as_str)
 }
@@ -336,13 +348,13 @@ fn node_status(cl: &Cluster) -> Value {
         "cpu": 0.01,
         "uptime": cl.booted.elapsed().as_secs(),
         "loadavg": ["0.05", "0.10", "0.08"],
-        "kversion": "Linux 6.8.12-4-pve #1 SMP PREEMPT_DYNAMIC PMX 6.8.12-4",
-        "pveversion": "pve-manager/8.3.0/c1689ccb1065a83b",
+        "kversion": format!("Linux {KERNEL} {KERNEL_BUILD}"),
+        "pveversion": format!("pve-manager/{PVE_VERSION}/{PVE_REPOID}"),
         "cpuinfo": {"cores": 2, "cpus": 2, "model": "QEMU Virtual CPU", "sockets": 1},
         "memory": {"available": 14u64 << 30, "free": 14u64 << 30, "total": 16u64 << 30, "used": 2u64 << 30},
         "rootfs": {"avail": 90u64 << 30, "free": 90u64 << 30, "total": 100u64 << 30, "used": 10u64 << 30},
         "boot-info": {"mode": "legacy-bios"},
-        "current-kernel": {"machine": "x86_64", "release": "6.8.12-4-pve", "sysname": "Linux", "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.8.12-4"},
+        "current-kernel": {"machine": "x86_64", "release": KERNEL, "sysname": "Linux", "version": KERNEL_BUILD},
         "ksm": {"shared": 0},
         "swap": {"free": 0, "total": 0, "used": 0},
     })
@@ -379,7 +391,8 @@ async fn dispatch(ctx: &Ctx, method: &str, path: &str, params: &Params) -> Resul
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segs.as_slice()) {
         ("GET", ["version"]) => {
-            Ok(json!({"version": "8.3.0", "release": "8.3", "repoid": "c1689ccb1065a83b"}))
+            // pve-manager PVE/API2.pm version (PVE::pvecfg).
+            Ok(json!({"version": PVE_VERSION, "release": PVE_RELEASE, "repoid": PVE_REPOID}))
         }
         ("GET", ["cluster", "nextid"]) => vms::nextid(&shared.lock(), params),
         ("GET", ["cluster", "resources"]) => {

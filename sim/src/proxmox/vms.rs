@@ -324,8 +324,9 @@ pub fn status_current(cl: &Cluster, vmid: u32) -> Result<Value, ApiError> {
     m.insert("ha".into(), json!({"managed": 0}));
     if vm.running() {
         m.insert("pid".into(), json!(40_000 + vm.vmid % 20_000));
-        m.insert("running-qemu".into(), json!("9.0.2"));
-        m.insert("running-machine".into(), json!("pc-i440fx-9.0+pve0"));
+        // PVE 9.1 ships QEMU 10.1 (the simulator's PVE_VERSION).
+        m.insert("running-qemu".into(), json!("10.1.2"));
+        m.insert("running-machine".into(), json!("pc-i440fx-10.1+pve0"));
     }
     if vm.config.contains_key("serial0") {
         m.insert("serial".into(), json!(1));
