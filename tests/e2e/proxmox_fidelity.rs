@@ -548,6 +548,15 @@ fn locks_and_taken_ids_are_refused_with_pves_words() {
             format!("unable to create VM 500 - VM 500 already exists on node '{node}'\n")
         )
     );
+    let post = sim.api_task(
+        reqwest::Method::POST,
+        &format!("/nodes/{node}/qemu/500/config"),
+        &[("memory", "2048")],
+    );
+    assert_eq!(
+        post, "VM is locked (clone)",
+        "POST config checks in its worker"
+    );
     let start = sim.api_task(
         reqwest::Method::POST,
         &format!("/nodes/{node}/qemu/500/status/start"),

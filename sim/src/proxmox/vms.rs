@@ -579,6 +579,18 @@ pub fn config_set(
 ) -> Result<Value, ApiError> {
     let vm = cl.vm(vmid)?;
     no_skiplock(params)?;
+    // qemu-server update_vm_api checks the lock in `$updatefn`: PUT runs it
+    // in the request (a 500), POST in its `qmconfig` worker (a failed task).
+    if post {
+        if let Some(why) = lock_message(vm) {
+            return Ok(json!(config_task(
+                shared,
+                cl,
+                vmid,
+                async move { Err(why) }
+            )));
+        }
+    }
     locked(vm)?;
     if let Some(d) = first(params, "digest") {
         if d != vm.digest() {
@@ -621,26 +633,36 @@ pub fn config_set(
     }
     apply_settings(cl, vmid, &mut config, params, &mut files)?;
     cl.vm_mut(vmid)?.config = config;
-    // New disks need a file first: then PVE's POST answers with a task.
-    if post && !files.is_empty() {
-        let upid = tasks::spawn(
-            shared,
-            cl,
-            TaskSpec {
-                kind: "qmconfig",
-                id: &vmid.to_string(),
-                duration: Duration::ZERO,
-                first_line: format!("update VM {vmid}"),
-            },
-            make_disk_files(files),
-            |_| {},
-        );
-        return Ok(json!(upid));
+    // POST is asynchronous: always a task (update_vm_api's fork_worker),
+    // which also makes the new disks' files.
+    if post {
+        return Ok(json!(config_task(shared, cl, vmid, make_disk_files(files))));
     }
     if !files.is_empty() {
         tokio::spawn(make_disk_files(files));
     }
     Ok(Value::Null)
+}
+
+/// The `qmconfig` worker of `POST .../config`.
+fn config_task(
+    shared: &Shared,
+    cl: &mut Cluster,
+    vmid: u32,
+    work: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+) -> String {
+    tasks::spawn(
+        shared,
+        cl,
+        TaskSpec {
+            kind: "qmconfig",
+            id: &vmid.to_string(),
+            duration: Duration::ZERO,
+            first_line: format!("update VM {vmid}"),
+        },
+        work,
+        |_| {},
+    )
 }
 
 /// A clone under way: the new VM exists (locked `clone`); `run` makes its
@@ -1746,5 +1768,41 @@ mod tests {
         let upid = reboot(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
         assert_eq!(exit_of(&shared, &upid).await, "OK");
         assert!(shared.lock().vm(101).unwrap().running());
+    }
+
+    #[tokio::test]
+    async fn a_config_post_is_always_a_task_and_its_worker_checks_the_lock() {
+        let shared = Shared::new(cluster());
+        prepare_clone(
+            &mut shared.lock(),
+            9000,
+            101,
+            Some("x".into()),
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        let upid = config_set(
+            &shared,
+            &mut shared.lock(),
+            101,
+            &params(&[("memory", "2048")]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "VM is locked (clone)");
+        assert_eq!(shared.lock().vm(101).unwrap().memory_mib(), 1024);
+        finish_clone(&mut shared.lock(), 101);
+        let upid = config_set(
+            &shared,
+            &mut shared.lock(),
+            101,
+            &params(&[("memory", "2048")]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "OK");
+        assert_eq!(shared.lock().vm(101).unwrap().memory_mib(), 2048);
     }
 }
