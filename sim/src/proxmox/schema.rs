@@ -271,10 +271,8 @@ impl Schema {
             "pve-configid" => is_configid(v),
             "pve-configid-list" => split_list(v).all(is_configid),
             "dns-name" => !v.is_empty() && v.split('.').all(is_dns_label),
-            "pve-tag-list" => {
-                let tags: Vec<&str> = split_tags(v).collect();
-                !tags.is_empty() && tags.iter().all(|t| valid_tag(t))
-            }
+            // check_format's `-list`: "we allow empty lists".
+            "pve-tag-list" => split_tags(v).all(valid_tag),
             // PVE's pve_verify_urlencoded: the value itself must be encoded.
             "urlencoded" => v
                 .bytes()
@@ -768,6 +766,10 @@ mod tests {
     fn tags_match_case_insensitively_as_pve_tag_does() {
         assert!(valid_tag("Team-A") && valid_tag("prod") && valid_tag("_x.1+2"));
         assert!(!valid_tag("-lead") && !valid_tag("a=b") && !valid_tag(""));
+        // An empty list is a valid pve-tag-list (check_format's `-list`).
+        let s = schema();
+        let empty = params(&[("vmid", "101"), ("tags", "")]);
+        assert_eq!(s.check_request("POST", "/nodes/pve/qemu", &empty), Ok(()));
     }
 
     #[test]

@@ -293,10 +293,9 @@ pub fn fmt_size(bytes: u64) -> String {
 /// with datacenter.cfg's default tag-style: not case-sensitive, sorted),
 /// joined with `;`.
 pub fn normalize_tags(v: &str) -> Result<String, String> {
-    if let Some(bad) = split_tags(v).find(|t| !valid_tag(t)) {
-        return Err(format!(
-            "invalid format - invalid characters in tag '{bad}'"
-        ));
+    // check_format's `-list` dies "invalid format - $@" without the tag.
+    if split_tags(v).any(|t| !valid_tag(t)) {
+        return Err("invalid format - invalid characters in tag".to_owned());
     }
     let mut tags: Vec<String> = split_tags(v).map(str::to_lowercase).collect();
     tags.sort_unstable();
@@ -322,25 +321,22 @@ pub fn description_as_read_back(v: &str) -> Option<String> {
 /// print_property_string).
 pub fn print_drive(v: &str) -> String {
     let mut file = None;
-    let mut keyed: Vec<(&str, &str)> = Vec::new();
+    // A bare value after the volume has no key (PVE would refuse it): it is
+    // kept and sorted by its text.
+    let mut keyed: Vec<(&str, Option<&str>)> = Vec::new();
     for part in v.split(',').filter(|p| !p.is_empty()) {
         match part.split_once('=') {
             Some(("file", f)) => file = Some(f),
-            Some((k, val)) => keyed.push((k, val)),
+            Some((k, val)) => keyed.push((k, Some(val))),
             None if file.is_none() => file = Some(part),
-            None => keyed.push((part, "")),
+            None => keyed.push((part, None)),
         }
     }
     keyed.sort_by(|a, b| a.0.cmp(b.0));
-    // A bare value after the volume has no key to sort by: PVE would refuse
-    // it; it is kept, sorted by its text.
     let mut out: Vec<String> = file.map(str::to_owned).into_iter().collect();
-    out.extend(keyed.into_iter().map(|(k, val)| {
-        if val.is_empty() {
-            k.to_owned()
-        } else {
-            format!("{k}={val}")
-        }
+    out.extend(keyed.into_iter().map(|(k, val)| match val {
+        Some(val) => format!("{k}={val}"),
+        None => k.to_owned(),
     }));
     out.join(",")
 }
