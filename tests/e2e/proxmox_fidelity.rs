@@ -615,6 +615,18 @@ fn a_template_made_moments_ago_is_found_while_cluster_statistics_lag() {
     let state = tf.state_json();
     let images = super::util::resource(&state, "golden_image.x")["images"].clone();
     assert_eq!(images[0]["size_bytes"], 2u64 << 30, "{images}");
+
+    // By id too: the entry without `template` is not "not a template".
+    let by_id = TfDir::new();
+    let store = by_id.path().join("store");
+    let body = image("lagging-id", "one", 2, "keep")
+        .replace("template = \"debian-12-base\"", "vm_id = 150");
+    assert!(body.contains("vm_id = 150"));
+    write(&by_id, &sim, &store, &body);
+    by_id.apply();
+    assert!(sim
+        .vm_named(&format!("lagging-id-{}-001", today()))
+        .is_some());
     assert!(temporaries(&sim).is_empty(), "{:?}", temporaries(&sim));
     sim.assert_schema_clean();
 }
