@@ -1805,4 +1805,32 @@ mod tests {
         assert_eq!(exit_of(&shared, &upid).await, "OK");
         assert_eq!(shared.lock().vm(101).unwrap().memory_mib(), 2048);
     }
+
+    #[tokio::test]
+    async fn stopping_a_running_locked_vm_is_a_task_that_fails() {
+        let shared = Shared::new(cluster());
+        prepare_clone(
+            &mut shared.lock(),
+            9000,
+            101,
+            Some("x".into()),
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        finish_clone(&mut shared.lock(), 101);
+        let upid = start(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "OK");
+        let lock = |cl: &mut Cluster| {
+            let vm = cl.vm_mut(101).unwrap();
+            vm.config.insert("lock".into(), "backup".into());
+        };
+        lock(&mut shared.lock());
+        let upid = stop(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "VM is locked (backup)");
+        let upid = shutdown(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "VM is locked (backup)");
+        assert!(shared.lock().vm(101).unwrap().running());
+    }
 }
