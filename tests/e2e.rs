@@ -17,4 +17,5 @@ mod e2e {
     mod proxmox_clients;
     mod proxmox_faults;
     mod proxmox_fidelity;
+    mod proxmox_permissions;
 }

@@ -27,4 +27,16 @@ impl Image {
     pub fn is_validated(&self) -> bool {
         self.meta.status == Status::Validated
     }
+
+    /// When the image was made: its validation time, or for an image never
+    /// validated (or written without one) the start of its build date (UTC).
+    pub fn built_at(&self) -> time::OffsetDateTime {
+        self.meta
+            .validated_at
+            .as_deref()
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .unwrap_or_else(|| self.name().date.start())
+    }
 }

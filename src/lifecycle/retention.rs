@@ -5,8 +5,15 @@
 //! (counting the one this apply is about to publish) is never deleted; an image
 //! the platform protects (linked clones) is kept and says why; beyond that the
 //! family keeps `keep` images, giving up failed and abandoned candidates before
-//! any validated image, oldest first.
+//! any validated image, oldest first; and with `max_age`, an image older than
+//! that goes even within `keep`.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::duration;
 use super::image::Image;
 use super::metadata::Status;
 use super::naming::ImageName;
@@ -15,6 +22,37 @@ use super::selection::newest_first;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionPolicy {
     pub keep: u32,
+    /// Images older than this are pruned even within `keep`.
+    pub max_age: Option<Duration>,
+}
+
+impl RetentionPolicy {
+    pub fn keep(keep: u32) -> RetentionPolicy {
+        RetentionPolicy {
+            keep,
+            max_age: None,
+        }
+    }
+}
+
+/// Why retention deletes an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PruneReason {
+    /// More images than `keep`.
+    BeyondKeep(u32),
+    /// Older than `max_age`.
+    OlderThan(Duration),
+}
+
+impl std::fmt::Display for PruneReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PruneReason::BeyondKeep(keep) => write!(f, "beyond keep = {keep}"),
+            PruneReason::OlderThan(age) => {
+                write!(f, "older than max_age = \"{}\"", duration::format(*age))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,20 +65,34 @@ pub enum KeepReason {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PruneDecision {
-    /// Oldest first.
-    pub delete: Vec<ImageName>,
+    /// Oldest first, each with why it goes.
+    pub delete: Vec<(ImageName, PruneReason)>,
     pub kept: Vec<(ImageName, KeepReason)>,
 }
 
 impl PruneDecision {
     pub fn delete_names(&self) -> Vec<String> {
-        self.delete.iter().map(|n| n.to_string()).collect()
+        self.delete.iter().map(|(n, _)| n.to_string()).collect()
+    }
+
+    /// Image name -> why it goes, as the plan shows it.
+    pub fn reasons(&self) -> BTreeMap<String, String> {
+        self.delete
+            .iter()
+            .map(|(n, why)| (n.to_string(), why.to_string()))
+            .collect()
     }
 }
 
-/// Decides the prune list. `incoming` is the image this apply will publish if
-/// its smoke test passes: it takes a slot and becomes the newest validated.
-pub fn plan_prune(images: &[Image], policy: RetentionPolicy, incoming: bool) -> PruneDecision {
+/// Decides the prune list at `now`. `incoming` is the image this apply will
+/// publish if its smoke test passes: it takes a slot and becomes the newest
+/// validated.
+pub fn plan_prune(
+    images: &[Image],
+    policy: RetentionPolicy,
+    incoming: bool,
+    now: OffsetDateTime,
+) -> PruneDecision {
     let mut decision = PruneDecision::default();
     let ordered = newest_first(images);
     let newest_validated = if incoming {
@@ -76,28 +128,38 @@ pub fn plan_prune(images: &[Image], policy: RetentionPolicy, incoming: bool) -> 
         let rank = |i: &Image| u8::from(i.status() == Status::Validated);
         rank(a).cmp(&rank(b)).then_with(|| a.name().cmp(b.name()))
     });
-    let mut chosen: Vec<ImageName> = Vec::new();
+    let too_old = |image: &Image| {
+        policy
+            .max_age
+            .filter(|max| (now - image.built_at()).whole_seconds() >= max.as_secs() as i64)
+    };
+    let mut chosen: Vec<(ImageName, PruneReason)> = Vec::new();
     for image in victims {
-        if excess == 0 {
-            break;
-        }
+        let reason = if excess > 0 {
+            PruneReason::BeyondKeep(policy.keep)
+        } else if let Some(max) = too_old(image) {
+            PruneReason::OlderThan(max)
+        } else {
+            continue;
+        };
         if let Some(why) = &image.protected {
             decision
                 .kept
                 .push((image.name().clone(), KeepReason::Protected(why.clone())));
             continue;
         }
-        chosen.push(image.name().clone());
-        excess -= 1;
+        chosen.push((image.name().clone(), reason));
+        excess = excess.saturating_sub(1);
     }
     for image in candidates_for_deletion {
         let name = image.name();
-        let already = chosen.contains(name) || decision.kept.iter().any(|(n, _)| n == name);
+        let already =
+            chosen.iter().any(|(n, _)| n == name) || decision.kept.iter().any(|(n, _)| n == name);
         if !already {
             decision.kept.push((name.clone(), KeepReason::WithinKeep));
         }
     }
-    chosen.sort();
+    chosen.sort_by(|a, b| a.0.cmp(&b.0));
     decision.delete = chosen;
     decision
 }
@@ -128,7 +190,15 @@ mod tests {
         d.delete_names()
     }
 
-    const KEEP2: RetentionPolicy = RetentionPolicy { keep: 2 };
+    const KEEP2: RetentionPolicy = RetentionPolicy {
+        keep: 2,
+        max_age: None,
+    };
+
+    /// 2026-02-01T00:00:00Z: every test image is from January 2026.
+    fn now() -> OffsetDateTime {
+        time::macros::datetime!(2026-02-01 00:00 UTC)
+    }
 
     #[test]
     fn keeps_last_n_and_deletes_oldest() {
@@ -138,7 +208,7 @@ mod tests {
             img("base-20260103-001", Status::Validated),
         ];
         assert_eq!(
-            names(&plan_prune(&images, KEEP2, false)),
+            names(&plan_prune(&images, KEEP2, false, now())),
             ["base-20260101-001"]
         );
     }
@@ -150,10 +220,10 @@ mod tests {
             img("base-20260102-001", Status::Validated),
         ];
         assert_eq!(
-            names(&plan_prune(&images, KEEP2, true)),
+            names(&plan_prune(&images, KEEP2, true, now())),
             ["base-20260101-001"]
         );
-        assert!(names(&plan_prune(&images, KEEP2, false)).is_empty());
+        assert!(names(&plan_prune(&images, KEEP2, false, now())).is_empty());
     }
 
     #[test]
@@ -164,7 +234,7 @@ mod tests {
             img("base-20260102-002", Status::Failed),
         ];
         assert_eq!(
-            names(&plan_prune(&images, KEEP2, false)),
+            names(&plan_prune(&images, KEEP2, false, now())),
             ["base-20260102-002"]
         );
     }
@@ -176,7 +246,7 @@ mod tests {
             img("base-20260102-001", Status::Failed),
             img("base-20260103-001", Status::Failed),
         ];
-        let d = plan_prune(&images, RetentionPolicy { keep: 1 }, false);
+        let d = plan_prune(&images, RetentionPolicy::keep(1), false, now());
         assert_eq!(names(&d), ["base-20260102-001", "base-20260103-001"]);
         assert!(d
             .kept
@@ -192,7 +262,7 @@ mod tests {
             img("base-20260102-001", Status::Validated),
             running,
         ];
-        let d = plan_prune(&images, KEEP2, false);
+        let d = plan_prune(&images, KEEP2, false, now());
         assert!(names(&d).is_empty());
         assert!(d
             .kept
@@ -208,7 +278,7 @@ mod tests {
             img("base-20260103-001", Status::Candidate),
         ];
         assert_eq!(
-            names(&plan_prune(&images, KEEP2, false)),
+            names(&plan_prune(&images, KEEP2, false, now())),
             ["base-20260103-001"]
         );
     }
@@ -223,13 +293,72 @@ mod tests {
             img("base-20260103-001", Status::Validated),
             img("base-20260104-001", Status::Validated),
         ];
-        let d = plan_prune(&images, KEEP2, false);
+        let d = plan_prune(&images, KEEP2, false, now());
         assert_eq!(names(&d), ["base-20260102-001", "base-20260103-001"]);
         assert!(d
             .kept
             .iter()
             .any(|(n, r)| n.to_string() == "base-20260101-001"
                 && *r == KeepReason::Protected("2 linked clones".into())));
+    }
+
+    /// `max_age`: older images go even within `keep`, each with its reason;
+    /// the newest validated image stays however old; protected ones stay.
+    #[test]
+    fn max_age_prunes_old_images_within_keep_but_never_the_newest_validated() {
+        let mut protected = img("base-20260103-001", Status::Validated);
+        protected.protected = Some("linked clones still use it".into());
+        let images = vec![
+            img("base-20260101-001", Status::Validated),
+            img("base-20260102-001", Status::Failed),
+            protected,
+            img("base-20260120-001", Status::Validated),
+            img("base-20260125-001", Status::Validated),
+        ];
+        let policy = RetentionPolicy {
+            keep: 10,
+            max_age: Some(Duration::from_secs(14 * 24 * 3600)),
+        };
+        let d = plan_prune(&images, policy, false, now());
+        assert_eq!(
+            d.reasons(),
+            BTreeMap::from([
+                (
+                    "base-20260101-001".to_owned(),
+                    "older than max_age = \"336h\"".to_owned()
+                ),
+                (
+                    "base-20260102-001".to_owned(),
+                    "older than max_age = \"336h\"".to_owned()
+                ),
+            ])
+        );
+        assert!(d
+            .kept
+            .iter()
+            .any(|(n, r)| n.to_string() == "base-20260103-001"
+                && matches!(r, KeepReason::Protected(_))));
+        // Everything is older than a day, the newest validated still stays.
+        let policy = RetentionPolicy {
+            keep: 10,
+            max_age: Some(Duration::from_secs(24 * 3600)),
+        };
+        let d = plan_prune(&images, policy, false, now());
+        assert!(!names(&d).contains(&"base-20260125-001".to_owned()));
+        assert!(d
+            .kept
+            .contains(&(images[4].name().clone(), KeepReason::NewestValidated)));
+        // Beyond keep and too old: counted once, named for keep.
+        let policy = RetentionPolicy {
+            keep: 4,
+            max_age: Some(Duration::from_secs(14 * 24 * 3600)),
+        };
+        let d = plan_prune(&images, policy, false, now());
+        assert_eq!(d.reasons()["base-20260102-001"], "beyond keep = 4");
+        assert_eq!(
+            d.reasons()["base-20260101-001"],
+            "older than max_age = \"336h\""
+        );
     }
 
     #[test]
@@ -239,7 +368,7 @@ mod tests {
             img("base-20260102-001", Status::Validated),
         ];
         assert_eq!(
-            names(&plan_prune(&images, RetentionPolicy { keep: 0 }, false)),
+            names(&plan_prune(&images, RetentionPolicy::keep(0), false, now())),
             ["base-20260101-001"]
         );
     }

@@ -217,3 +217,45 @@ impl AgentChannel {
         Err(last_err.context("the QEMU guest agent did not answer (is qemu-guest-agent installed and enabled in the image?)"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncBufReadExt;
+    use tokio::net::UnixListener;
+
+    /// An agent that syncs and then never answers (a guest too busy to run
+    /// its agent): the call gives up at its timeout with the wording
+    /// golden-sim maps to PVE's "got timeout" (`sim/src/core/guest.rs`).
+    #[tokio::test]
+    async fn a_silent_agent_times_out_naming_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("qga.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                if v["execute"] == "guest-sync" {
+                    let answer = json!({"return": v["arguments"]["id"]});
+                    w.write_all(format!("{answer}\n").as_bytes()).await.unwrap();
+                }
+            }
+        });
+        let mut qga = Qga::connect(&socket, Duration::from_secs(2)).await.unwrap();
+        let err = qga
+            .call(
+                "guest-exec-status",
+                json!({"pid": 1}),
+                Duration::from_millis(100),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("guest agent: no answer to guest-exec-status within"),
+            "{err:#}"
+        );
+    }
+}

@@ -100,8 +100,12 @@ def main():
     linked_id = next_id(pve)
     check("nextid moved on", linked_id != full_id)
     wait(pve, qemu(template).clone.post(newid=linked_id, name="pmx-linked"), "linked clone")
+    # On LVM-thin (local-lvm) a linked clone is a thin snapshot named like
+    # any disk of its VM; the storage lists it as that VM's.
     linked_disk = qemu(linked_id).config.get()["scsi0"]
-    check("linked clone sits on the base", f"base-{template}-disk-0/" in linked_disk, linked_disk)
+    check("linked clone has its own volume", linked_disk.startswith(f"local-lvm:vm-{linked_id}-disk-0,"), linked_disk)
+    volumes = [v["volid"] for v in pve.nodes(node).storage("local-lvm").content.get(vmid=linked_id)]
+    check("the storage lists it", f"local-lvm:vm-{linked_id}-disk-0" in volumes, repr(volumes))
 
     vm = qemu(full_id)
     vm.config.put(memory=2048, cores=2, tags="proxmoxer;Demo", description="made by proxmoxer\n")

@@ -462,7 +462,7 @@ fn upper_case_tags_are_accepted_and_read_back_folded() {
 fn drives_read_back_in_pve_order() {
     let sim = Sim::start();
     let node = sim.node.clone();
-    let exit = sim.api_task(
+    let exit = sim.api_task_exit(
         reqwest::Method::POST,
         &format!("/nodes/{node}/qemu"),
         &[
@@ -479,7 +479,7 @@ fn drives_read_back_in_pve_order() {
         "local-lvm:vm-321-disk-0,discard=on,iothread=1,size=1G,ssd=1"
     );
     assert_eq!(cfg["ide2"], "local-lvm:vm-321-cloudinit,media=cdrom");
-    let exit = sim.api_task(
+    let exit = sim.api_task_exit(
         reqwest::Method::POST,
         "/nodes/pve/qemu/321/clone",
         &[("newid", "322"), ("full", "1")],
@@ -548,7 +548,7 @@ fn locks_and_taken_ids_are_refused_with_pves_words() {
             format!("unable to create VM 500 - VM 500 already exists on node '{node}'\n")
         )
     );
-    let post = sim.api_task(
+    let post = sim.api_task_exit(
         reqwest::Method::POST,
         &format!("/nodes/{node}/qemu/500/config"),
         &[("memory", "2048")],
@@ -557,7 +557,7 @@ fn locks_and_taken_ids_are_refused_with_pves_words() {
         post, "VM is locked (clone)",
         "POST config checks in its worker"
     );
-    let start = sim.api_task(
+    let start = sim.api_task_exit(
         reqwest::Method::POST,
         &format!("/nodes/{node}/qemu/500/status/start"),
         &[],
@@ -580,13 +580,13 @@ fn locks_and_taken_ids_are_refused_with_pves_words() {
 fn a_template_made_moments_ago_is_found_while_cluster_statistics_lag() {
     let sim = Sim::start_with(&["--stats-lag-ms", "600000"]);
     let node = sim.node.clone();
-    let exit = sim.api_task(
+    let exit = sim.api_task_exit(
         reqwest::Method::POST,
         &format!("/nodes/{node}/qemu/9000/clone"),
         &[("newid", "150"), ("name", "fresh-base"), ("full", "1")],
     );
     assert_eq!(exit, "OK");
-    let exit = sim.api_task(
+    let exit = sim.api_task_exit(
         reqwest::Method::POST,
         &format!("/nodes/{node}/qemu/150/template"),
         &[],
@@ -714,5 +714,345 @@ fn download_url_refuses_keeps_and_checks_files_as_pve_does() {
         sim.task_exit(body["data"].as_str().unwrap()),
         format!("checksum mismatch: got '{sha}' != expect '{zeros}'")
     );
+    sim.assert_schema_clean();
+}
+
+/// The `images` volumes of a storage, through the PVE API.
+fn images_on(sim: &Sim, storage: &str) -> Vec<serde_json::Value> {
+    sim.api(
+        reqwest::Method::GET,
+        &format!(
+            "/nodes/{}/storage/{storage}/content?content=images",
+            sim.node
+        ),
+    )
+    .as_array()
+    .cloned()
+    .unwrap_or_default()
+}
+
+/// The one volume of `vmid` whose volid contains `disk` (not its cloud-init drive).
+fn disk_of(sim: &Sim, storage: &str, vmid: u64, disk: &str) -> serde_json::Value {
+    images_on(sim, storage)
+        .into_iter()
+        .find(|v| v["vmid"] == vmid && v["volid"].as_str().unwrap_or("").contains(disk))
+        .unwrap_or_else(|| panic!("no {disk} volume of VM {vmid} on {storage}"))
+}
+
+/// LVM-thin, PVE's default `local-lvm` (pve-storage LvmThinPlugin.pm): a
+/// linked clone is a thin snapshot named plainly `vm-<id>-disk-0`; the
+/// listing shows no parent, qemu-server destroy_vm's
+/// volume_is_base_and_used finds no user, and the base goes while the clone
+/// keeps its data. So retention prunes a template a linked clone came from,
+/// and the clone lives on.
+#[test]
+fn on_lvm_thin_retention_prunes_a_template_its_linked_clone_outlives() {
+    let sim = Sim::start();
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    write(&tf, &sim, &store, &image("thin-base", "one", 1, "keep"));
+    tf.apply();
+    let first = format!("thin-base-{}-001", today());
+    let template = vmid(&sim, &first);
+    sim.admin_post(
+        "/clone",
+        json!({"vmid": template, "newid": 7010, "name": "app-server", "full": false}),
+    );
+    let clone_disk = disk_of(&sim, "local-lvm", 7010, "-disk-");
+    assert_eq!(clone_disk["volid"], "local-lvm:vm-7010-disk-0");
+    assert!(
+        clone_disk.get("parent").is_none(),
+        "LVM-thin lists no parent: {clone_disk}"
+    );
+
+    write(&tf, &sim, &store, &image("thin-base", "two", 1, "keep"));
+    tf.apply();
+    assert!(sim.vm_named(&first).is_none(), "{first} was kept");
+    let destroyed = sim.calls_to("DELETE", &format!("/qemu/{template}"));
+    assert_eq!(destroyed.len(), 1, "{destroyed:?}");
+    assert_eq!(destroyed[0].status, 200);
+    // The clone keeps its disk and boots.
+    assert_eq!(
+        disk_of(&sim, "local-lvm", 7010, "-disk-")["volid"],
+        "local-lvm:vm-7010-disk-0"
+    );
+    let started = sim.api_task(reqwest::Method::POST, "/qemu/7010/status/start", &[]);
+    assert_eq!(started["exitstatus"], "OK", "{started}");
+    sim.assert_schema_clean();
+}
+
+/// ZFS (ZFSPoolPlugin.pm) and Ceph RBD (RBDPlugin.pm) keep the clone's
+/// dependency: its volume is `<base>/vm-<id>-disk-0`, listed with parent
+/// `<base>@__base__`, and qemu-server destroy_vm refuses the template, so
+/// golden keeps it, says why in the plan, and prunes it once the clone is
+/// gone. (Directory storage: `proxmox.rs`, retag and linked clones.)
+#[test]
+fn on_zfs_and_rbd_a_linked_clone_pins_its_template() {
+    for (kind, storage) in [("zfspool", "local-zfs"), ("rbd", "ceph")] {
+        let sim = Sim::start_on(kind);
+        let tf = TfDir::new();
+        let store = tf.path().join("store");
+        let family = format!("pin-{kind}");
+        write(&tf, &sim, &store, &image(&family, "one", 1, "keep"));
+        tf.apply();
+        let first = format!("{family}-{}-001", today());
+        let template = vmid(&sim, &first);
+        sim.admin_post(
+            "/clone",
+            json!({"vmid": template, "newid": 7010, "name": "app-server", "full": false}),
+        );
+        let base = format!("base-{template}-disk-0");
+        let clone_disk = disk_of(&sim, storage, 7010, "-disk-");
+        assert_eq!(
+            clone_disk["volid"],
+            format!("{storage}:{base}/vm-7010-disk-0"),
+            "{kind}"
+        );
+        assert_eq!(clone_disk["parent"], format!("{base}@__base__"), "{kind}");
+        assert_eq!(clone_disk["format"], "raw", "{kind}");
+
+        write(&tf, &sim, &store, &image(&family, "two", 1, "keep"));
+        let out = tf.ok(&["plan", "-no-color", "-input=false"]);
+        let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            out.contains("linked clones still use it (VM 7010)"),
+            "{kind}: the plan must say why {first} is kept:\n{out}"
+        );
+        tf.apply();
+        assert!(sim.vm_named(&first).is_some(), "{kind}: {first} was pruned");
+
+        // PVE itself refuses, in qemu-server destroy_vm's words, in the task.
+        let st = sim.api_task(reqwest::Method::DELETE, &format!("/qemu/{template}"), &[]);
+        assert_eq!(
+            st["exitstatus"],
+            format!("base volume '{storage}:{base}' is still in use by linked cloned"),
+            "{kind}"
+        );
+        sim.api_destroy(7010);
+        write(&tf, &sim, &store, &image(&family, "two", 1, "keep"));
+        tf.apply();
+        assert!(sim.vm_named(&first).is_none(), "{kind}: {first} stays");
+        sim.assert_schema_clean();
+    }
+}
+
+/// A directory storage (Plugin.pm) names a linked clone after its base
+/// (`<storage>:9000/base-9000-disk-0.qcow2/<id>/vm-<id>-disk-0.qcow2`, parent
+/// `../9000/base-9000-disk-0.qcow2`, qcow2), and `GET .../content/{volume}`
+/// takes such a volume id, slashes and all: pve-storage mounts Content.pm
+/// with `fragmentDelimiter => ''` (API2/Storage/Status.pm), and answers
+/// path, size, used and format (Content.pm info). The storage list reports
+/// each storage's type, content, shared flag and formats.
+#[test]
+fn directory_storage_names_the_base_and_serves_volume_ids_with_slashes() {
+    let sim = Sim::start_with(&[
+        "--storage",
+        "vmstore",
+        "--add-storage",
+        "vmstore=dir",
+        "--add-storage",
+        "local-lvm=lvmthin",
+        "--add-storage",
+        "local-zfs=zfspool",
+        "--add-storage",
+        "ceph=rbd",
+    ]);
+    let cloned = sim.api_task(
+        reqwest::Method::POST,
+        "/qemu/9000/clone",
+        &[("newid", "201"), ("name", "app-server")],
+    );
+    assert_eq!(cloned["exitstatus"], "OK", "{cloned}");
+    let base = "vmstore:9000/base-9000-disk-0.qcow2";
+    let volid = "vmstore:9000/base-9000-disk-0.qcow2/201/vm-201-disk-0.qcow2";
+    let disk = disk_of(&sim, "vmstore", 201, "-disk-");
+    assert_eq!(disk["volid"], volid);
+    assert_eq!(disk["parent"], "../9000/base-9000-disk-0.qcow2");
+    assert_eq!(disk["format"], "qcow2");
+
+    for volume in [volid, "9000/base-9000-disk-0.qcow2/201/vm-201-disk-0.qcow2"] {
+        let info = sim.api(
+            reqwest::Method::GET,
+            &format!("/nodes/{}/storage/vmstore/content/{volume}", sim.node),
+        );
+        assert_eq!(
+            info,
+            json!({"path": "/mnt/vmstore/images/201/vm-201-disk-0.qcow2",
+                   "size": 2u64 << 30, "used": 0, "format": "qcow2"}),
+            "{volume}"
+        );
+    }
+    let info = sim.api(
+        reqwest::Method::GET,
+        &format!("/nodes/{}/storage/vmstore/content/{base}", sim.node),
+    );
+    assert_eq!(
+        info["path"],
+        "/mnt/vmstore/images/9000/base-9000-disk-0.qcow2"
+    );
+    // Content.pm real_volume_id and info: a volume id of another storage is a
+    // parameter error; a volume that is not there fails volume_size_info.
+    let path = |v: &str| format!("/nodes/{}/storage/vmstore/content/{v}", sim.node);
+    let other = sim.api_raw(reqwest::Method::GET, &path("local-lvm:vm-201-disk-0"), &[]);
+    assert_eq!(other["status"], 400, "{other}");
+    let missing = sim.api_raw(reqwest::Method::GET, &path("201/vm-201-disk-9.qcow2"), &[]);
+    assert_eq!(missing["status"], 500, "{missing}");
+
+    let st = sim.api_task(reqwest::Method::DELETE, "/qemu/9000", &[]);
+    assert_eq!(
+        st["exitstatus"],
+        format!("base volume '{base}' is still in use by linked cloned")
+    );
+    assert!(sim.vm_named("debian-12-base").is_some());
+
+    let storages = sim.api(
+        reqwest::Method::GET,
+        &format!("/nodes/{}/storage?format=1", sim.node),
+    );
+    let row = |id: &str| {
+        storages
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["storage"] == id)
+            .unwrap_or_else(|| panic!("no storage {id}: {storages}"))
+            .clone()
+    };
+    for (id, kind, content, shared, default) in [
+        ("vmstore", "dir", "images,rootdir", 0, "qcow2"),
+        ("local", "dir", "iso,vztmpl,import,backup", 0, "qcow2"),
+        ("local-lvm", "lvmthin", "images,rootdir", 0, "raw"),
+        ("local-zfs", "zfspool", "images,rootdir", 0, "raw"),
+        ("ceph", "rbd", "images", 1, "raw"),
+    ] {
+        let s = row(id);
+        assert_eq!(
+            (
+                &s["type"],
+                &s["content"],
+                &s["shared"],
+                &s["formats"]["default"]
+            ),
+            (
+                &json!(kind),
+                &json!(content),
+                &json!(shared),
+                &json!(default)
+            ),
+            "{s}"
+        );
+    }
+    sim.assert_schema_clean();
+}
+
+/// The in-use check lists the storages the template's disks are on, not
+/// the provider's `storage`: after a move to another storage, an older
+/// template on the first one still has its linked clone found (else golden
+/// would try to prune it and PVE's destroy task would fail the apply).
+#[test]
+fn a_template_left_on_a_former_storage_is_still_checked_for_linked_clones() {
+    let sim = Sim::start_with(&[
+        "--storage",
+        "vmstore",
+        "--add-storage",
+        "vmstore=dir",
+        "--add-storage",
+        "local-zfs=zfspool",
+    ]);
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    write(&tf, &sim, &store, &image("moved", "one", 1, "keep"));
+    tf.apply();
+    let first = format!("moved-{}-001", today());
+    let template = vmid(&sim, &first);
+    sim.admin_post(
+        "/clone",
+        json!({"vmid": template, "newid": 7010, "name": "app-server", "full": false}),
+    );
+    let provider = sim
+        .provider_block(&store, "    agent_timeout = \"30s\"\n")
+        .replace("storage   = \"vmstore\"", "storage   = \"local-zfs\"");
+    assert!(provider.contains("\"local-zfs\""));
+    tf.write_with_provider(&provider, &image("moved", "two", 1, "keep"));
+    tf.apply();
+    let second = format!("moved-{}-002", today());
+    assert!(
+        sim.api_config(vmid(&sim, &second))["scsi0"]
+            .as_str()
+            .unwrap()
+            .starts_with("local-zfs:base-"),
+        "the new template is on the new storage"
+    );
+    assert!(sim.vm_named(&first).is_some(), "{first} was pruned");
+    assert!(
+        sim.calls_to("DELETE", &format!("/qemu/{template}"))
+            .is_empty(),
+        "golden tried to destroy {first}"
+    );
+    let state = tf.state_json();
+    let images = super::util::resource(&state, "golden_image.x")["images"].clone();
+    let kept = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == first)
+        .unwrap()
+        .clone();
+    assert_eq!(kept["protected"], "linked clones still use it (VM 7010)");
+    sim.assert_schema_clean();
+}
+
+/// `retention { max_age }`: an image older than it goes even within `keep`,
+/// the plan says why in `prune_reasons`, and the newest validated image stays
+/// however old. A bad duration fails at plan, naming the attribute.
+#[test]
+fn max_age_prunes_within_keep_and_the_plan_says_why() {
+    let sim = Sim::start();
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    let family = "aged";
+    let with_max_age = |rev: &str, max_age: &str| {
+        image(family, rev, 5, "keep").replace(
+            "retention { keep = 5 }",
+            &format!("retention {{\n    keep    = 5\n    max_age = \"{max_age}\"\n  }}"),
+        )
+    };
+    write(&tf, &sim, &store, &with_max_age("one", "720h"));
+    tf.apply();
+    write(&tf, &sim, &store, &with_max_age("two", "720h"));
+    tf.apply();
+    let first = format!("{family}-{}-001", today());
+    let second = format!("{family}-{}-002", today());
+    assert!(sim.vm_named(&first).is_some() && sim.vm_named(&second).is_some());
+
+    write(&tf, &sim, &store, &with_max_age("two", "forever"));
+    let err = tf.fails(&["plan", "-no-color", "-input=false"]);
+    assert!(err.contains("max_age") && err.contains("Invalid"), "{err}");
+
+    // Both images are more than a second old now.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write(&tf, &sim, &store, &with_max_age("two", "1s"));
+    let plan = tf.plan_json();
+    let after = &change(&plan, "golden_image.x")["change"]["after"];
+    assert_eq!(strings(&after["prune"]), vec![first.clone()]);
+    assert_eq!(
+        after["prune_reasons"],
+        json!({ first.clone(): "older than max_age = \"1s\"" })
+    );
+    tf.ok(&[
+        "apply",
+        "-auto-approve",
+        "-no-color",
+        "-input=false",
+        "tfplan",
+    ]);
+    assert!(sim.vm_named(&first).is_none(), "{first} outlived max_age");
+    assert!(
+        sim.vm_named(&second).is_some(),
+        "the newest validated image went"
+    );
+    // Nothing more to prune: the second plan is empty.
+    let out = tf.ok(&["plan", "-no-color", "-input=false", "-detailed-exitcode"]);
+    assert!(out.contains("No changes"), "{out}");
     sim.assert_schema_clean();
 }

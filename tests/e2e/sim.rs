@@ -68,6 +68,8 @@ pub struct Sim {
     pub endpoint: String,
     pub token: String,
     pub node: String,
+    /// The images storage template 9000 lives on (the ready line's `storage`).
+    pub storage: String,
     admin: String,
     rt: tokio::runtime::Runtime,
     http: reqwest::Client,
@@ -77,6 +79,21 @@ impl Sim {
     /// An instant-backend simulator with default timings.
     pub fn start() -> Sim {
         Sim::start_with(&[])
+    }
+
+    /// A simulator whose images storage (template 9000's, golden's) is of
+    /// PVE storage type `kind`: `lvmthin` (`local-lvm`, the default), `dir`
+    /// (`vmstore`), `zfspool` (`local-zfs`) or `rbd` (`ceph`).
+    pub fn start_on(kind: &str) -> Sim {
+        let id = match kind {
+            "lvmthin" => "local-lvm",
+            "dir" => "vmstore",
+            "zfspool" => "local-zfs",
+            "rbd" => "ceph",
+            other => panic!("no storage id for type {other}"),
+        };
+        let spec = format!("{id}={kind}");
+        Sim::start_with(&["--storage", id, "--add-storage", &spec])
     }
 
     pub fn start_with(args: &[&str]) -> Sim {
@@ -113,6 +130,7 @@ impl Sim {
             endpoint: v["endpoint"].as_str().unwrap().to_owned(),
             token: v["api_token"].as_str().unwrap().to_owned(),
             node: v["node"].as_str().unwrap_or("pve").to_owned(),
+            storage: v["storage"].as_str().unwrap_or("local-lvm").to_owned(),
             admin: v["admin"].as_str().unwrap().to_owned(),
             rt,
             http,
@@ -142,6 +160,15 @@ impl Sim {
         self.send(
             self.http
                 .post(format!("{}{path}", self.admin))
+                .header("Content-Type", "application/json")
+                .body(body.to_string()),
+        )
+    }
+
+    pub fn admin_put(&self, path: &str, body: Value) -> Value {
+        self.send(
+            self.http
+                .put(format!("{}{path}", self.admin))
                 .header("Content-Type", "application/json")
                 .body(body.to_string()),
         )
@@ -203,7 +230,12 @@ impl Sim {
 
     /// Starts a task through the PVE API (asserting a UPID comes back) and
     /// waits for its exit status.
-    pub fn api_task(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> String {
+    pub fn api_task_exit(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> String {
         let (status, body) = self.api_answer(method, path, form);
         let upid = body["data"].as_str().unwrap_or_default().to_owned();
         assert!(
@@ -230,23 +262,29 @@ impl Sim {
 
     /// Destroys a VM through the PVE API and waits for the task.
     pub fn api_destroy(&self, vmid: u64) {
-        let upid = self.api(
-            reqwest::Method::DELETE,
-            &format!("/nodes/{}/qemu/{vmid}", self.node),
-        );
-        let upid = upid.as_str().expect("a UPID").to_owned();
+        let st = self.api_task(reqwest::Method::DELETE, &format!("/qemu/{vmid}"), &[]);
+        assert_eq!(st["exitstatus"], "OK", "destroying VM {vmid}");
+    }
+
+    /// A node call that starts a task (`path` after `/nodes/{node}`), run to
+    /// its end: the task's final status (`exitstatus` "OK" or the error).
+    pub fn api_task(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> Value {
+        let body = self.api_raw(method, &format!("/nodes/{}{path}", self.node), form);
+        let upid = body["data"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path}: no UPID in {body}"))
+            .to_owned();
         for _ in 0..200 {
             let st = self.api(
                 reqwest::Method::GET,
                 &format!("/nodes/{}/tasks/{upid}/status", self.node),
             );
             if st["status"] == "stopped" {
-                assert_eq!(st["exitstatus"], "OK", "destroying VM {vmid}");
-                return;
+                return st;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("destroying VM {vmid} did not finish");
+        panic!("task {upid} ({path}) did not finish");
     }
 
     /// A VM's description (PVE's notes), as the admin view shows it.
@@ -387,12 +425,18 @@ impl Sim {
 
     /// The provider block for this simulator plus a local store for ledgers.
     pub fn provider_block(&self, store: &Path, extra: &str) -> String {
+        self.provider_block_with_token(store, &self.token, extra)
+    }
+
+    /// The provider block, authenticating with `token` (`user@realm!id=secret`).
+    pub fn provider_block_with_token(&self, store: &Path, token: &str, extra: &str) -> String {
         format!(
-            "provider \"golden\" {{\n  local {{\n    store_dir = \"{}\"\n  }}\n  proxmox {{\n    endpoint  = \"{}\"\n    api_token = \"{}\"\n    insecure  = true\n    node      = \"{}\"\n{extra}  }}\n}}\n",
+            "provider \"golden\" {{\n  local {{\n    store_dir = \"{}\"\n  }}\n  proxmox {{\n    endpoint  = \"{}\"\n    api_token = \"{}\"\n    insecure  = true\n    node      = \"{}\"\n    storage   = \"{}\"\n{extra}  }}\n}}\n",
             store.display(),
             self.endpoint,
-            self.token,
-            self.node
+            token,
+            self.node,
+            self.storage
         )
     }
 }

@@ -21,6 +21,8 @@ pub enum GuestError {
     NotRunning,
     /// The agent's own error answer (its `desc`).
     Agent(String),
+    /// The agent took longer than the caller waits (a busy guest).
+    Timeout,
 }
 
 /// What to boot.
@@ -120,6 +122,12 @@ impl QemuGuest {
             Err(e) => {
                 let msg = format!("{e:#}");
                 let prefix = format!("guest agent {execute}: ");
+                // A late answer would be taken for the next command's:
+                // drop the channel, as PVE's QMPClient does per call.
+                if msg.starts_with(&format!("guest agent: no answer to {execute} within")) {
+                    *slot = None;
+                    return Err(GuestError::Timeout);
+                }
                 match msg.strip_prefix(&prefix) {
                     // The agent's own error answer: the channel is fine.
                     Some(desc) => Err(GuestError::Agent(desc.to_owned())),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::access::AccessConfig;
 use super::state::{debian_fs, description_as_read_back, normalize_tags, Cluster, Shared, Vm};
 use super::{vms, ApiError};
 use crate::core::admin::{bad_json, AdminError};
@@ -150,6 +151,18 @@ pub async fn handle(
         ("POST", "/vms") => serde_json::from_slice::<AddVmReq>(body)
             .map_err(bad_json)
             .and_then(|req| add_vm(&mut shared.lock(), req).map_err(AdminError::from)),
+        // Users, groups, custom roles, tokens and ACL entries, replacing
+        // the earlier ones (root@pam and the start-up token stay).
+        ("PUT", "/access") => serde_json::from_slice::<AccessConfig>(body)
+            .map_err(bad_json)
+            .and_then(|cfg| {
+                shared
+                    .lock()
+                    .access
+                    .configure(cfg)
+                    .map(|()| Value::Null)
+                    .map_err(|e| AdminError::new(400, e))
+            }),
         ("POST", "/clone") => match serde_json::from_slice::<CloneReq>(body) {
             Ok(req) => clone(shared, req).await.map_err(AdminError::from),
             Err(e) => Err(bad_json(e)),
@@ -187,11 +200,11 @@ fn add_vm(cl: &mut Cluster, req: AddVmReq) -> Result<Value, ApiError> {
         ));
     }
     let st = cl.opts.storage.clone();
-    let disk = format!(
-        "{}-{}-disk-0",
-        if req.template { "base" } else { "vm" },
-        req.vmid
-    );
+    let format = cl.storage_type(&st).default_format();
+    let mut disk = cl.free_disk_name(&st, req.vmid, format);
+    if req.template {
+        disk = disk.replacen("vm-", "base-", 1);
+    }
     let mut cfg = BTreeMap::new();
     let name = req.name.unwrap_or_else(|| format!("vm-{}", req.vmid));
     cfg.insert("memory".to_owned(), "1024".to_owned());
@@ -213,7 +226,7 @@ fn add_vm(cl: &mut Cluster, req: AddVmReq) -> Result<Value, ApiError> {
     {
         cfg.insert("description".to_owned(), d);
     }
-    let mut vol = cl.new_volume(&st, &disk, Some(req.vmid), 2 << 30, "raw");
+    let mut vol = cl.new_volume(&st, &disk, Some(req.vmid), 2 << 30, format);
     vol.files = debian_fs(&name);
     cfg.insert("name".to_owned(), name);
     cl.add_volume(vol);
@@ -251,6 +264,7 @@ mod tests {
             state_dir: std::env::temp_dir().join("golden-sim-unit"),
             extra_vms: 0,
             stats_lag_ms: 0,
+            extra_storages: Vec::new(),
         });
         let mut cl = Cluster::new(opts);
         cl.sim.faults.arm(rules);

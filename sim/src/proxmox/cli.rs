@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::schema::Schema;
-use super::state::{Backend, Options};
+use super::state::{Backend, Options, StorageSpec};
 use crate::core::spec::SpecChecker;
 use crate::core::util;
 
@@ -21,7 +21,7 @@ pub fn main(args: &[String]) -> Result<()> {
 
 pub const USAGE: &str = "usage: golden-sim proxmox [--listen 127.0.0.1:0] [--schema PATH] \
 [--backend instant|qemu] [--base-image PATH] [--state-dir DIR] [--node pve] \
-[--storage local-lvm] [--token 'root@pam!golden=SECRET'] [--task-ms 200] \
+[--storage local-lvm] [--add-storage ID=TYPE[:CONTENT]]... [--token 'root@pam!golden=SECRET'] [--task-ms 200] \
 [--agent-ready-ms 300] [--extra-vms N] [--stats-lag-ms 3000] [--exit-on-stdin-eof]";
 
 pub struct Cli {
@@ -47,6 +47,7 @@ pub fn parse(args: &[String]) -> Result<Cli> {
     let mut agent_ready_ms = 300;
     let mut extra_vms = 0;
     let mut stats_lag_ms = 3000;
+    let mut extra_storages: Vec<StorageSpec> = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -77,6 +78,7 @@ pub fn parse(args: &[String]) -> Result<Cli> {
             "--state-dir" => state_dir = Some(PathBuf::from(value()?)),
             "--node" => node = value()?,
             "--storage" => storage = value()?,
+            "--add-storage" => extra_storages.push(value()?.parse().map_err(anyhow::Error::msg)?),
             "--token" => token = Some(value()?),
             "--task-ms" => task_ms = value()?.parse().context("--task-ms wants milliseconds")?,
             "--agent-ready-ms" => {
@@ -93,6 +95,7 @@ pub fn parse(args: &[String]) -> Result<Cli> {
             other => bail!("unknown option {other}\n{USAGE}"),
         }
     }
+    check_images_storage(&storage, &extra_storages)?;
     let token = token.unwrap_or_else(|| format!("root@pam!golden={}", util::random_secret()));
     let valid = token
         .split_once('=')
@@ -134,8 +137,29 @@ pub fn parse(args: &[String]) -> Result<Cli> {
             state_dir,
             extra_vms,
             stats_lag_ms,
+            extra_storages,
         },
     })
+}
+
+/// Template 9000's disk lives on `--storage`, which must hold `images`:
+/// `local` (dir, `iso,vztmpl,import,backup`) only when `--add-storage`
+/// redefines it with images.
+fn check_images_storage(storage: &str, extra: &[StorageSpec]) -> Result<()> {
+    let holds_images = match extra.iter().rev().find(|s| s.id == storage) {
+        Some(spec) => spec
+            .content
+            .as_deref()
+            .is_none_or(|c| c.split(',').any(|x| x == "images")),
+        None => storage != "local",
+    };
+    if !holds_images {
+        bail!(
+            "--storage {storage}: that storage holds no VM images (content 'images'); \
+             add it with --add-storage {storage}=TYPE:images,..."
+        );
+    }
+    Ok(())
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -202,4 +226,50 @@ async fn serve(cli: Cli) -> Result<()> {
     eprintln!("golden-sim: stopping");
     super::stop_guests(&started.shared).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn add_storage_defines_storages_by_type() {
+        let cli = parse(&args(&[
+            "--storage",
+            "vmstore",
+            "--add-storage",
+            "vmstore=dir",
+            "--add-storage=ceph=rbd:images",
+            "--state-dir",
+            std::env::temp_dir()
+                .join("golden-sim-cli-unit")
+                .to_str()
+                .unwrap(),
+        ]))
+        .unwrap();
+        let ids: Vec<(&str, &str)> = cli
+            .opts
+            .extra_storages
+            .iter()
+            .map(|s| (s.id.as_str(), s.kind.type_name()))
+            .collect();
+        assert_eq!(ids, [("vmstore", "dir"), ("ceph", "rbd")]);
+        let err = parse(&args(&["--add-storage", "x=nfs"])).err().unwrap();
+        assert!(err.to_string().contains("'nfs' is not simulated"), "{err}");
+        let err = parse(&args(&["--storage", "local"])).err().unwrap();
+        assert!(err.to_string().contains("holds no VM images"), "{err}");
+        let err = parse(&args(&[
+            "--storage",
+            "local",
+            "--add-storage",
+            "local=dir:iso",
+        ]))
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("holds no VM images"), "{err}");
+    }
 }

@@ -9,10 +9,12 @@
 //! log, the fault book and the admin API's common part are the core's
 //! (`crate::core`).
 
+pub mod access;
 pub mod admin;
 mod agent;
 pub mod cli;
 mod guest;
+pub mod plugins;
 pub mod schema;
 mod shell;
 pub mod state;
@@ -77,16 +79,16 @@ impl From<ApiError> for AdminError {
     }
 }
 
-/// The one API token a PVE node is started with.
+/// PVE's API token auth: `Authorization: PVEAPIToken=user@realm!tokenid=secret`
+/// naming a token of an existing user (`access::Access::authenticate`).
 struct TokenAuth {
-    /// `PVEAPIToken=user@realm!tokenid=secret`.
-    header: String,
+    shared: Shared,
 }
 
 impl AuthHook for TokenAuth {
     fn check(&self, req: &HttpRequest) -> Result<(), Box<HttpResponse>> {
         let auth = req.header(hyper::header::AUTHORIZATION);
-        if auth.trim() == self.header {
+        if self.shared.lock().access.authenticate(&auth).is_some() {
             return Ok(());
         }
         // What pveproxy answers: "No ticket" without credentials, and
@@ -98,6 +100,19 @@ impl AuthHook for TokenAuth {
         };
         Err(Box::new(reply(401, Some(why), json!({"data": null}))))
     }
+}
+
+tokio::task_local! {
+    /// The token a request came with, while it is served: the owner a new
+    /// task's UPID names.
+    static CALLER: String;
+}
+
+/// The token of the request being served (the start-up token outside one).
+pub fn caller(cl: &Cluster) -> String {
+    CALLER
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| cl.opts.token_user())
 }
 
 struct Ctx {
@@ -128,15 +143,22 @@ impl Simulator for Ctx {
 
     async fn serve(&self, req: &HttpRequest, api_path: &str) -> (u16, HttpResponse) {
         let content_type = req.header(hyper::header::CONTENT_TYPE);
-        api(
+        let who = self
+            .shared
+            .lock()
+            .access
+            .authenticate(&req.header(hyper::header::AUTHORIZATION))
+            .unwrap_or_default();
+        let call = api(
             self,
+            &who,
             &req.method,
             api_path,
             &req.query,
             &content_type,
             &req.body,
-        )
-        .await
+        );
+        CALLER.scope(who.clone(), call).await
     }
 
     async fn admin(
@@ -160,9 +182,6 @@ pub async fn start(
     schema: Option<Box<dyn SpecChecker>>,
     listen: SocketAddr,
 ) -> Result<Started> {
-    let auth = TokenAuth {
-        header: format!("PVEAPIToken={}", opts.token),
-    };
     // HTTPS with a self-signed certificate made at start, as a fresh PVE node
     // has: clients must be told to accept it (`PROXMOX_VE_INSECURE=true`).
     let (tls, fingerprint) = crate::core::tls::acceptor()?;
@@ -172,7 +191,9 @@ pub async fn start(
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
         schema,
-        auth,
+        auth: TokenAuth {
+            shared: shared.clone(),
+        },
     });
     let endpoint = server::serve(ctx, listen, Some(tls)).await?;
     Ok(Started { endpoint, shared })
@@ -256,6 +277,7 @@ fn parse_params(query: &str, content_type: &str, body: &[u8]) -> Result<Params, 
 
 async fn api(
     ctx: &Ctx,
+    who: &str,
     method: &str,
     path: &str,
     query: &str,
@@ -308,8 +330,14 @@ async fn api(
             return fail(err);
         }
     }
-    match dispatch(ctx, method, &decoded, &params).await {
+    // PVE checks permissions after the parameters, before the handler.
+    let authorized = access::authorize(&ctx.shared.lock(), who, method, &decoded, &params);
+    if let Err(e) = authorized {
+        return fail(e);
+    }
+    match dispatch(ctx, who, method, &decoded, &params).await {
         Ok(data) => {
+            let data = access::filter(&ctx.shared.lock(), who, method, &decoded, data);
             if let Some(schema) = &ctx.schema {
                 let problems = schema.check_response(method, &decoded, 200, &data);
                 if !problems.is_empty() {
@@ -386,7 +414,13 @@ fn not_implemented(method: &str, path: &str) -> ApiError {
     ApiError::new(501, format!("Method '{method} {path}' not implemented"))
 }
 
-async fn dispatch(ctx: &Ctx, method: &str, path: &str, params: &Params) -> Result<Value, ApiError> {
+async fn dispatch(
+    ctx: &Ctx,
+    who: &str,
+    method: &str,
+    path: &str,
+    params: &Params,
+) -> Result<Value, ApiError> {
     let shared = &ctx.shared;
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segs.as_slice()) {
@@ -414,6 +448,7 @@ async fn dispatch(ctx: &Ctx, method: &str, path: &str, params: &Params) -> Resul
         // pve-access-control PVE/API2/Pool.pm index: the pools the caller may
         // see; a cluster without pools answers an empty list.
         ("GET", ["pools"]) => Ok(json!([])),
+        ("GET", ["access", "permissions"]) => access::permissions_json(&shared.lock(), who, params),
         ("GET", ["nodes", node, "status"]) if *node == shared.lock().opts.node => {
             Ok(node_status(&shared.lock()))
         }
@@ -482,17 +517,16 @@ async fn node_dispatch(
         }
         (_, ["qemu", id, "agent", cmd]) => agent::handle(shared, vmid(id)?, cmd, params).await,
         ("GET", ["tasks", upid, what @ ("status" | "log")]) => {
+            // pve-manager API2/Tasks.pm read_task_log / read_task_status:
+            // both refusals are parameter errors (400).
             if tasks::Upid::parse(upid).is_none() {
-                return Err(ApiError::param(
-                    "upid",
-                    format!("unable to parse worker upid '{upid}'"),
-                ));
+                return Err(ApiError::param("upid", "unable to parse worker upid"));
             }
             let cl = shared.lock();
             let task = cl
                 .tasks
                 .get(upid)
-                .ok_or_else(|| ApiError::new(500, format!("no such task '{upid}'")))?;
+                .ok_or_else(|| ApiError::param("upid", "no such task"))?;
             if *what == "status" {
                 Ok(task.status_json())
             } else {
@@ -508,6 +542,13 @@ async fn node_dispatch(
         ("GET", ["storage"]) => Ok(storage::list(&shared.lock(), params)),
         ("GET", ["storage", st, "content"]) => storage::content(&shared.lock(), st, params),
         ("GET", ["storage", st, "status"]) => storage::status(&shared.lock(), st),
+        // pve-storage PVE/API2/Storage/Status.pm mounts Content.pm with
+        // `fragmentDelimiter => ''` (pve-common PVE/RESTHandler.pm
+        // map_path_to_methods joins the rest of the path): a volume id may
+        // hold `/` (`local:9000/base-9000-disk-0.qcow2/201/vm-201-disk-0.qcow2`).
+        ("GET", ["storage", st, "content", volume @ ..]) if !volume.is_empty() => {
+            storage::volume_info(&shared.lock(), st, &volume.join("/"))
+        }
         ("POST", ["storage", st, "download-url"]) => {
             storage::download_url(shared, &mut shared.lock(), st, params)
         }

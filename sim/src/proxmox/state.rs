@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::access::{parse_token, Access, Token};
 use super::admin::PveFault;
+use super::plugins::StorageType;
 use super::schema::{split_tags, valid_tag};
 use super::tasks::Upid;
 use super::ApiError;
@@ -44,6 +46,41 @@ pub struct Options {
     /// broadcasts guest statistics (name, status, template) every ten
     /// seconds, so a new VM is listed without them until then.
     pub stats_lag_ms: u64,
+    /// Storages beyond (or replacing) the defaults, `--add-storage`.
+    pub extra_storages: Vec<StorageSpec>,
+}
+
+/// `--add-storage ID=TYPE[:CONTENT]`: a storage as `storage.cfg` defines it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageSpec {
+    pub id: String,
+    pub kind: StorageType,
+    /// Comma-separated content types; `None`: the plugin's default.
+    pub content: Option<String>,
+}
+
+impl std::str::FromStr for StorageSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<StorageSpec, String> {
+        let (id, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--add-storage {s}: use ID=TYPE[:CONTENT]"))?;
+        let (kind, content) = match rest.split_once(':') {
+            Some((k, c)) => (k, Some(c.to_owned())),
+            None => (rest, None),
+        };
+        if id.is_empty() {
+            return Err(format!("--add-storage {s}: the storage ID is empty"));
+        }
+        Ok(StorageSpec {
+            id: id.to_owned(),
+            kind: kind
+                .parse()
+                .map_err(|e| format!("--add-storage {s}: {e}"))?,
+            content,
+        })
+    }
 }
 
 impl Options {
@@ -70,15 +107,18 @@ pub type GuestFs = BTreeMap<String, Vec<u8>>;
 
 pub struct Volume {
     pub storage: String,
-    /// After `storage:`; `base-9000-disk-0/vm-101-disk-0` for a linked clone.
+    /// After `storage:`, as the storage's plugin names it (`plugins.rs`):
+    /// `base-9000-disk-0/vm-101-disk-0` for a linked clone on ZFS or RBD,
+    /// a plain `vm-101-disk-0` for one on LVM-thin.
     pub name: String,
     pub vmid: Option<u32>,
     pub size: u64,
     pub format: String,
     /// `images` or `import` (PVE's content type).
     pub content: String,
-    /// The base volume (name) a linked clone sits on.
-    pub parent: Option<String>,
+    /// The simulator's own record of the base volume (volid) a linked clone
+    /// was made from, whether or not the storage shows it (LVM-thin does not).
+    pub origin: Option<String>,
     pub files: GuestFs,
     pub ctime: u64,
     /// QEMU backend: the qcow2 file and the file it is an overlay on.
@@ -94,9 +134,16 @@ impl Volume {
 
 pub struct StorageDef {
     pub id: String,
-    pub plugin: &'static str,
-    pub content: &'static str,
+    pub kind: StorageType,
+    /// Comma-separated content types.
+    pub content: String,
     pub total: u64,
+}
+
+impl StorageDef {
+    pub fn holds(&self, content: &str) -> bool {
+        self.content.split(',').any(|c| c == content)
+    }
 }
 
 pub enum Power {
@@ -343,6 +390,8 @@ pub fn print_drive(v: &str) -> String {
 
 pub struct Cluster {
     pub opts: Arc<Options>,
+    /// Users, tokens, roles and ACLs: who may do what.
+    pub access: Access,
     pub pstart: u32,
     pub booted: Instant,
     pub storages: Vec<StorageDef>,
@@ -378,21 +427,16 @@ const GIB: u64 = 1024 * 1024 * 1024;
 
 impl Cluster {
     pub fn new(opts: Arc<Options>) -> Cluster {
-        let storages = vec![
-            StorageDef {
-                id: opts.storage.clone(),
-                plugin: "lvmthin",
-                content: "images,rootdir",
-                total: 512 * GIB,
-            },
-            StorageDef {
-                id: "local".into(),
-                plugin: "dir",
-                content: "iso,vztmpl,import,backup",
-                total: 100 * GIB,
-            },
-        ];
+        let storages = storages(&opts);
+        // The start-up token is not privilege-separated: `root@pam!golden`
+        // may do what root may, as a fresh cluster's admin token.
+        let start_token = parse_token(&opts.token, false).unwrap_or(Token {
+            id: opts.token_user(),
+            secret: String::new(),
+            privsep: false,
+        });
         let mut cl = Cluster {
+            access: Access::new(start_token),
             pstart: (unix_now() % 0x00FF_FFFF) as u32,
             opts,
             booted: Instant::now(),
@@ -415,6 +459,12 @@ impl Cluster {
     /// Template 9000 `debian-12-base`, the source golden clones.
     fn seed_source_template(&mut self) {
         let st = self.opts.storage.clone();
+        let kind = self.storage_type(&st);
+        let format = kind.default_format();
+        let disk_name = kind
+            .disk_volname(9000, 0, format)
+            .replacen("vm-", "base-", 1);
+        let ci_name = kind.cloudinit_volname(9000, format);
         let cfg: BTreeMap<String, String> = [
             ("name", "debian-12-base".to_owned()),
             ("template", "1".into()),
@@ -423,8 +473,8 @@ impl Cluster {
             ("cores", "2".into()),
             ("net0", "virtio=BC:24:11:00:90:00,bridge=vmbr0".into()),
             ("scsihw", "virtio-scsi-single".into()),
-            ("scsi0", format!("{st}:base-9000-disk-0,size=2G")),
-            ("ide2", format!("{st}:vm-9000-cloudinit,media=cdrom")),
+            ("scsi0", format!("{st}:{disk_name},size=2G")),
+            ("ide2", format!("{st}:{ci_name},media=cdrom")),
             ("serial0", "socket".into()),
             ("vga", "serial0".into()),
             ("boot", "order=scsi0".into()),
@@ -433,11 +483,11 @@ impl Cluster {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let mut disk = self.new_volume(&st, "base-9000-disk-0", Some(9000), 2 * GIB, "raw");
+        let mut disk = self.new_volume(&st, &disk_name, Some(9000), 2 * GIB, format);
         disk.files = debian_fs("debian-12-base");
         disk.path = self.opts.base_image.clone();
         self.add_volume(disk);
-        let ci = self.new_volume(&st, "vm-9000-cloudinit", Some(9000), 4 * 1024 * 1024, "raw");
+        let ci = self.new_volume(&st, &ci_name, Some(9000), 4 * 1024 * 1024, format);
         self.add_volume(ci);
         let lag = self.opts.stats_lag();
         self.vms.insert(9000, Vm::new(9000, cfg).known_long(lag));
@@ -447,7 +497,12 @@ impl Cluster {
     fn seed_extra_vm(&mut self, vmid: u32, i: u32) {
         let st = self.opts.storage.clone();
         let template = i % 10 == 9;
-        let disk = format!("{}-{vmid}-disk-0", if template { "base" } else { "vm" });
+        let kind = self.storage_type(&st);
+        let format = kind.default_format();
+        let mut disk = kind.disk_volname(vmid, 0, format);
+        if template {
+            disk = disk.replacen("vm-", "base-", 1);
+        }
         let mut cfg: BTreeMap<String, String> = BTreeMap::new();
         cfg.insert("name".into(), format!("vm-{vmid}"));
         cfg.insert("memory".into(), "2048".into());
@@ -466,7 +521,7 @@ impl Cluster {
             2 => cfg.insert("tags".into(), "db;staging".into()),
             _ => None,
         };
-        let mut vol = self.new_volume(&st, &disk, Some(vmid), 8 * GIB, "raw");
+        let mut vol = self.new_volume(&st, &disk, Some(vmid), 8 * GIB, format);
         vol.files = debian_fs(&format!("vm-{vmid}"));
         self.add_volume(vol);
         let lag = self.opts.stats_lag();
@@ -488,7 +543,7 @@ impl Cluster {
             size,
             format: format.to_owned(),
             content: "images".into(),
-            parent: None,
+            origin: None,
             files: GuestFs::new(),
             ctime: unix_now(),
             path: None,
@@ -505,6 +560,14 @@ impl Cluster {
             .iter()
             .find(|s| s.id == id)
             .ok_or_else(|| ApiError::new(500, format!("storage '{id}' does not exist")))
+    }
+
+    /// The plugin behind a storage; volumes only live on defined storages,
+    /// so an unknown id (never reached) reads as the default LVM-thin.
+    pub fn storage_type(&self, id: &str) -> StorageType {
+        self.storage(id)
+            .map(|s| s.kind)
+            .unwrap_or(StorageType::LvmThin)
     }
 
     /// A fresh MAC in Proxmox's `BC:24:11` range.
@@ -538,44 +601,61 @@ impl Cluster {
         )
     }
 
-    /// The first free `vm-<vmid>-disk-N` name on a storage.
-    pub fn free_disk_name(&self, storage: &str, vmid: u32, prefix: Option<&str>) -> String {
-        (0..)
-            .find(|n| {
-                !self.volumes.values().any(|v| {
-                    v.storage == storage
-                        && v.vmid == Some(vmid)
-                        && (v.name.ends_with(&format!("vm-{vmid}-disk-{n}"))
-                            || v.name.ends_with(&format!("base-{vmid}-disk-{n}")))
-                })
-            })
-            .map(|n: u32| match prefix {
-                Some(p) => format!("{p}/vm-{vmid}-disk-{n}"),
-                None => format!("vm-{vmid}-disk-{n}"),
-            })
-            .unwrap_or_default()
-    }
-
-    /// VMs whose disks are linked clones of a base volume of `vmid`.
-    pub fn linked_clones_of(&self, vmid: u32) -> Vec<u32> {
-        let bases: Vec<String> = self
+    /// The first free disk number of `vmid` on a storage, as
+    /// get_next_vm_diskname (pve-storage Plugin.pm) finds it from the
+    /// storage's listing of the VM's volumes.
+    pub fn free_disk_number(&self, storage: &str, vmid: u32) -> u32 {
+        let kind = self.storage_type(storage);
+        let taken: Vec<u32> = self
             .volumes
             .values()
-            .filter(|v| {
-                v.vmid == Some(vmid) && v.name.starts_with("base-") && !v.name.contains('/')
-            })
-            .map(|v| v.name.clone())
+            .filter(|v| v.storage == storage && v.vmid == Some(vmid))
+            .filter_map(|v| kind.disk_number(&v.name, vmid))
             .collect();
+        (0..).find(|n| !taken.contains(n)).unwrap_or_default()
+    }
+
+    /// A new disk's volume name for `vmid` on `storage`.
+    pub fn free_disk_name(&self, storage: &str, vmid: u32, format: &str) -> String {
+        let n = self.free_disk_number(storage, vmid);
+        self.storage_type(storage).disk_volname(vmid, n, format)
+    }
+
+    /// VMs with a disk made as a linked clone of a base volume of `vmid`: the
+    /// simulator's own record (`/_sim/vms`), which PVE may not have (LVM-thin).
+    pub fn linked_clones_of(&self, vmid: u32) -> Vec<u32> {
+        let is_base_of_vmid = |origin: &str| {
+            self.volumes
+                .get(origin)
+                .is_some_and(|base| base.vmid == Some(vmid))
+        };
         let mut out: Vec<u32> = self
             .volumes
             .values()
-            .filter(|v| v.parent.as_ref().is_some_and(|p| bases.contains(p)))
+            .filter(|v| v.origin.as_deref().is_some_and(is_base_of_vmid))
             .filter_map(|v| v.vmid)
             .filter(|id| *id != vmid)
             .collect();
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// pve-storage `PVE/Storage.pm` volume_is_base_and_used: a base volume is
+    /// in use when a volume in its storage's listing names it as its base
+    /// (parse_volname's basename and basevmid). Never on LVM-thin, whose
+    /// volume names do not carry the base (see the note there).
+    pub fn volume_is_base_and_used(&self, volid: &str) -> bool {
+        let Some(base) = self.volumes.get(volid) else {
+            return false;
+        };
+        let kind = self.storage_type(&base.storage);
+        kind.is_base(&base.name)
+            && self
+                .volumes
+                .values()
+                .filter(|v| v.storage == base.storage)
+                .any(|v| kind.is_linked_clone_of(&v.name, &base.name))
     }
 
     /// Removes a VM and every volume it owns (files too, unless another
@@ -633,6 +713,43 @@ impl Cluster {
     }
 }
 
+/// The node's storages: PVE's installer makes `local` (dir, content
+/// `iso,vztmpl,backup`, here with `import` for download-url) and `local-lvm`
+/// (lvmthin, `images,rootdir`); `--storage` names the images storage (lvmthin unless
+/// `--add-storage` says otherwise) and `--add-storage` adds or replaces one.
+fn storages(opts: &Options) -> Vec<StorageDef> {
+    let mut out = vec![
+        StorageDef {
+            id: opts.storage.clone(),
+            kind: StorageType::LvmThin,
+            content: StorageType::LvmThin.default_content().into(),
+            total: 512 * GIB,
+        },
+        StorageDef {
+            id: "local".into(),
+            kind: StorageType::Dir,
+            content: "iso,vztmpl,import,backup".into(),
+            total: 100 * GIB,
+        },
+    ];
+    for spec in &opts.extra_storages {
+        let def = StorageDef {
+            id: spec.id.clone(),
+            kind: spec.kind,
+            content: spec
+                .content
+                .clone()
+                .unwrap_or_else(|| spec.kind.default_content().into()),
+            total: 512 * GIB,
+        };
+        match out.iter_mut().find(|s| s.id == spec.id) {
+            Some(old) => *old = def,
+            None => out.push(def),
+        }
+    }
+    out
+}
+
 /// The files of a freshly installed Debian 12 cloud image, enough for the
 /// fake shell's `cat`/`test`/`grep`.
 pub fn debian_fs(hostname: &str) -> GuestFs {
@@ -662,6 +779,10 @@ mod tests {
             state_dir: std::env::temp_dir().join("golden-sim-unit"),
             extra_vms: 20,
             stats_lag_ms: 0,
+            extra_storages: vec![
+                "vmstore=dir".parse().unwrap(),
+                "tank=zfspool".parse().unwrap(),
+            ],
         })
     }
 
@@ -743,22 +864,68 @@ mod tests {
     #[test]
     fn linked_clones_are_found_by_their_base() {
         let mut cl = Cluster::new(opts());
-        let mut v = cl.new_volume(
-            "local-lvm",
-            "base-9000-disk-0/vm-101-disk-0",
-            Some(101),
-            GIB,
-            "raw",
-        );
-        v.parent = Some("base-9000-disk-0".into());
+        let mut v = cl.new_volume("local-lvm", "vm-101-disk-0", Some(101), GIB, "raw");
+        v.origin = Some("local-lvm:base-9000-disk-0".into());
         cl.add_volume(v);
         assert_eq!(cl.linked_clones_of(9000), vec![101]);
+        assert!(
+            !cl.volume_is_base_and_used("local-lvm:base-9000-disk-0"),
+            "LVM-thin names no base: PVE sees no user"
+        );
         assert_eq!(
-            cl.free_disk_name("local-lvm", 101, None),
+            cl.free_disk_name("local-lvm", 101, "raw"),
             "vm-101-disk-1",
             "disk-0 is taken by the linked clone's volume"
         );
         cl.remove_vm(101);
         assert!(cl.linked_clones_of(9000).is_empty());
+    }
+
+    #[test]
+    fn a_base_named_by_a_clone_is_in_use_on_dir_and_zfs() {
+        let mut cl = Cluster::new(opts());
+        for (st, base, clone, format) in [
+            (
+                "vmstore",
+                "9000/base-9000-disk-0.qcow2",
+                "9000/base-9000-disk-0.qcow2/201/vm-201-disk-0.qcow2",
+                "qcow2",
+            ),
+            (
+                "tank",
+                "base-9000-disk-0",
+                "base-9000-disk-0/vm-201-disk-0",
+                "raw",
+            ),
+        ] {
+            cl.add_volume(cl.new_volume(st, base, Some(9000), GIB, format));
+            let volid = format!("{st}:{base}");
+            assert!(!cl.volume_is_base_and_used(&volid));
+            cl.add_volume(cl.new_volume(st, clone, Some(201), GIB, format));
+            assert!(cl.volume_is_base_and_used(&volid), "{volid}");
+        }
+    }
+
+    #[test]
+    fn storages_are_the_defaults_plus_the_added_ones() {
+        let cl = Cluster::new(opts());
+        let kinds: Vec<(&str, &str, &str)> = cl
+            .storages
+            .iter()
+            .map(|s| (s.id.as_str(), s.kind.type_name(), s.content.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("local-lvm", "lvmthin", "images,rootdir"),
+                ("local", "dir", "iso,vztmpl,import,backup"),
+                ("vmstore", "dir", "images,rootdir"),
+                ("tank", "zfspool", "images,rootdir"),
+            ]
+        );
+        let spec: StorageSpec = "local=dir:images,iso,import".parse().unwrap();
+        assert_eq!(spec.content.as_deref(), Some("images,iso,import"));
+        assert!("ceph=cephfs".parse::<StorageSpec>().is_err());
+        assert!("ceph".parse::<StorageSpec>().is_err());
     }
 }

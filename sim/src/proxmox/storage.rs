@@ -6,8 +6,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
 
+use super::plugins::StorageType;
 use super::schema::{parse_bool, Params};
-use super::state::{debian_fs, Cluster, Shared, StorageDef};
+use super::state::{debian_fs, Cluster, Shared, StorageDef, Volume};
 use super::tasks::{self, TaskSpec};
 use super::vms::used_bytes;
 use super::ApiError;
@@ -16,19 +17,30 @@ fn first<'a>(p: &'a Params, k: &str) -> Option<&'a str> {
     p.get(k).and_then(|v| v.first()).map(String::as_str)
 }
 
+/// `GET /nodes/{node}/storage` (pve-storage `PVE/API2/Storage/Status.pm`
+/// index over `PVE::Storage::storage_info`): each storage's `type`, `content`,
+/// `shared` (set for the types in Plugin.pm's `@SHARED_STORAGE`), usage; with
+/// `content=` those holding any of the listed types; with `format=1` the
+/// `formats` the plugin offers (get_formats). storage_info also adds the
+/// deprecated `format` pair, which the schema does not declare: left out.
 pub fn list(cl: &Cluster, params: &Params) -> Value {
     let want = first(params, "content");
+    let with_formats = first(params, "format")
+        .and_then(parse_bool)
+        .unwrap_or(false);
     Value::Array(
         cl.storages
             .iter()
-            .filter(|s| {
-                want.is_none_or(|w| w.split(',').all(|c| s.content.split(',').any(|x| x == c)))
-            })
+            .filter(|s| want.is_none_or(|w| w.split(',').any(|c| s.holds(c))))
             .filter(|s| first(params, "storage").is_none_or(|id| id == s.id))
             .map(|s| {
                 let mut m = usage(cl, s);
                 m["storage"] = json!(s.id);
                 m["used_fraction"] = json!(used_bytes(cl, &s.id) as f64 / s.total as f64);
+                if with_formats {
+                    let (supported, default) = s.kind.formats();
+                    m["formats"] = json!({"supported": supported, "default": default});
+                }
                 m
             })
             .collect(),
@@ -39,8 +51,8 @@ pub fn list(cl: &Cluster, params: &Params) -> Value {
 fn usage(cl: &Cluster, s: &StorageDef) -> Value {
     let used = used_bytes(cl, &s.id);
     json!({
-        "type": s.plugin, "content": s.content,
-        "active": 1, "enabled": 1, "shared": 0,
+        "type": s.kind.type_name(), "content": s.content,
+        "active": 1, "enabled": 1, "shared": i32::from(s.kind.shared()),
         "total": s.total, "used": used, "avail": s.total.saturating_sub(used),
     })
 }
@@ -58,10 +70,12 @@ pub fn status(cl: &Cluster, storage: &str) -> Result<Value, ApiError> {
     Ok(usage(cl, s))
 }
 
-/// The volumes of one storage. PVE also reports `content`, but the schema
-/// does not declare it, so neither do we (filter with `?content=` instead).
+/// The volumes of one storage, as the storage's `list_images` reports them
+/// (see `plugins.rs`): `parent` for a linked clone on dir, ZFS and RBD, none
+/// on LVM-thin. PVE also reports `content` (and ZFS/RBD `name`), which the
+/// schema does not declare, so neither do we (filter with `?content=`).
 pub fn content(cl: &Cluster, storage: &str, params: &Params) -> Result<Value, ApiError> {
-    cl.storage(storage)?;
+    let kind = cl.storage(storage)?.kind;
     let want = first(params, "content");
     let vmid: Option<u32> = first(params, "vmid").and_then(|v| v.parse().ok());
     Ok(Value::Array(
@@ -75,13 +89,85 @@ pub fn content(cl: &Cluster, storage: &str, params: &Params) -> Result<Value, Ap
                 if let Some(id) = v.vmid {
                     m["vmid"] = json!(id);
                 }
-                if let Some(p) = &v.parent {
-                    m["parent"] = json!(p);
+                if v.content == "images" {
+                    if let Some(p) = kind.listed_parent(&v.name) {
+                        m["parent"] = json!(p);
+                    }
+                    // Plugin.pm list_images reports qemu-img's disk usage.
+                    if kind == StorageType::Dir {
+                        m["used"] = json!(volume_used(cl, v));
+                    }
                 }
                 m
             })
             .collect(),
     ))
+}
+
+/// `GET /nodes/{node}/storage/{storage}/content/{volume}` (pve-storage
+/// `PVE/API2/Storage/Content.pm` info): `path`, `size`, `used`, `format`, and
+/// `notes`/`protected` when the plugin has them (not for VM images). The
+/// volume may be a full volume id (its storage must match, else a parameter
+/// error "storage ID mismatch") or a name on `{storage}` (real_volume_id).
+pub fn volume_info(cl: &Cluster, storage: &str, volume: &str) -> Result<Value, ApiError> {
+    let volid = match volume.split_once(':') {
+        Some((sid, _)) if sid != storage => {
+            return Err(ApiError::param(
+                "volume",
+                format!("storage ID mismatch ({sid} != {storage})"),
+            ))
+        }
+        Some(_) => volume.to_owned(),
+        None => format!("{storage}:{volume}"),
+    };
+    let kind = cl.storage(storage)?.kind;
+    let vol = cl
+        .volumes
+        .get(&volid)
+        .ok_or_else(|| no_such_volume(&volid))?;
+    let path = match vol.content.as_str() {
+        "images" => kind.path(storage, &vol.name),
+        _ => match &vol.path {
+            Some(p) => p.display().to_string(),
+            None => format!("/var/lib/vz/template/{}", vol.name),
+        },
+    };
+    Ok(json!({
+        "path": path,
+        "size": vol.size,
+        "used": volume_used(cl, vol),
+        "format": vol.format,
+    }))
+}
+
+/// A volume that does not exist: Plugin.pm file_size_info only warns
+/// "failed to stat" and returns nothing, so Content.pm info dies with
+/// "volume_size_info on '<volid>' failed - no format" (the simulator answers
+/// that for every type).
+fn no_such_volume(volid: &str) -> ApiError {
+    ApiError::new(
+        500,
+        format!("volume_size_info on '{volid}' failed - no format"),
+    )
+}
+
+/// A volume's `used` bytes, by type: LVMPlugin.pm volume_size_info answers 0
+/// for raw LVs (LVM-thin included); file and ZFS/RBD plugins measure it, here
+/// the real file when the QEMU backend has one, else the accounted size, and
+/// nothing for a linked clone that has not written yet.
+fn volume_used(cl: &Cluster, vol: &Volume) -> u64 {
+    let kind = cl.storage_type(&vol.storage);
+    if kind == StorageType::LvmThin && vol.content == "images" {
+        return 0;
+    }
+    if let Some(len) = vol.path.as_ref().and_then(|p| std::fs::metadata(p).ok()) {
+        return len.len();
+    }
+    if vol.origin.is_some() {
+        0
+    } else {
+        vol.size
+    }
 }
 
 /// PVE's import content that can be uploaded or downloaded: disk images and
@@ -99,15 +185,14 @@ fn import_format(filename: &str) -> Option<&'static str> {
     }
 }
 
-/// Where a file-based storage keeps its files, as PVE mounts them: `local`
-/// is `/var/lib/vz`, others `/mnt/pve/<id>`. Block storages have no path.
+/// Where a file-based storage keeps its files (the simulator's directory
+/// storages, as `plugins.rs` places them: `local` at `/var/lib/vz`, others
+/// at `/mnt/<id>`). Block storages (LVM-thin, ZFS, RBD) have no path.
 fn storage_path(s: &StorageDef) -> Option<String> {
-    match s.plugin {
-        "dir" if s.id == "local" => Some("/var/lib/vz".to_owned()),
-        "dir" | "nfs" | "cifs" | "cephfs" | "glusterfs" | "btrfs" => {
-            Some(format!("/mnt/pve/{}", s.id))
-        }
-        _ => None,
+    match s.kind {
+        StorageType::Dir if s.id == "local" => Some("/var/lib/vz".to_owned()),
+        StorageType::Dir => Some(format!("/mnt/{}", s.id)),
+        StorageType::LvmThin | StorageType::ZfsPool | StorageType::Rbd => None,
     }
 }
 
@@ -187,12 +272,12 @@ pub fn download_url(
             500,
             format!(
                 "can't upload to storage type '{}', not a file based storage!",
-                st.plugin
+                st.kind.type_name()
             ),
         ));
     };
     let content = first(params, "content").unwrap_or("").to_owned();
-    if !st.content.split(',').any(|c| c == content) {
+    if !st.holds(&content) {
         return Err(ApiError::new(
             500,
             format!("storage '{storage}' is not configured for content-type '{content}'"),
@@ -425,21 +510,22 @@ mod tests {
 
     #[test]
     fn only_file_based_storages_take_downloads() {
-        let def = |id: &str, plugin: &'static str| StorageDef {
+        let def = |id: &str, kind: StorageType| StorageDef {
             id: id.into(),
-            plugin,
-            content: "import",
+            kind,
+            content: "import".into(),
             total: 1,
         };
         assert_eq!(
-            storage_path(&def("local", "dir")).as_deref(),
+            storage_path(&def("local", StorageType::Dir)).as_deref(),
             Some("/var/lib/vz")
         );
         assert_eq!(
-            storage_path(&def("nas", "nfs")).as_deref(),
-            Some("/mnt/pve/nas")
+            storage_path(&def("vmstore", StorageType::Dir)).as_deref(),
+            Some("/mnt/vmstore")
         );
-        assert_eq!(storage_path(&def("local-lvm", "lvmthin")), None);
+        assert_eq!(storage_path(&def("local-lvm", StorageType::LvmThin)), None);
+        assert_eq!(storage_path(&def("tank", StorageType::ZfsPool)), None);
     }
 
     #[test]

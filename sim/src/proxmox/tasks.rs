@@ -115,6 +115,12 @@ impl TaskView for Task {
             "user": u.user,
             "status": if self.exitstatus().is_some() { "stopped" } else { "running" },
         });
+        // pve-manager API2/Tasks.pm convert_token_task: a token's task shows
+        // its user in `user` and the token's name in `tokenid`.
+        if let Some((user, token)) = u.user.split_once('!') {
+            v["user"] = json!(user);
+            v["tokenid"] = json!(token);
+        }
         if let Some(e) = self.exitstatus() {
             v["exitstatus"] = json!(e);
         }
@@ -171,7 +177,7 @@ where
         starttime: unix_now() as u32,
         kind: kind.to_owned(),
         id: id.to_owned(),
-        user: cl.opts.token_user(),
+        user: super::caller(cl),
     };
     let text = upid.format();
     // A `task` fault whose message is `WARNINGS: <n>` is a task that did its

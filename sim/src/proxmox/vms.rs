@@ -275,7 +275,7 @@ pub fn resources(cl: &mut Cluster, kind: Option<&str>) -> Value {
         for s in &cl.storages {
             out.push(json!({
                 "id": format!("storage/{node}/{}", s.id), "type": "storage", "storage": s.id,
-                "node": node, "status": "available", "content": s.content, "plugintype": s.plugin,
+                "node": node, "status": "available", "content": s.content, "plugintype": s.kind.type_name(),
                 "maxdisk": s.total, "disk": used_bytes(cl, &s.id),
             }));
         }
@@ -384,9 +384,10 @@ fn allocate_drive(
     let storage = storage.to_owned();
     let new_size: Option<u64> = what.parse::<f64>().ok().map(|g| (g * GIB as f64) as u64);
     if what == "cloudinit" {
-        cl.storage(&storage)?;
-        let name = format!("vm-{vmid}-cloudinit");
-        let vol = cl.new_volume(&storage, &name, Some(vmid), 4 * 1024 * 1024, "raw");
+        let kind = cl.storage(&storage)?.kind;
+        let format = kind.default_format();
+        let name = kind.cloudinit_volname(vmid, format);
+        let vol = cl.new_volume(&storage, &name, Some(vmid), 4 * 1024 * 1024, format);
         cl.add_volume(vol);
         return Ok(format!("{storage}:{name},media=cdrom"));
     }
@@ -401,15 +402,18 @@ fn allocate_drive(
         return Ok(value.to_owned());
     };
     let st = cl.storage(&storage)?;
-    if !st.content.contains("images") {
+    if !st.holds("images") {
         return Err(ApiError::new(
             500,
             format!("storage '{storage}' does not support vm images"),
         ));
     }
-    let name = cl.free_disk_name(&storage, vmid, None);
+    // qemu-server create_disks: the storage's default format
+    // (PVE::Storage::storage_default_format).
+    let format = st.kind.default_format();
+    let name = cl.free_disk_name(&storage, vmid, format);
     let volid = format!("{storage}:{name}");
-    let mut vol = cl.new_volume(&storage, &name, Some(vmid), size, "raw");
+    let mut vol = cl.new_volume(&storage, &name, Some(vmid), size, format);
     let qemu = cl.opts.backend == Backend::Qemu;
     let path = volume_path(cl, &volid);
     let mut backing = None;
@@ -619,7 +623,7 @@ pub fn config_set(
             if let Some(old) = config.remove(key) {
                 // A deleted cloud-init drive goes; other disks become unused.
                 if let Some(volid) = drive_volid(&old).map(str::to_owned) {
-                    if volid.ends_with("-cloudinit") {
+                    if is_cloudinit(&volid) {
                         cl.remove_volume(&volid);
                     } else if is_drive_key(key) && cl.volumes.contains_key(&volid) {
                         let n = (0..)
@@ -756,28 +760,12 @@ pub fn prepare_clone(
             continue;
         };
         let target_storage = storage.clone().unwrap_or_else(|| source.storage.clone());
-        let (name, parent) = if volid.ends_with("-cloudinit") {
-            (format!("vm-{newid}-cloudinit"), None)
-        } else if full {
-            (cl.free_disk_name(&target_storage, newid, None), None)
-        } else {
-            let base = source.name.clone();
-            (
-                cl.free_disk_name(&target_storage, newid, Some(&base)),
-                Some(base),
-            )
-        };
+        let (name, format, origin) = clone_volname(cl, source, &target_storage, newid, full)?;
         // Two disks of one VM must not get the same name: reserve as we go.
-        let mut vol = cl.new_volume(
-            &target_storage,
-            &name,
-            Some(newid),
-            source.size,
-            &source.format,
-        );
+        let mut vol = cl.new_volume(&target_storage, &name, Some(newid), source.size, &format);
         vol.files = source.files.clone();
-        vol.parent = parent;
-        if qemu && !volid.ends_with("-cloudinit") {
+        vol.origin = origin;
+        if qemu && !is_cloudinit(&volid) {
             let path = volume_path(cl, &vol.volid());
             vol.path = Some(path.clone());
             vol.backing = source.path.clone();
@@ -808,6 +796,54 @@ pub fn prepare_clone(
     config.insert("lock".into(), "clone".into());
     cl.vms.insert(newid, Vm::new(newid, config));
     Ok(CloneJob { newid, files })
+}
+
+/// A cloud-init drive's volume (`vm-<vmid>-cloudinit[.<fmt>]`).
+fn is_cloudinit(volid: &str) -> bool {
+    volid
+        .rsplit('/')
+        .next()
+        .is_some_and(|f| f.split('.').next().unwrap_or(f).ends_with("-cloudinit"))
+}
+
+/// The new volume's name, format and origin for one disk of a clone
+/// (qemu-server `PVE/QemuServer.pm` clone_disk): the cloud-init drive is made
+/// anew; a full clone gets a fresh disk in the target's default format (the
+/// source's, when the target offers it); a linked clone is the source
+/// storage's `clone_image` (see `plugins.rs`), which needs a base volume.
+fn clone_volname(
+    cl: &Cluster,
+    source: &super::state::Volume,
+    target: &str,
+    newid: u32,
+    full: bool,
+) -> Result<(String, String, Option<String>), ApiError> {
+    let kind = cl.storage(target)?.kind;
+    let (valid, default) = kind.formats();
+    let format = if valid.contains(&source.format.as_str()) {
+        source.format.clone()
+    } else {
+        default.to_owned()
+    };
+    if is_cloudinit(&source.volid()) {
+        return Ok((kind.cloudinit_volname(newid, &format), format, None));
+    }
+    if full {
+        return Ok((cl.free_disk_name(target, newid, &format), format, None));
+    }
+    if !kind.is_base(&source.name) {
+        // LvmThinPlugin.pm / Plugin.pm / ZFSPoolPlugin.pm clone_image.
+        return Err(ApiError::new(500, "clone_image only works on base images"));
+    }
+    let n = cl.free_disk_number(target, newid);
+    let name = kind.linked_clone_volname(&source.name, newid, n);
+    // Plugin.pm clone_image makes a qcow2 overlay whatever the base's format.
+    let format = if kind == super::plugins::StorageType::Dir {
+        "qcow2".to_owned()
+    } else {
+        format
+    };
+    Ok((name, format, Some(source.volid())))
 }
 
 pub fn finish_clone(cl: &mut Cluster, newid: u32) {
@@ -889,7 +925,7 @@ pub fn template(shared: &Shared, cl: &mut Cluster, vmid: u32) -> Result<Value, A
         let disks = vm.disk_volids();
         let mut renames = Vec::new();
         for (key, volid) in disks {
-            if volid.ends_with("-cloudinit") {
+            if is_cloudinit(&volid) {
                 continue;
             }
             let Some(mut vol) = cl.volumes.remove(&volid) else {
@@ -1312,8 +1348,11 @@ pub fn delete(
     Ok(json!(upid))
 }
 
-/// The destroy task's work: a locked VM stays; a template whose base volume still backs linked
-/// clones stays, and the task fails as PVE's does.
+/// The destroy task's work (qemu-server `PVE/QemuServer.pm` destroy_vm): a
+/// locked VM stays (the task fails); a template first checks each non-cdrom
+/// drive with PVE::Storage::volume_is_base_and_used and dies "base volume
+/// '<volid>' is still in use by linked cloned" (true on dir, ZFS and RBD;
+/// never on LVM-thin, where the base goes and its thin clones live on).
 fn destroy(cl: &mut Cluster, vmid: u32) -> Result<(), String> {
     // PVE::QemuServer::destroy_vm checks the lock in the worker.
     locked_in_task(cl, vmid)?;
@@ -1321,19 +1360,18 @@ fn destroy(cl: &mut Cluster, vmid: u32) -> Result<(), String> {
     if vm.running() {
         return Err(format!("VM {vmid} is running - destroy failed"));
     }
-    let clones = cl.linked_clones_of(vmid);
-    if !clones.is_empty() {
-        let base = vm
-            .disk_volids()
-            .into_iter()
-            .map(|(_, id)| id)
-            .find(|id| id.contains(":base-") && !id.contains('/'))
-            .unwrap_or_default();
-        let ids: Vec<String> = clones.iter().map(u32::to_string).collect();
-        return Err(format!(
-            "base volume '{base}' is still in use by linked cloned VM {}",
-            ids.join(", ")
-        ));
+    if vm.is_template() {
+        let drives: Vec<String> = vm
+            .config
+            .iter()
+            .filter(|(k, v)| is_drive_key(k) && !v.contains("media=cdrom"))
+            .filter_map(|(_, v)| drive_volid(v).map(str::to_owned))
+            .collect();
+        if let Some(used) = drives.iter().find(|id| cl.volume_is_base_and_used(id)) {
+            return Err(format!(
+                "base volume '{used}' is still in use by linked cloned"
+            ));
+        }
     }
     cl.remove_vm(vmid);
     Ok(())
@@ -1347,13 +1385,22 @@ mod tests {
     use super::*;
 
     fn cluster() -> Cluster {
-        cluster_with_lag(0)
+        cluster_on("local-lvm", &[])
     }
 
     fn cluster_with_lag(stats_lag_ms: u64) -> Cluster {
+        cluster_built("local-lvm", &[], stats_lag_ms)
+    }
+
+    /// Template 9000 on `storage`, with `extra` storages (`ID=TYPE`).
+    fn cluster_on(storage: &str, extra: &[&str]) -> Cluster {
+        cluster_built(storage, extra, 0)
+    }
+
+    fn cluster_built(storage: &str, extra: &[&str], stats_lag_ms: u64) -> Cluster {
         Cluster::new(Arc::new(Options {
             node: "pve".into(),
-            storage: "local-lvm".into(),
+            storage: storage.into(),
             token: "root@pam!golden=s".into(),
             task_ms: 0,
             agent_ready_ms: 0,
@@ -1362,21 +1409,33 @@ mod tests {
             state_dir: std::env::temp_dir().join("golden-sim-unit"),
             extra_vms: 0,
             stats_lag_ms,
+            extra_storages: extra.iter().map(|s| s.parse().unwrap()).collect(),
         }))
     }
 
-    fn convert_to_template(cl: &mut Cluster, vmid: u32) {
+    /// A full clone of 9000 as `vmid`, made a template as qemu-server's
+    /// template call does (the worker's work, run inline).
+    fn golden_template(cl: &mut Cluster, vmid: u32) {
+        prepare_clone(cl, 9000, vmid, Some("build".into()), true, None, None).unwrap();
+        finish_clone(cl, vmid);
         let vm = cl.vm_mut(vmid).unwrap();
         vm.config.insert("template".into(), "1".into());
-        let key = vm.config["scsi0"].clone();
-        let renamed = key.replace(&format!("vm-{vmid}-disk-0"), &format!("base-{vmid}-disk-0"));
-        vm.config.insert("scsi0".into(), renamed);
-        let mut vol = cl
-            .volumes
-            .remove(&format!("local-lvm:vm-{vmid}-disk-0"))
-            .unwrap();
-        vol.name = format!("base-{vmid}-disk-0");
+        let key = "scsi0".to_owned();
+        let volid = drive_volid(&vm.config[&key]).unwrap().to_owned();
+        let mut vol = cl.volumes.remove(&volid).unwrap();
+        vol.name = vol
+            .name
+            .replacen(&format!("vm-{vmid}-"), &format!("base-{vmid}-"), 1);
+        let new = vol.volid();
         cl.add_volume(vol);
+        let vm = cl.vm_mut(vmid).unwrap();
+        let value = vm.config[&key].replacen(&volid, &new, 1);
+        vm.config.insert(key, value);
+    }
+
+    fn linked_clone(cl: &mut Cluster, template: u32, newid: u32) {
+        prepare_clone(cl, template, newid, Some("app".into()), false, None, None).unwrap();
+        finish_clone(cl, newid);
     }
 
     #[test]
@@ -1390,7 +1449,8 @@ mod tests {
         );
         assert_eq!(
             cl.vm(102).unwrap().config["scsi0"],
-            "local-lvm:base-9000-disk-0/vm-102-disk-0,size=2G"
+            "local-lvm:vm-102-disk-0,size=2G",
+            "an LVM-thin linked clone does not name its base"
         );
         assert_eq!(
             cl.vm(102).unwrap().config["ide2"],
@@ -1416,27 +1476,74 @@ mod tests {
     }
 
     #[test]
-    fn a_template_with_linked_clones_is_not_destroyed() {
+    fn clones_on_dir_zfs_and_rbd_name_their_base() {
+        for (st, kind, scsi0, ide2) in [
+            (
+                "vmstore",
+                "dir",
+                "vmstore:9000/base-9000-disk-0.qcow2/102/vm-102-disk-0.qcow2,size=2G",
+                "vmstore:102/vm-102-cloudinit.qcow2,media=cdrom",
+            ),
+            (
+                "tank",
+                "zfspool",
+                "tank:base-9000-disk-0/vm-102-disk-0,size=2G",
+                "tank:vm-102-cloudinit,media=cdrom",
+            ),
+            (
+                "ceph",
+                "rbd",
+                "ceph:base-9000-disk-0/vm-102-disk-0,size=2G",
+                "ceph:vm-102-cloudinit,media=cdrom",
+            ),
+        ] {
+            let mut cl = cluster_on(st, &[&format!("{st}={kind}")]);
+            linked_clone(&mut cl, 9000, 102);
+            assert_eq!(cl.vm(102).unwrap().config["scsi0"], scsi0);
+            assert_eq!(cl.vm(102).unwrap().config["ide2"], ide2);
+        }
+    }
+
+    #[test]
+    fn a_template_with_linked_clones_is_not_destroyed_where_the_base_is_named() {
+        for (st, kind, base) in [
+            ("vmstore", "dir", "vmstore:101/base-101-disk-0.qcow2"),
+            ("tank", "zfspool", "tank:base-101-disk-0"),
+            ("ceph", "rbd", "ceph:base-101-disk-0"),
+        ] {
+            let mut cl = cluster_on(st, &[&format!("{st}={kind}")]);
+            golden_template(&mut cl, 101);
+            linked_clone(&mut cl, 101, 102);
+            let err = destroy(&mut cl, 101).unwrap_err();
+            assert_eq!(
+                err,
+                format!("base volume '{base}' is still in use by linked cloned")
+            );
+            assert!(cl.vms.contains_key(&101), "the template stays");
+            assert!(cl.volumes.contains_key(base));
+            destroy(&mut cl, 102).unwrap();
+            destroy(&mut cl, 101).unwrap();
+            assert!(!cl.vms.contains_key(&101));
+            assert!(!cl
+                .volumes
+                .keys()
+                .any(|k| k.contains("-101-") || k.contains("-102-")));
+        }
+    }
+
+    #[test]
+    fn on_lvm_thin_the_template_goes_and_its_linked_clone_stays() {
         let mut cl = cluster();
-        prepare_clone(&mut cl, 9000, 101, Some("build".into()), true, None, None).unwrap();
-        finish_clone(&mut cl, 101);
-        convert_to_template(&mut cl, 101);
-        prepare_clone(&mut cl, 101, 102, Some("smoke".into()), false, None, None).unwrap();
-        finish_clone(&mut cl, 102);
-        let err = destroy(&mut cl, 101).unwrap_err();
-        assert_eq!(
-            err,
-            "base volume 'local-lvm:base-101-disk-0' is still in use by linked cloned VM 102"
-        );
-        assert!(cl.vms.contains_key(&101), "the template stays");
-        assert!(cl.volumes.contains_key("local-lvm:base-101-disk-0"));
-        destroy(&mut cl, 102).unwrap();
+        golden_template(&mut cl, 101);
+        linked_clone(&mut cl, 101, 102);
         destroy(&mut cl, 101).unwrap();
         assert!(!cl.vms.contains_key(&101));
-        assert!(!cl
-            .volumes
-            .keys()
-            .any(|k| k.contains("-101-") || k.contains("-102-")));
+        assert!(!cl.volumes.contains_key("local-lvm:base-101-disk-0"));
+        let disk = &cl.volumes["local-lvm:vm-102-disk-0"];
+        assert_eq!(
+            disk.files.get("/etc/hostname"),
+            Some(&b"debian-12-base\n".to_vec())
+        );
     }
 
     #[test]

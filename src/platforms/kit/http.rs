@@ -79,7 +79,9 @@ impl Reply {
 /// What a platform's API says with its error replies: the error kind and a
 /// message for people. The one place that reads an API's wording.
 pub trait Dialect: Send + Sync {
-    fn failure(&self, reply: &Reply) -> (ErrorKind, String);
+    /// `call` is what was asked, for messages that depend on it (what a
+    /// refused call needs).
+    fn failure(&self, call: &Call, reply: &Reply) -> (ErrorKind, String);
 }
 
 /// Form parameters in order; repeated keys encode arrays.
@@ -343,7 +345,7 @@ impl Transport {
         if status.is_success() {
             return Ok(reply);
         }
-        let (kind, message) = self.dialect.failure(&reply);
+        let (kind, message) = self.dialect.failure(call, &reply);
         Err(Failure {
             not_processed: status == StatusCode::TOO_MANY_REQUESTS
                 || status == StatusCode::SERVICE_UNAVAILABLE,
@@ -411,7 +413,7 @@ mod tests {
 
     struct Plain;
     impl Dialect for Plain {
-        fn failure(&self, reply: &Reply) -> (ErrorKind, String) {
+        fn failure(&self, _call: &Call, reply: &Reply) -> (ErrorKind, String) {
             let kind = match reply.status.as_u16() {
                 429 | 500..=599 => ErrorKind::Transient,
                 404 => ErrorKind::NotFound,

@@ -2,7 +2,7 @@
 //! else (`Api::node(n).vm(id)` handles). Every call is a thin typed wrapper;
 //! waiting for tasks lives in `tasks.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -233,6 +233,16 @@ impl<'a> Api<'a> {
         self.client
             .get("/cluster/resources", &params([("type", "vm")]), self.cx)
             .await
+    }
+
+    /// The token's own privileges on one ACL path (`GET /access/permissions`,
+    /// which any token may ask about itself).
+    pub async fn own_privileges(&self, path: &str) -> Result<BTreeSet<String>> {
+        let by_path: BTreeMap<String, BTreeMap<String, Value>> = self
+            .client
+            .get("/access/permissions", &params([("path", path)]), self.cx)
+            .await?;
+        Ok(by_path.into_values().flat_map(|p| p.into_keys()).collect())
     }
 }
 

@@ -183,7 +183,8 @@ async fn resolve_template(
                     what: format!("template {name} (VM {})", r.vmid),
                 }),
                 [] => Err(Error::not_found(format!(
-                    "source.template: no template named {name:?} in the cluster"
+                    "source.template: no template named {name:?} in the cluster \
+                     (PVE lists only the VMs the API token has VM.Audit on)"
                 ))),
                 many => {
                     let ids: Vec<String> = many.iter().map(|r| r.vmid.to_string()).collect();

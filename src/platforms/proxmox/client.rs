@@ -177,8 +177,15 @@ impl Client {
 struct PveDialect;
 
 impl Dialect for PveDialect {
-    fn failure(&self, reply: &Reply) -> (ErrorKind, String) {
-        let message = error_message(&reply.phrase, &reply.json());
+    fn failure(&self, call: &Call, reply: &Reply) -> (ErrorKind, String) {
+        let mut message = error_message(&reply.phrase, &reply.json());
+        // PVE names the missing privilege only for a single check; for
+        // "Permission check failed" alone, say what this call needs.
+        if reply.status == StatusCode::FORBIDDEN {
+            if let Some(needs) = super::privileges::needed_for(call.method.as_str(), &call.path) {
+                message += &format!(". The API token needs {needs}");
+            }
+        }
         (classify(reply.status, &message), message)
     }
 }

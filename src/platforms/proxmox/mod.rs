@@ -13,6 +13,8 @@ pub mod api;
 mod build;
 pub mod client;
 pub mod encoding;
+mod linked;
+mod privileges;
 mod smoke;
 pub mod spec;
 mod tasks;
@@ -31,7 +33,9 @@ use crate::lifecycle::naming::Family;
 use crate::lifecycle::recipe::{BuildInput, SmokeSpec};
 use crate::lifecycle::report::Report;
 use crate::platforms::{Error, ErrorKind, Platform, Result};
-use api::{boot_disk_size, config_str, is_protected, params, Api, VmConfig, VmResource};
+use api::{
+    boot_disk_size, config_str, is_protected, params, Api, StorageVolume, VmConfig, VmResource,
+};
 use client::Client;
 use encoding::{Note, ROLE_IMAGE, ROLE_SMOKE};
 
@@ -148,6 +152,7 @@ impl ProxmoxPlatform {
         let tag = encoding::family_tag(family.as_str());
         let now = time::OffsetDateTime::now_utc();
         let mut out = Vec::new();
+        let mut bases = Vec::new();
         for r in resources
             .iter()
             .filter(|r| r.tag_list().contains(&tag.as_str()))
@@ -178,49 +183,88 @@ impl ProxmoxPlatform {
                 },
                 note,
             ));
+            bases.push(linked::base_volumes(&cfg));
         }
         if out.iter().any(|(i, _)| i.status() != Status::Candidate) {
-            self.mark_linked_clones(&mut out, cx).await;
+            self.mark_linked_clones(&mut out, &bases, cx).await;
         }
         Ok(out)
     }
 
-    /// A template whose base disk still backs linked clones cannot be deleted
-    /// (PVE refuses, and the clones would lose their disk): say so up front.
-    async fn mark_linked_clones(&self, images: &mut [(Image, Note)], cx: &Cx) {
-        let volumes = self
-            .api(cx)
-            .node(&self.config.node)
-            .storage_volumes(&self.config.storage, "images")
-            .await;
-        for (image, _) in images.iter_mut() {
+    /// A template whose base volume still backs linked clones cannot be
+    /// deleted where the storage names the base in the clone's volume (dir,
+    /// ZFS, RBD: PVE refuses, see `linked.rs`): say so up front. On LVM-thin
+    /// nothing names the base and PVE lets it go, clones intact, so retention
+    /// may prune it. `bases` are each image's disk volumes, in order.
+    async fn mark_linked_clones(
+        &self,
+        images: &mut [(Image, Note)],
+        bases: &[Vec<String>],
+        cx: &Cx,
+    ) {
+        let mut listings: HashMap<String, std::result::Result<Vec<StorageVolume>, String>> =
+            HashMap::new();
+        for ((image, _), bases) in images.iter_mut().zip(bases) {
             let Ok(vmid) = image.id.parse::<u32>() else {
                 continue;
             };
             if image.protected.is_some() {
                 continue;
             }
-            image.protected = match &volumes {
-                Ok(vols) => {
-                    let base = format!("base-{vmid}-disk-");
-                    let mut clones: Vec<u32> = vols
-                        .iter()
-                        .filter(|v| v.parent.as_deref().is_some_and(|p| p.contains(&base)))
-                        .filter_map(|v| v.vmid)
-                        .filter(|id| *id != vmid)
-                        .collect();
-                    clones.sort_unstable();
-                    clones.dedup();
-                    (!clones.is_empty()).then(|| {
-                        let ids: Vec<String> = clones.iter().map(u32::to_string).collect();
-                        format!("linked clones still use it (VM {})", ids.join(", "))
-                    })
+            let mut clones = Vec::new();
+            let mut unknown = None;
+            for storage in storages_of(bases) {
+                if !listings.contains_key(&storage) {
+                    let listing = self.storage_images(&storage, cx).await;
+                    listings.insert(storage.clone(), listing);
                 }
-                // Without the storage listing we cannot rule linked clones out:
+                match &listings[&storage] {
+                    Ok(vols) => clones.extend(linked::dependent_vms(vols, bases, vmid)),
+                    Err(e) => unknown = Some(e.clone()),
+                }
+            }
+            clones.sort_unstable();
+            clones.dedup();
+            image.protected = if !clones.is_empty() {
+                let ids: Vec<String> = clones.iter().map(u32::to_string).collect();
+                Some(format!(
+                    "linked clones still use it (VM {})",
+                    ids.join(", ")
+                ))
+            } else {
+                // Without a storage listing we cannot rule linked clones out:
                 // keeping an image is always the safe side.
-                Err(e) => Some(format!("could not check for linked clones: {e}")),
+                unknown.map(|e| format!("could not check for linked clones: {e}"))
             };
         }
+    }
+
+    /// The `images` volumes of a storage, as its plugin lists them, when the
+    /// listing can be complete: PVE silently leaves out other VMs' disks
+    /// unless the token has `Datastore.Audit` on the storage (pve-storage
+    /// Content.pm index via `check_volume_access`), and a short listing would
+    /// look like "no linked clones".
+    async fn storage_images(
+        &self,
+        storage: &str,
+        cx: &Cx,
+    ) -> std::result::Result<Vec<StorageVolume>, String> {
+        let path = format!("/storage/{storage}");
+        let privileges = self
+            .api(cx)
+            .own_privileges(&path)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !privileges.contains("Datastore.Audit") && !privileges.contains("Datastore.Allocate") {
+            return Err(format!(
+                "the API token lacks Datastore.Audit on {path}, so PVE hides other VMs' disks from it"
+            ));
+        }
+        self.api(cx)
+            .node(&self.config.node)
+            .storage_volumes(storage, "images")
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn vm_by_id(&self, image: &Image) -> Result<u32> {
@@ -308,6 +352,20 @@ impl ProxmoxPlatform {
         }
         self.destroy_vm(node, vmid, cx).await
     }
+}
+
+/// The storages holding `volids`, each once, in order.
+fn storages_of(volids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for st in volids
+        .iter()
+        .filter_map(|v| v.split_once(':').map(|(s, _)| s))
+    {
+        if !out.iter().any(|o| o == st) {
+            out.push(st.to_owned());
+        }
+    }
+    out
 }
 
 /// The one Proxmox ledger payload: `{"destroy_vm": "<node>/<vmid>/<claim>"}`.

@@ -1,6 +1,7 @@
 //! Apply: create and update run the pipeline (or only re-tag and prune),
 //! destroy honours `on_destroy`. State is always read back from the platform.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,24 @@ use crate::lifecycle::pipeline::{self, BuildRequest, PipelineError, PruneOutcome
 use crate::lifecycle::retention::plan_prune;
 use crate::platforms::Platform;
 use crate::provider::Shared;
-use crate::resources::values::{string_list, string_map, to_value_list, Known};
+use crate::resources::values::{string_list, string_map, to_value_list, to_value_map, Known};
+
+/// The images an apply prunes, and why each goes.
+struct PruneList {
+    names: Vec<String>,
+    reasons: BTreeMap<String, String>,
+}
+
+impl PruneList {
+    /// The state's `prune` and `prune_reasons`.
+    fn into_state(self, state: ImageState) -> ImageState {
+        ImageState {
+            prune: to_value_list(&self.names),
+            prune_reasons: to_value_map(&self.reasons),
+            ..state
+        }
+    }
+}
 
 /// What this apply prunes: the plan's list, or, when the plan could not know
 /// it (retention or the provider config known only at apply), the list the
@@ -28,13 +46,23 @@ async fn prune_list(
     incoming: bool,
     diags: &mut Diagnostics,
     cx: &Cx,
-) -> Option<Vec<String>> {
-    if let Known::Yes(v) = string_list(&planned.prune) {
-        return Some(v);
+) -> Option<PruneList> {
+    if let Known::Yes(names) = string_list(&planned.prune) {
+        let reasons = match string_map(&planned.prune_reasons) {
+            Known::Yes(r) => r,
+            _ => BTreeMap::new(),
+        };
+        return Some(PruneList { names, reasons });
     }
     let policy = d.retention?;
     match platform.list_images(&d.family, cx).await {
-        Ok(images) => Some(plan_prune(&images, policy, incoming).delete_names()),
+        Ok(images) => {
+            let decision = plan_prune(&images, policy, incoming, time::OffsetDateTime::now_utc());
+            Some(PruneList {
+                names: decision.delete_names(),
+                reasons: decision.reasons(),
+            })
+        }
         Err(e) => {
             diags.root_error(
                 format!("Unable to List Images of Family {}", d.family),
@@ -142,17 +170,14 @@ async fn build(
         recipe,
         recipe_hash,
         tags: &tags,
-        planned_prune: &prune,
+        planned_prune: &prune.names,
         date: BuildDate::today(),
     };
     match pipeline::build_and_publish(platform.as_ref(), req, &cx).await {
         Ok(outcome) => {
             warn_skipped(diags, &outcome.prune);
             let state = read_back(platform.as_ref(), d, planned, diags, &cx).await?;
-            Some(ImageState {
-                prune: to_value_list(&prune),
-                ..state
-            })
+            Some(prune.into_state(state))
         }
         Err(e) => {
             report_pipeline_error(diags, d.family.as_str(), e);
@@ -197,13 +222,10 @@ pub async fn update(
     let Some(prune) = prune_list(platform.as_ref(), &d, &planned, false, diags, &cx).await else {
         return Some(prior);
     };
-    let outcome = pipeline::prune(platform.as_ref(), &d.family, &prune, &cx).await;
+    let outcome = pipeline::prune(platform.as_ref(), &d.family, &prune.names, &cx).await;
     warn_skipped(diags, &outcome);
     let state = read_back(platform.as_ref(), &d, planned, diags, &cx).await?;
-    Some(ImageState {
-        prune: to_value_list(&prune),
-        ..state
-    })
+    Some(prune.into_state(state))
 }
 
 async fn retag(

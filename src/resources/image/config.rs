@@ -295,7 +295,7 @@ pub const DEFAULT_KEEP: u32 = 3;
 
 /// `None` while `keep` is unknown (or invalid, with an error reported).
 fn retention(cfg: &ImageState, diags: &mut Diagnostics) -> Option<RetentionPolicy> {
-    let default = RetentionPolicy { keep: DEFAULT_KEEP };
+    let default = RetentionPolicy::keep(DEFAULT_KEEP);
     let blocks = match &cfg.retention {
         Value::Unknown => return None,
         Value::Null => return Some(default),
@@ -304,8 +304,26 @@ fn retention(cfg: &ImageState, diags: &mut Diagnostics) -> Option<RetentionPolic
     let Some(b) = blocks.first() else {
         return Some(default);
     };
+    let max_age = match &b.max_age {
+        Value::Unknown => return None,
+        v => opt_duration(v, block_path("retention", "max_age"), diags),
+    };
+    if b.max_age.as_ref_option().is_some() && max_age.is_none() {
+        return None;
+    }
+    if max_age.is_some_and(|d| d.is_zero()) {
+        diags.error(
+            "Invalid retention.max_age",
+            "max_age must be longer than zero: the newest validated image is kept whatever its age, the others would all go at once",
+            block_path("retention", "max_age"),
+        );
+        return None;
+    }
     match b.keep {
-        Value::Value(k) if (1..=1000).contains(&k) => Some(RetentionPolicy { keep: k as u32 }),
+        Value::Value(k) if (1..=1000).contains(&k) => Some(RetentionPolicy {
+            keep: k as u32,
+            max_age,
+        }),
         Value::Value(k) => {
             diags.error(
                 "Invalid retention.keep",

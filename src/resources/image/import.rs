@@ -65,6 +65,7 @@ pub async fn import(
         platform: Value::Value(kind.to_owned()),
         family: Value::Value(family.to_string()),
         prune: Value::Value(Vec::new()),
+        prune_reasons: Value::Value(Default::default()),
         ..Default::default()
     };
     // Tags come from the current image, so a config with the same tags plans no re-tag.

@@ -17,7 +17,7 @@ use crate::lifecycle::retention::{plan_prune, KeepReason, PruneDecision};
 use crate::lifecycle::selection::latest;
 use crate::platforms::Platform;
 use crate::provider::{Shared, LOOKUP_TIMEOUT};
-use crate::resources::values::{to_value_list, ImageEntry};
+use crate::resources::values::{to_value_list, to_value_map, ImageEntry};
 
 async fn list(
     platform: &dyn Platform,
@@ -61,6 +61,7 @@ pub async fn read(
     // `prune` is what an apply deletes; nothing is pending after a refresh.
     // A family grown past `keep` out of band shows up in the next plan instead.
     state.prune = Value::Value(Vec::new());
+    state.prune_reasons = Value::Value(Default::default());
     Some(state)
 }
 
@@ -74,6 +75,7 @@ pub async fn plan_create(
     let mut planned = proposed;
     planned.unknown_build_outputs();
     planned.prune = Value::Unknown;
+    planned.prune_reasons = Value::Unknown;
     planned.recipe_hash = Value::Unknown;
     planned.id = Value::Unknown;
     let Some(d) = d else { return Some(planned) };
@@ -84,9 +86,10 @@ pub async fn plan_create(
     if let (Some(images), Some(policy)) =
         (listing_if_configured(shared, &d, diags).await?, d.retention)
     {
-        let decision = plan_prune(&images, policy, true);
+        let decision = plan_prune(&images, policy, true, time::OffsetDateTime::now_utc());
         warn_protected(&decision, diags);
         planned.prune = to_value_list(&decision.delete_names());
+        planned.prune_reasons = to_value_map(&decision.reasons());
     }
     Some(planned)
 }
@@ -157,16 +160,7 @@ fn rebuild_reasons(
     }
     if let (Some(max_age), Some(images)) = (d.rebuild_after, images) {
         if let Some(current) = latest(images, true) {
-            let built = current
-                .meta
-                .validated_at
-                .as_deref()
-                .and_then(|t| {
-                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_else(|| current.name().date.start());
-            let age = time::OffsetDateTime::now_utc() - built;
+            let age = time::OffsetDateTime::now_utc() - current.built_at();
             if age.whole_seconds() >= max_age.as_secs() as i64 {
                 why.push(format!("{} is older than rebuild_after", current.name()));
             }
@@ -195,6 +189,7 @@ pub async fn plan_update(
     let Some(d) = d else {
         planned.unknown_build_outputs();
         planned.prune = Value::Unknown;
+        planned.prune_reasons = Value::Unknown;
         return Some(planned);
     };
     planned.id = Value::Value(format!("{}/{}", d.platform, d.family));
@@ -213,11 +208,13 @@ pub async fn plan_update(
         planned.copy_current_from(&prior);
         planned.recipe_hash = prior.recipe_hash.clone();
     }
+    planned.prune_reasons = Value::Unknown;
     planned.prune = match (&images, d.retention) {
         (None, _) | (_, None) => Value::Unknown,
         (Some(images), Some(policy)) => {
-            let decision = plan_prune(images, policy, rebuild);
+            let decision = plan_prune(images, policy, rebuild, time::OffsetDateTime::now_utc());
             warn_protected(&decision, diags);
+            planned.prune_reasons = to_value_map(&decision.reasons());
             let names = decision.delete_names();
             if !rebuild && !names.is_empty() {
                 if let Value::Value(entries) = &prior.images {
@@ -266,7 +263,7 @@ mod tests {
             recipe: Some(recipe()),
             recipe_hash: Some(recipe().hash().unwrap()),
             tags: Some(BTreeMap::new()),
-            retention: Some(RetentionPolicy { keep: 3 }),
+            retention: Some(RetentionPolicy::keep(3)),
             rebuild_after,
             triggers: Some(BTreeMap::new()),
             on_destroy: OnDestroy::Keep,

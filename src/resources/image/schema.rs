@@ -92,8 +92,11 @@ pub fn schema() -> Schema {
         "The boot test every new image must pass before it is published.",
     );
     let retention = block(
-        vec![("keep", attr(T::Number, C::Required, "How many images of the family to keep (>= 1). The newest validated image is never deleted."))],
-        "How many images to keep. Deletions are listed in `prune` at plan time.",
+        vec![
+            ("keep", attr(T::Number, C::Required, "How many images of the family to keep (>= 1). The newest validated image is never deleted.")),
+            ("max_age", attr(T::String, C::Optional, "Images older than this duration (`2160h`) are pruned even within `keep`; the newest validated image is never deleted, however old.")),
+        ],
+        "How many images to keep, and for how long. Deletions are listed in `prune`, with their reasons in `prune_reasons`, at plan time.",
     );
     let timeouts = block(
         vec![
@@ -134,6 +137,7 @@ pub fn schema() -> Schema {
         ("validation", attr(validation, C::Computed, "The smoke-test report of the current image: each check with its result, duration and detail.")),
         ("images", attr(T::List(Box::new(ImageEntry::schema_type())), C::Computed, "Every image golden built for the family, newest first, with status.")),
         ("prune", attr(list_str(), C::Computed, "Images this apply deletes under `retention`; shown by `terraform plan`.")),
+        ("prune_reasons", attr(map_str(), C::Computed, "Why each image in `prune` goes: `beyond keep = N` or `older than max_age = \"D\"`.")),
     ];
     let mut b = block(attributes, "A family of golden images: built, boot-tested, published and pruned inside `terraform apply`.");
     b.blocks = HashMap::from([

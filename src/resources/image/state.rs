@@ -31,6 +31,7 @@ pub struct SmokeTestBlock {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RetentionBlock {
     pub keep: Value<i64>,
+    pub max_age: Value<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -83,6 +84,7 @@ pub struct ImageState {
     pub validation: Value<Validation>,
     pub images: Value<Vec<ImageEntry>>,
     pub prune: StringList,
+    pub prune_reasons: StringMap,
 }
 
 impl ImageState {
