@@ -5,7 +5,7 @@ GOLDEN_CACHE_DIR ?= $(HOME)/.cache/golden
 BIN := $(CARGO_TARGET_DIR)/debug/terraform-provider-golden
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/terraform-provider-golden
 
-.PHONY: demo test deps base-image build release lint unit e2e bench bench-plan bench-proxmox clean-demo sim-proxmox
+.PHONY: demo test deps base-image build release release-bin install lint unit e2e bench bench-plan bench-proxmox clean-demo sim-proxmox
 
 deps:
 	@scripts/install-deps.sh
@@ -19,8 +19,30 @@ base-image: deps
 build: deps
 	cargo build --locked --workspace
 
-release: deps
-	cargo build --locked --release -p terraform-provider-golden
+release-bin: deps
+	nice cargo build --locked --release -p terraform-provider-golden
+
+## make install: the release binary into ~/.terraform.d/plugins (terraform's and tofu's
+## implicit local mirror), so that `terraform init` finds golden/golden without dev_overrides.
+install: release-bin
+	@scripts/install.sh $(RELEASE_BIN)
+
+## make release: dist/ as a provider registry and a network mirror expect it
+## (zips, SHA256SUMS, signed with GPG_KEY_ID=<key> if given, manifest, mirror/ index files).
+## linux_arm64 too when this machine can cross-build it (rust-std for
+## aarch64-unknown-linux-gnu and aarch64-linux-gnu-gcc); see README.md "Install".
+ARM64_TARGET := aarch64-unknown-linux-gnu
+ARM64_BIN := $(CARGO_TARGET_DIR)/$(ARM64_TARGET)/release/terraform-provider-golden
+release: release-bin
+	@rm -rf dist
+	@if rustup target list --installed 2>/dev/null | grep -qx $(ARM64_TARGET) && command -v aarch64-linux-gnu-gcc >/dev/null; then \
+	  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+	    nice cargo build --locked --release -p terraform-provider-golden --target $(ARM64_TARGET) && \
+	  scripts/release.sh dist linux_amd64=$(RELEASE_BIN) linux_arm64=$(ARM64_BIN); \
+	else \
+	  echo "release: linux_amd64 only. Cross-building linux_arm64 needs (1) the Rust standard library for $(ARM64_TARGET), from rustup target add $(ARM64_TARGET), which downloads it from the Rust distribution server: not a package registry, so the project's machines cannot install it; (2) a cross linker: apt-get install gcc-aarch64-linux-gnu. With both present, make release builds it too." >&2; \
+	  scripts/release.sh dist linux_amd64=$(RELEASE_BIN); \
+	fi
 
 lint: deps
 	cargo fmt --all -- --check
@@ -36,7 +58,7 @@ test: deps base-image lint
 	cargo nextest run --locked --workspace --run-ignored all --no-fail-fast
 
 ## make bench: the figures (build, smoke test, bare boot, plan latency).
-bench: release base-image
+bench: release-bin base-image
 	@scripts/bench.sh
 
 ## make bench-plan: terraform plan latency before/after ADR 006, against terraform core and a Go provider.
@@ -47,7 +69,7 @@ clean-demo:
 	rm -rf examples/local/.terraform examples/local/terraform.tfstate* examples/local/.terraform.lock.hcl
 
 ## make bench-proxmox: the Proxmox figures (API calls and time per build, lookups over 5000 VMs, QEMU backend).
-bench-proxmox: release base-image
+bench-proxmox: release-bin base-image
 	@scripts/bench-proxmox.sh
 
 ## make sim-proxmox: the PVE API simulator in the foreground (see docs/guides/proxmox-simulator.md).

@@ -23,6 +23,9 @@ have bc || need+=(bc)
 # The simulator's client tests run proxmoxer from a venv (tests/clients/).
 have python3 || need+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# scripts/release.sh (make release, tests/e2e/install.rs)
+have zip || need+=(zip)
+have unzip || need+=(unzip)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

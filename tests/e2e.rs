@@ -12,6 +12,7 @@ mod e2e {
     mod bad_config;
     mod conformance;
     mod examples;
+    mod install;
     mod plugin_socket;
     mod proxmox;
     mod proxmox_clients;

@@ -125,6 +125,9 @@ pub fn build_user_data(p: &Provision) -> String {
         "permissions": "0755", "owner": "root:root"
     }));
     let mut doc = json!({
+        // bootcmd runs before the package module: the source image's
+        // packages, for the `minimal` check.
+        "bootcmd": [["sh", "-c", super::packages::record_source_script()]],
         "write_files": files,
         "runcmd": [[SCRIPT_PATH]],
         "power_state": {"mode": "poweroff", "delay": "now", "timeout": 120, "condition": true},
@@ -191,6 +194,8 @@ mod tests {
         assert_eq!(files[1]["path"], SCRIPT_PATH);
         assert_eq!(doc["runcmd"], json!([[SCRIPT_PATH]]));
         assert_eq!(doc["power_state"]["mode"], "poweroff");
+        let bootcmd = doc["bootcmd"][0][2].as_str().unwrap();
+        assert!(bootcmd.contains(crate::lifecycle::packages::SOURCE_LIST));
     }
 
     #[test]

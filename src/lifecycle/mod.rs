@@ -10,6 +10,7 @@ pub mod image;
 pub mod ledger;
 pub mod metadata;
 pub mod naming;
+pub mod packages;
 pub mod pipeline;
 pub mod recipe;
 pub mod report;

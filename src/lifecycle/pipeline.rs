@@ -19,7 +19,8 @@ use super::image::Image;
 use super::ledger::{orphaned, runs_dir, Ledger, UndoAction};
 use super::metadata::{Metadata, Status};
 use super::naming::{BuildDate, Family, ImageName};
-use super::recipe::{BuildInput, Recipe, Source, BUILDER_VERSION};
+use super::packages::PackageManifest;
+use super::recipe::{BuildInput, Check, Recipe, Source, BUILDER_VERSION};
 use super::report::Report;
 use super::retention::still_deletable;
 use super::selection::latest;
@@ -57,7 +58,7 @@ pub enum PipelineError {
     #[error("{step} failed: {error}")]
     Step { step: &'static str, error: Error },
     #[error("smoke test of {image} failed")]
-    SmokeTest { image: String, report: Report },
+    SmokeTest { image: String, report: Box<Report> },
 }
 
 impl PipelineError {
@@ -131,11 +132,12 @@ async fn run_steps(
         .map_err(PipelineError::step("build"))?;
     info!(image = %name, "build finished");
 
-    let report = platform
+    let mut report = platform
         .smoke_test(&built, &req.recipe.smoke_test, cx)
         .instrument(tracing::info_span!("smoke_test", image = %name))
         .await
         .map_err(PipelineError::step("smoke test"))?;
+    judge_packages(platform, req, &mut report, cx).await;
 
     if !report.passed() {
         warn!(image = %name, "smoke test failed; marking the candidate failed");
@@ -146,7 +148,7 @@ async fn run_steps(
         cx.forget(&discard);
         return Err(PipelineError::SmokeTest {
             image: name,
-            report,
+            report: Box::new(report),
         });
     }
 
@@ -167,6 +169,74 @@ async fn run_steps(
         report,
         prune,
     })
+}
+
+/// The package side of the smoke test, which needs the recipe and the
+/// family: the opt-in `minimal` check, and what changed since the previous
+/// validated image (when both manifests are known).
+async fn judge_packages(
+    platform: &dyn Platform,
+    req: &BuildRequest<'_>,
+    report: &mut Report,
+    cx: &Cx,
+) {
+    if req.recipe.smoke_test.checks.contains(&Check::Minimal) && report.passed() {
+        let t = std::time::Instant::now();
+        let (ok, detail) =
+            minimal_verdict(report.packages.as_ref(), &req.recipe.provision.packages);
+        report.push(Check::Minimal.as_str(), ok, t.elapsed(), detail);
+    }
+    let Some(manifest) = &report.packages else {
+        return;
+    };
+    let previous = match platform.list_images(req.family, cx).await {
+        Ok(images) => latest(&images, true).cloned(),
+        Err(e) => {
+            warn!(error = %e, "cannot list the family to compare packages");
+            None
+        }
+    };
+    let Some(previous) = previous else { return };
+    match platform.report(&previous, cx).await {
+        Ok(Some(Report {
+            packages: Some(old),
+            ..
+        })) => {
+            report.packages_changed =
+                Some(manifest.changes_since(&old, &previous.name().to_string()));
+        }
+        Ok(_) => info!(previous = %previous.name(), "the previous image has no package manifest"),
+        Err(e) => warn!(error = %e, "cannot read the previous image's report"),
+    }
+}
+
+/// `minimal`: every package installed on purpose is the source image's or
+/// the recipe's.
+fn minimal_verdict(manifest: Option<&PackageManifest>, wanted: &[String]) -> (bool, String) {
+    let Some(m) = manifest else {
+        return (
+            false,
+            "the image's package manifest could not be read (dpkg-query in the booted image)"
+                .into(),
+        );
+    };
+    match m.unaccounted(wanted) {
+        Ok(extra) if extra.is_empty() => (
+            true,
+            format!(
+                "{} packages: each installed on purpose is the source image's or in packages",
+                m.packages.len()
+            ),
+        ),
+        Ok(extra) => (
+            false,
+            format!(
+                "installed but neither in the source image nor in packages: {}",
+                extra.join(", ")
+            ),
+        ),
+        Err(why) => (false, why),
+    }
 }
 
 /// Allocates the next build number and claims it. Two applies racing for the

@@ -81,10 +81,21 @@ pub enum Check {
     CloudInit,
     GuestAgent,
     Ssh,
+    /// Opt-in: no package was installed behind the recipe's back.
+    Minimal,
 }
 
 impl Check {
-    pub const ALL: [Check; 4] = [Check::Boot, Check::CloudInit, Check::GuestAgent, Check::Ssh];
+    pub const ALL: [Check; 5] = [
+        Check::Boot,
+        Check::CloudInit,
+        Check::GuestAgent,
+        Check::Ssh,
+        Check::Minimal,
+    ];
+
+    /// Without `checks`: every check but the opt-in `minimal`.
+    pub const DEFAULT: [Check; 4] = [Check::Boot, Check::CloudInit, Check::GuestAgent, Check::Ssh];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -92,6 +103,7 @@ impl Check {
             Check::CloudInit => "cloud_init",
             Check::GuestAgent => "guest_agent",
             Check::Ssh => "ssh",
+            Check::Minimal => "minimal",
         }
     }
 
@@ -117,7 +129,7 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 impl Default for SmokeSpec {
     fn default() -> Self {
         SmokeSpec {
-            checks: Check::ALL.into_iter().collect(),
+            checks: Check::DEFAULT.into_iter().collect(),
             commands: Vec::new(),
             timeout: Duration::from_secs(600),
             allow_degraded: false,

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::packages::{PackageChanges, PackageManifest};
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResult {
     /// `boot`, `cloud_init`, `guest_agent`, `ssh` or `commands[N]`.
@@ -25,6 +27,12 @@ pub struct Report {
     pub duration_ms: u64,
     /// RFC 3339.
     pub finished_at: String,
+    /// What is inside the image, read in the booted image (Debian family).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<PackageManifest>,
+    /// What changed since the family's previous validated image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages_changed: Option<PackageChanges>,
 }
 
 impl Report {

@@ -48,6 +48,28 @@ pub async fn info(path: &Path) -> Result<ImageInfo> {
         .with_context(|| format!("parsing qemu-img info of {}", path.display()))
 }
 
+/// `info` for callers that cannot await (plan-time checks): the same
+/// answer, from a blocking `qemu-img info`.
+pub fn info_blocking(path: &Path) -> Result<ImageInfo> {
+    let out = std::process::Command::new("qemu-img")
+        .args([
+            "info".as_ref(),
+            "--output=json".as_ref(),
+            "-U".as_ref(),
+            path.as_os_str(),
+        ])
+        .output()
+        .context("running qemu-img (install Debian's qemu-utils)")?;
+    if !out.status.success() {
+        bail!(
+            "qemu-img info failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("parsing qemu-img info of {}", path.display()))
+}
+
 /// A copy-on-write overlay on `backing`: the backing file is never written.
 pub async fn create_overlay(backing: &Path, backing_format: &str, overlay: &Path) -> Result<()> {
     qemu_img(&[

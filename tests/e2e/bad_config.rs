@@ -25,7 +25,11 @@ struct Case {
     at: At,
 }
 
-const SOURCE: &str = "  source {\n    path = \"/nonexistent/base.qcow2\"\n  }\n";
+/// A `source` block naming `disk`, a real (tiny) disk image: `source.path`
+/// is checked at plan too.
+fn source_block(disk: &std::path::Path) -> String {
+    format!("  source {{\n    path = \"{}\"\n  }}\n", disk.display())
+}
 
 /// The line number (1-based) of the only line of `file` containing `needle`.
 fn line_of(file: &str, needle: &str) -> (usize, String) {
@@ -128,6 +132,12 @@ fn bad_configs_fail_at_plan_naming_the_attribute() {
             at: At::Line("checksum = \"md5:abc\""),
         },
         Case {
+            what: "source.path that does not exist",
+            body: "  source {\n    path = \"/nonexistent/base.qcow2\"\n  }\n",
+            summary: "Invalid source.path",
+            at: At::Line("path = \"/nonexistent/base.qcow2\""),
+        },
+        Case {
             what: "no source",
             body: "",
             summary: "Missing source Block",
@@ -136,6 +146,8 @@ fn bad_configs_fail_at_plan_naming_the_attribute() {
     ];
     let tf = TfDir::new();
     let store = tf.path().join("store");
+    let disk = tf.path().join("base.raw");
+    std::fs::write(&disk, vec![0u8; 64 * 1024]).unwrap();
     // Every case runs; the mismatches are reported together.
     let mut wrong = Vec::new();
     for case in cases {
@@ -146,9 +158,9 @@ fn bad_configs_fail_at_plan_naming_the_attribute() {
             std_head
         };
         let source = if case.body.contains("source {") || case.what == "no source" {
-            ""
+            String::new()
         } else {
-            SOURCE
+            source_block(&disk)
         };
         tf.write(
             &store,

@@ -3,7 +3,8 @@
 //! check, its SSH check, and how commands reach the guest); [`run_checks`]
 //! runs the checks in their fixed order (boot, guest agent, cloud-init, SSH,
 //! the user's commands), stops at the first failure, and judges cloud-init
-//! the same way on every platform.
+//! the same way on every platform. A passing sequence ends by reading the
+//! image's package manifest (`lifecycle::packages`).
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::lifecycle::context::Cx;
+use crate::lifecycle::packages::{self, PackageManifest};
 use crate::lifecycle::recipe::{Check, SmokeSpec};
 use crate::lifecycle::report::{tail_lines, Report};
 use crate::platforms::Result;
@@ -187,7 +189,32 @@ pub async fn run_checks(
             return Ok(());
         }
     }
+    if let Some(ch) = target.channel() {
+        report.packages = read_manifest(ch, deadline, cx).await?;
+    }
     Ok(())
+}
+
+/// The booted image's package manifest; `None` when it has none to read
+/// (no dpkg) or the guest does not answer in time: the report then simply
+/// has no manifest, and only the `minimal` check minds.
+async fn read_manifest(
+    ch: &dyn GuestChannel,
+    deadline: Instant,
+    cx: &Cx,
+) -> Result<Option<PackageManifest>> {
+    let out = ch
+        .sh(packages::GUEST_SCRIPT, remaining(deadline), cx)
+        .await?;
+    let manifest = PackageManifest::parse(&out.stdout);
+    if manifest.is_none() {
+        tracing::info!(
+            exit = out.exit_code,
+            stderr = %tail_lines(&out.stderr, 3),
+            "no package manifest in this image"
+        );
+    }
+    Ok(manifest)
 }
 
 fn command_verdict(cmd: &str, out: &GuestOutput, how: &str) -> Verdict {

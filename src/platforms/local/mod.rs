@@ -138,9 +138,18 @@ impl Platform for LocalPlatform {
     }
 
     async fn publish(&self, image: &Image, report: &Report, _cx: &Cx) -> Result<Image> {
+        let validated_at = now_rfc3339();
+        if let Some(manifest) = &report.packages {
+            let name = image.name().to_string();
+            let family = image.meta.name.family.as_str();
+            let spdx = manifest.to_spdx(&name, &validated_at);
+            self.store
+                .write_sbom(family, &name, &spdx)
+                .ctx(format!("writing the SPDX document of {name}"))?;
+        }
         self.update_sidecar(image, |s, m| {
             m.status = Status::Validated;
-            m.validated_at = Some(now_rfc3339());
+            m.validated_at = Some(validated_at);
             s.builder = None;
             s.validation = Some(report.clone());
         })

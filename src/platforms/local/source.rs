@@ -21,6 +21,39 @@ pub struct ResolvedSource {
     pub description: String,
 }
 
+/// The plan-time check of `source.path`: an existing, readable file that
+/// `qemu-img` reads as a disk image. Any file passes as `raw`, so a raw one
+/// must also hold whole 512-byte sectors, and at least one.
+pub fn check_disk_image(path: &Path) -> std::result::Result<(), String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{shown} does not exist"),
+        _ => format!("{shown} cannot be read: {e}"),
+    })?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a file"));
+    }
+    std::fs::File::open(path).map_err(|e| format!("{shown} cannot be read: {e}"))?;
+    let info = img::info_blocking(path)
+        .map_err(|e| format!("{shown} is not a disk image qemu-img can read: {e:#}"))?;
+    if let Some(backing) = &info.backing_filename {
+        let backing = path.parent().unwrap_or(Path::new(".")).join(backing);
+        if !backing.is_file() {
+            return Err(format!(
+                "{shown} is not a disk image qemu-img can read: its backing file {} is missing",
+                backing.display()
+            ));
+        }
+    }
+    if info.format == "raw" && (meta.len() == 0 || meta.len() % 512 != 0) {
+        return Err(format!(
+            "{shown} is not a disk image: qemu-img sees raw data of {} bytes, not whole 512-byte sectors",
+            meta.len()
+        ));
+    }
+    Ok(())
+}
+
 /// `parent` is the pipeline's resolution of a `source.family`.
 pub async fn resolve(
     store: &Store,
@@ -207,5 +240,55 @@ mod tests {
             .unwrap()
             .collect();
         assert!(left.is_empty(), "partial download left behind: {left:?}");
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+
+    #[test]
+    fn source_path_must_be_a_readable_disk_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.qcow2");
+        assert!(check_disk_image(&missing)
+            .unwrap_err()
+            .ends_with("does not exist"));
+        assert!(check_disk_image(dir.path())
+            .unwrap_err()
+            .ends_with("is not a file"));
+        let junk = dir.path().join("notes.txt");
+        std::fs::write(&junk, "not a disk").unwrap();
+        assert!(check_disk_image(&junk)
+            .unwrap_err()
+            .contains("not whole 512-byte sectors"));
+        let empty = dir.path().join("empty.img");
+        std::fs::write(&empty, "").unwrap();
+        assert!(check_disk_image(&empty).is_err());
+        let raw = dir.path().join("disk.raw");
+        std::fs::write(&raw, vec![0u8; 4096]).unwrap();
+        assert_eq!(check_disk_image(&raw), Ok(()));
+        let qcow2 = dir.path().join("disk.qcow2");
+        let made = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&qcow2)
+            .arg("1M")
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert_eq!(check_disk_image(&qcow2), Ok(()));
+        // A qcow2 whose backing file is gone is refused with qemu-img's reason.
+        let overlay = dir.path().join("overlay.qcow2");
+        let made = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(&qcow2)
+            .arg(&overlay)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::fs::remove_file(&qcow2).unwrap();
+        assert!(check_disk_image(&overlay)
+            .unwrap_err()
+            .contains("not a disk image qemu-img can read"));
     }
 }

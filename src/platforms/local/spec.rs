@@ -138,9 +138,15 @@ fn parse_source(fields: &SourceFields, diags: &mut Diagnostics) -> Option<Option
         return Some(None);
     };
     Some(match kind {
-        "path" => Some(Source::Path(
-            fields.string("path").unwrap_or_default().into(),
-        )),
+        "path" => {
+            let path: PathBuf = fields.string("path").unwrap_or_default().into();
+            // Minutes before the build would find out: say so at plan.
+            if let Err(why) = super::source::check_disk_image(&path) {
+                diags.error("Invalid source.path", why, SourceFields::path("path"));
+                return Some(None);
+            }
+            Some(Source::Path(path))
+        }
         "url" => registry::url_source(fields, diags),
         _ => registry::family_source(fields, diags),
     })

@@ -91,6 +91,16 @@ impl Store {
         self.family_dir(family).join(format!("{name}.json"))
     }
 
+    /// The image's SPDX 2.3 document, next to it: `<name>.spdx.json`.
+    pub fn sbom_path(&self, family: &str, name: &str) -> PathBuf {
+        self.family_dir(family).join(format!("{name}{SBOM_SUFFIX}"))
+    }
+
+    pub fn write_sbom(&self, family: &str, name: &str, doc: &serde_json::Value) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(doc)?;
+        write_atomic(&self.sbom_path(family, name), &bytes)
+    }
+
     pub fn read_sidecar(&self, family: &str, name: &str) -> Result<Option<Sidecar>> {
         read_sidecar(&self.sidecar_path(family, name))
     }
@@ -233,6 +243,7 @@ impl Store {
     pub fn remove(&self, family: &str, name: &str) -> Result<()> {
         for p in [
             self.image_path(family, name),
+            self.sbom_path(family, name),
             self.sidecar_path(family, name),
         ] {
             match std::fs::remove_file(&p) {
@@ -257,6 +268,8 @@ impl Store {
     }
 }
 
+const SBOM_SUFFIX: &str = ".spdx.json";
+
 /// Decodes every sidecar of `family` in `dir`. Files without a sidecar, or with
 /// a sidecar for another family, are not ours and not returned.
 fn read_family(dir: &Path, family: &Family) -> Result<Vec<(Metadata, Sidecar)>> {
@@ -270,7 +283,7 @@ fn read_family(dir: &Path, family: &Family) -> Result<Vec<(Metadata, Sidecar)>> 
         .map(|entry| entry.path())
         .filter(|path| {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.ends_with(".json") && !name.starts_with('.')
+            name.ends_with(".json") && !name.ends_with(SBOM_SUFFIX) && !name.starts_with('.')
         })
         .collect();
     // A large family is read on every core: a plan's first lookup waits for it.

@@ -22,6 +22,7 @@ use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
 use crate::lifecycle::ledger::UndoAction;
 use crate::lifecycle::metadata::Metadata;
+use crate::lifecycle::packages;
 use crate::lifecycle::recipe::{BuildInput, Recipe, Source};
 use crate::lifecycle::report::tail_lines;
 use crate::platforms::proxmox::spec::{ProxmoxSource, TemplateRef};
@@ -417,6 +418,7 @@ pub async fn run(
     .await?;
     info!(vmid, status = %ci.stdout.trim(), "first-boot cloud-init finished");
 
+    record_source_packages(&vm, cx).await;
     install_packages(&vm, &recipe.provision.packages, cx).await?;
     write_files(&vm, &recipe.provision.files, cx).await?;
     run_provision_script(&vm, recipe, cx).await?;
@@ -500,6 +502,20 @@ fn step_failed(step: &str, out: &agent::Output) -> Error {
         "Output (last lines):\n{}",
         tail_lines(&out.combined(), 30)
     ))
+}
+
+/// The source image's packages, before golden installs any: what the
+/// `minimal` check holds the image against. A guest without dpkg has none;
+/// only `minimal` minds.
+async fn record_source_packages(vm: &super::api::VmApi<'_>, cx: &Cx) {
+    match agent::sh(vm, &packages::record_source_script(), PACKAGES_TIMEOUT, cx).await {
+        Ok(out) if out.success() => {}
+        Ok(out) => info!(
+            exit = out.exit_code,
+            "the source image's packages were not recorded"
+        ),
+        Err(e) => info!(error = %e, "the source image's packages were not recorded"),
+    }
 }
 
 async fn install_packages(vm: &super::api::VmApi<'_>, packages: &[String], cx: &Cx) -> Result<()> {

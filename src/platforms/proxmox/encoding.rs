@@ -189,7 +189,7 @@ impl Note {
             ),
         };
         let mut note = self.clone();
-        for level in 0..4 {
+        for level in 0..5 {
             let json = serde_json::to_string(&note).unwrap_or_default();
             let text = format!("{title}\n\n{FENCE_OPEN}{json}{FENCE_CLOSE}\n");
             if text.len() <= MAX_DESCRIPTION {
@@ -222,7 +222,13 @@ impl Note {
 
     fn shrink_report(&mut self, level: usize) {
         let Some(r) = &mut self.report else { return };
-        let keep = [2000usize, 300, 80, 0][level.min(3)];
+        // The package list goes first: a minimal Debian image lists a few
+        // hundred packages, more than PVE's 8 KiB. What changed stays.
+        if level == 0 && r.packages.is_some() {
+            r.packages = None;
+            return;
+        }
+        let keep = [2000usize, 2000, 300, 80, 0][level.min(4)];
         r.console_tail = tail_chars(&r.console_tail, keep * 2);
         for c in &mut r.checks {
             c.detail = tail_chars(&c.detail, keep);

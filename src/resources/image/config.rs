@@ -252,7 +252,7 @@ fn smoke(cfg: &ImageState, diags: &mut Diagnostics) -> Option<SmokeSpec> {
                     unknown_checks = true;
                     diags.error(
                         "Unknown Smoke-Test Check",
-                        format!("{n:?} is not a check; use boot, cloud_init, guest_agent or ssh"),
+                        format!("{n:?} is not a check; use boot, cloud_init, guest_agent, ssh or minimal"),
                         block_path("smoke_test", "checks").index(i as i64),
                     )
                 }
@@ -281,7 +281,7 @@ fn smoke(cfg: &ImageState, diags: &mut Diagnostics) -> Option<SmokeSpec> {
         diags.error(
             "Empty Smoke Test",
             "smoke_test runs no check and no command, so it could never prove an image boots; \
-             list at least one of boot, cloud_init, guest_agent, ssh, or a command",
+             list at least one of boot, cloud_init, guest_agent, ssh, minimal, or a command",
             // terraform shows a pointer only for an attribute: `checks`
             // (its block's line when `checks` is not written).
             block_path("smoke_test", "checks"),

@@ -3,13 +3,14 @@
 
 use tf_provider::value::Value;
 
-use super::state::{CheckEntry, ImageState, Validation};
+use super::state::{CheckEntry, ImageState, PackagesChanged, Validation};
 use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
+use crate::lifecycle::packages::PackageChanges;
 use crate::lifecycle::report::Report;
 use crate::lifecycle::selection::{latest, newest_first};
 use crate::platforms::{Platform, Result};
-use crate::resources::values::ImageEntry;
+use crate::resources::values::{to_value_list, ImageEntry};
 
 pub fn validation(r: &Report) -> Validation {
     Validation {
@@ -28,6 +29,15 @@ pub fn validation(r: &Report) -> Validation {
         console_tail: Value::Value(r.console_tail.clone()),
         duration_ms: Value::Value(r.duration_ms as i64),
         finished_at: Value::Value(r.finished_at.clone()),
+    }
+}
+
+fn packages_changed(c: &PackageChanges) -> PackagesChanged {
+    PackagesChanged {
+        since: Value::Value(c.since.clone()),
+        added: to_value_list(&c.added),
+        removed: to_value_list(&c.removed),
+        upgraded: to_value_list(&c.upgraded),
     }
 }
 
@@ -54,10 +64,15 @@ pub async fn fill(
             state.build_number = Value::Value(i64::from(current.name().build));
             state.recipe_hash = Value::Value(current.meta.recipe_hash.clone());
             state.validated = Value::Value(true);
-            state.validation = match platform.report(current, cx).await? {
-                Some(r) => Value::Value(validation(&r)),
-                None => Value::Null,
-            };
+            let report = platform.report(current, cx).await?;
+            state.validation = report
+                .as_ref()
+                .map(|r| Value::Value(validation(r)))
+                .unwrap_or(Value::Null);
+            state.packages_changed = report
+                .and_then(|r| r.packages_changed)
+                .map(|c| Value::Value(packages_changed(&c)))
+                .unwrap_or(Value::Null);
         }
         None => {
             state.name = Value::Null;
@@ -66,6 +81,7 @@ pub async fn fill(
             state.build_number = Value::Null;
             state.validated = Value::Value(false);
             state.validation = Value::Null;
+            state.packages_changed = Value::Null;
         }
     }
     Ok(())

@@ -61,7 +61,7 @@ pub fn schema() -> Schema {
                 attr(
                     list_str(),
                     C::Optional,
-                    "Any of `boot`, `cloud_init`, `guest_agent`, `ssh`. Default: all four.",
+                    "Any of `boot`, `cloud_init`, `guest_agent`, `ssh`, and the opt-in `minimal` (no package installed that neither the source image nor `packages` accounts for). Default: the first four.",
                 ),
             ),
             (
@@ -119,6 +119,12 @@ pub fn schema() -> Schema {
         ("duration_ms", T::Number),
         ("finished_at", T::String),
     ]);
+    let packages_changed = object(&[
+        ("since", T::String),
+        ("added", list_str()),
+        ("removed", list_str()),
+        ("upgraded", list_str()),
+    ]);
     let attributes = vec![
         ("platform", attr(T::String, C::Required, &format!("Where the family lives: one of {}.", crate::platforms::registry::names()))),
         ("family", attr(T::String, C::Required, "The image family: a lowercase letter, then `[a-z0-9-]` (and `.` where the platform allows), at most 50 characters. Images are named `{family}-{YYYYMMDD}-{NNN}`.")),
@@ -135,6 +141,7 @@ pub fn schema() -> Schema {
         ("recipe_hash", attr(T::String, C::Computed, "Hash of the recipe (source, packages, provision, smoke_test, builder major version). A change rebuilds.")),
         ("validated", attr(T::Bool, C::Computed, "True when the current image passed its smoke test.")),
         ("validation", attr(validation, C::Computed, "The smoke-test report of the current image: each check with its result, duration and detail.")),
+        ("packages_changed", attr(packages_changed, C::Computed, "What changed in the current image's Debian packages since the family's previous validated image (`since`): `added` and `removed` as `name version`, `upgraded` as `name old -> new`. Null when either image has no package manifest.")),
         ("images", attr(T::List(Box::new(ImageEntry::schema_type())), C::Computed, "Every image golden built for the family, newest first, with status.")),
         ("prune", attr(list_str(), C::Computed, "Images this apply deletes under `retention`; shown by `terraform plan`.")),
         ("prune_reasons", attr(map_str(), C::Computed, "Why each image in `prune` goes: `beyond keep = N` or `older than max_age = \"D\"`.")),

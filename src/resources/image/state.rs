@@ -58,6 +58,15 @@ pub struct Validation {
     pub finished_at: Value<String>,
 }
 
+/// What changed in the packages since the previous validated image.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PackagesChanged {
+    pub since: Value<String>,
+    pub added: StringList,
+    pub removed: StringList,
+    pub upgraded: StringList,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImageState {
     // Arguments.
@@ -82,6 +91,7 @@ pub struct ImageState {
     pub recipe_hash: Value<String>,
     pub validated: Value<bool>,
     pub validation: Value<Validation>,
+    pub packages_changed: Value<PackagesChanged>,
     pub images: Value<Vec<ImageEntry>>,
     pub prune: StringList,
     pub prune_reasons: StringMap,
@@ -96,6 +106,7 @@ impl ImageState {
         self.build_number = Value::Unknown;
         self.validated = Value::Unknown;
         self.validation = Value::Unknown;
+        self.packages_changed = Value::Unknown;
         self.images = Value::Unknown;
     }
 
@@ -107,6 +118,7 @@ impl ImageState {
         self.build_number = other.build_number;
         self.validated = other.validated;
         self.validation = other.validation.clone();
+        self.packages_changed = other.packages_changed.clone();
         self.images = other.images.clone();
     }
 }
