@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what golden needs on a fresh Debian 12 machine: QEMU, the tools of
-# the base-image script, protoc (tf-provider's build), ssh, an ISO writer.
+# the base-image script, protoc (tf-provider's build), ssh, an ISO writer,
+# python3-venv (the simulator's proxmoxer test).
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 
@@ -19,6 +20,9 @@ have ssh || need+=(openssh-client)
 have ssh-keygen || need+=(openssh-client)
 have zstd || need+=(zstd)
 have bc || need+=(bc)
+# The simulator's client tests run proxmoxer from a venv (tests/clients/).
+have python3 || need+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # scripts/release.sh (make release, tests/e2e/install.rs)
 have zip || need+=(zip)
 have unzip || need+=(unzip)

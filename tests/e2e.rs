@@ -15,6 +15,7 @@ mod e2e {
     mod install;
     mod plugin_socket;
     mod proxmox;
+    mod proxmox_clients;
     mod proxmox_faults;
     mod proxmox_fidelity;
     mod proxmox_permissions;

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::sim::Sim;
+use super::sim::{sha256_hex, ImageServer, Sim};
 use super::util::{actions, base_image, change, qemu_processes, resource, strings, today, TfDir};
 
 const FAMILY: &str = "e2e-pve";
@@ -333,52 +333,6 @@ resource "golden_image" "x" {{
         "guests still running: {:?}",
         qemu_processes(simstate.to_str().unwrap())
     );
-}
-
-/// A one-file HTTP server on loopback (the "internet" PVE downloads from);
-/// counts the downloads.
-pub(super) struct ImageServer {
-    pub(super) url: String,
-    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl ImageServer {
-    pub(super) fn start(body: &'static [u8]) -> ImageServer {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!(
-            "http://{}/images/tiny-cloud.qcow2",
-            listener.local_addr().unwrap()
-        );
-        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = hits.clone();
-        std::thread::spawn(move || {
-            for mut conn in listener.incoming().flatten() {
-                let mut buf = [0u8; 4096];
-                let _ = conn.read(&mut buf);
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = conn.write_all(head.as_bytes());
-                let _ = conn.write_all(body);
-            }
-        });
-        ImageServer { url, hits }
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-pub(super) fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// `source.url`: PVE itself downloads the cloud image (`download-url`, content

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::sim::Sim;
+use super::sim::{sha256_hex, ImageServer, Sim};
 use super::util::{change, resource, strings, today, TfDir};
 
 fn image(family: &str, revision: &str, keep: u32, on_destroy: &str) -> String {
@@ -375,6 +375,345 @@ fn an_unknown_node_is_refused_once_and_named() {
         .unwrap_or_default()
         .to_owned();
     assert!(why.contains("no such cluster node 'nope'"), "{why}");
+    sim.assert_schema_clean();
+}
+
+/// `GET /cluster/nextid` answers a JSON string, as PVE does (pve-manager
+/// `PVE/API2/Cluster.pm` nextid: its `$i` is stringified as a hash key before
+/// it is returned), whatever the schema's `integer` says.
+#[test]
+fn nextid_answers_a_string_as_pve_does() {
+    let sim = Sim::start();
+    assert_eq!(
+        sim.api(reqwest::Method::GET, "/cluster/nextid"),
+        json!("100")
+    );
+    assert_eq!(
+        sim.api(reqwest::Method::GET, "/cluster/nextid?vmid=4242"),
+        json!("4242")
+    );
+    let (status, body) = sim.api_answer(reqwest::Method::GET, "/cluster/nextid?vmid=9000", &[]);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"]["vmid"], "VM 9000 already exists");
+    sim.assert_schema_clean();
+}
+
+/// qemu-server keeps the description as comment lines and strips trailing
+/// whitespace when it reads them (parse_vm_config): golden's notes come back
+/// without their final newline, and a person's notes around them with their
+/// blank lines at the end gone. golden still reads its metadata: the image
+/// is listed, and nothing changes.
+#[test]
+fn notes_come_back_trimmed_and_golden_still_reads_its_metadata() {
+    let sim = Sim::start();
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    write(&tf, &sim, &store, &image("trimmed-notes", "one", 2, "keep"));
+    tf.apply();
+    let name = format!("trimmed-notes-{}-001", today());
+    let id = vmid(&sim, &name);
+    let notes = sim.api_config(id)["description"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(notes.contains("golden-metadata"), "{notes}");
+    assert_eq!(notes, notes.trim_end(), "trailing whitespace read back");
+
+    sim.api_set_description(id, &format!("Owner: ops  \n\n{notes}\n\n \t\n"));
+    assert!(sim.api_config(id)["description"]
+        .as_str()
+        .unwrap()
+        .ends_with("```"));
+    let st = tf.run(&["plan", "-detailed-exitcode", "-no-color", "-input=false"]);
+    assert_eq!(st.status.code(), Some(0), "the image reads back unchanged");
+    let state = tf.state_json();
+    let images = super::util::resource(&state, "golden_image.x")["images"].clone();
+    assert_eq!(images[0]["name"], name.as_str(), "{images}");
+    sim.assert_schema_clean();
+}
+
+/// PVE's `pve-tag` matches case-insensitively, and qemu-server stores tags
+/// lower-cased, sorted and de-duplicated (pve-guest-common GuestHelpers.pm
+/// get_unique_tags, the default tag-style). A person's upper-case tag on a
+/// golden image is accepted, and golden still finds the image by its tags.
+#[test]
+fn upper_case_tags_are_accepted_and_read_back_folded() {
+    let sim = Sim::start();
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    write(&tf, &sim, &store, &image("folded-tags", "one", 2, "keep"));
+    tf.apply();
+    let id = vmid(&sim, &format!("folded-tags-{}-001", today()));
+    let tags = sim.api_config(id)["tags"].as_str().unwrap().to_owned();
+    sim.api_set_config(id, &[("tags", &format!("Owner-OPS;{tags};OWNER-ops Zeta"))]);
+    let back = sim.api_config(id)["tags"].as_str().unwrap().to_owned();
+    let mut want: Vec<&str> = tags.split(';').chain(["owner-ops", "zeta"]).collect();
+    want.sort_unstable();
+    assert_eq!(back, want.join(";"));
+    let st = tf.run(&["plan", "-detailed-exitcode", "-no-color", "-input=false"]);
+    assert_eq!(st.status.code(), Some(0), "the image is still golden's");
+    sim.assert_schema_clean();
+}
+
+/// Drive values come back in PVE's order: the volume, then the other keys
+/// sorted (qemu-server Drive.pm print_drive, pve-common print_property_string),
+/// whatever order the client sent them in.
+#[test]
+fn drives_read_back_in_pve_order() {
+    let sim = Sim::start();
+    let node = sim.node.clone();
+    let exit = sim.api_task_exit(
+        reqwest::Method::POST,
+        &format!("/nodes/{node}/qemu"),
+        &[
+            ("vmid", "321"),
+            ("name", "drives"),
+            ("scsi0", "local-lvm:1,ssd=1,iothread=1,discard=on"),
+            ("ide2", "local-lvm:cloudinit"),
+        ],
+    );
+    assert_eq!(exit, "OK");
+    let cfg = sim.api_config(321);
+    assert_eq!(
+        cfg["scsi0"],
+        "local-lvm:vm-321-disk-0,discard=on,iothread=1,size=1G,ssd=1"
+    );
+    assert_eq!(cfg["ide2"], "local-lvm:vm-321-cloudinit,media=cdrom");
+    let exit = sim.api_task_exit(
+        reqwest::Method::POST,
+        "/nodes/pve/qemu/321/clone",
+        &[("newid", "322"), ("full", "1")],
+    );
+    assert_eq!(exit, "OK");
+    assert_eq!(
+        sim.api_config(322)["scsi0"],
+        "local-lvm:vm-322-disk-0,discard=on,iothread=1,size=1G,ssd=1"
+    );
+    sim.assert_schema_clean();
+}
+
+/// Locks and taken ids as qemu-server and pve-guest-common word them, and
+/// where: the clone's and the config write's checks answer 500 at once;
+/// start and destroy check the lock in their worker, so the task fails.
+#[test]
+fn locks_and_taken_ids_are_refused_with_pves_words() {
+    let sim = Sim::start_with(&["--task-ms", "1500"]);
+    let node = sim.node.clone();
+    let (status, body) = sim.api_answer(
+        reqwest::Method::POST,
+        &format!("/nodes/{node}/qemu/9000/clone"),
+        &[("newid", "500"), ("name", "slow")],
+    );
+    assert_eq!(status, 200, "{body}");
+    let clone_upid = body["data"].as_str().unwrap().to_owned();
+    // 500 is locked `clone` while the task runs.
+    let refused = |method: reqwest::Method, path: &str, form: &[(&str, &str)]| {
+        let (status, body) = sim.api_answer(method, &format!("/nodes/{node}{path}"), form);
+        (
+            status,
+            body["message"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    assert_eq!(
+        refused(
+            reqwest::Method::PUT,
+            "/qemu/500/config",
+            &[("memory", "2048")]
+        ),
+        (500, "VM is locked (clone)\n".to_owned())
+    );
+    assert_eq!(
+        refused(
+            reqwest::Method::POST,
+            "/qemu/500/clone",
+            &[("newid", "501"), ("full", "1")]
+        ),
+        (500, "VM is locked (clone)\n".to_owned())
+    );
+    assert_eq!(
+        refused(
+            reqwest::Method::POST,
+            "/qemu/9000/clone",
+            &[("newid", "500")]
+        ),
+        (
+            500,
+            "unable to create VM 500: config file already exists\n".to_owned()
+        )
+    );
+    assert_eq!(
+        refused(reqwest::Method::POST, "/qemu", &[("vmid", "500")]),
+        (
+            500,
+            format!("unable to create VM 500 - VM 500 already exists on node '{node}'\n")
+        )
+    );
+    let post = sim.api_task_exit(
+        reqwest::Method::POST,
+        &format!("/nodes/{node}/qemu/500/config"),
+        &[("memory", "2048")],
+    );
+    assert_eq!(
+        post, "VM is locked (clone)",
+        "POST config checks in its worker"
+    );
+    let start = sim.api_task_exit(
+        reqwest::Method::POST,
+        &format!("/nodes/{node}/qemu/500/status/start"),
+        &[],
+    );
+    assert_eq!(start, "VM is locked (clone)");
+    assert_eq!(sim.task_exit(&clone_upid), "OK");
+    assert_eq!(
+        sim.vm_named("slow").unwrap()["lock"],
+        serde_json::Value::Null
+    );
+    sim.assert_schema_clean();
+}
+
+/// pvestatd broadcasts guest statistics every ten seconds; until then
+/// `/cluster/resources` lists a new VM without `name` and `template`
+/// (pve-manager API2Tools.pm extract_vm_stats). A template made a moment
+/// ago is still found by its name, the build's own new VMs (candidate,
+/// smoke clone) never collide, and the image's size is known.
+#[test]
+fn a_template_made_moments_ago_is_found_while_cluster_statistics_lag() {
+    let sim = Sim::start_with(&["--stats-lag-ms", "600000"]);
+    let node = sim.node.clone();
+    let exit = sim.api_task_exit(
+        reqwest::Method::POST,
+        &format!("/nodes/{node}/qemu/9000/clone"),
+        &[("newid", "150"), ("name", "fresh-base"), ("full", "1")],
+    );
+    assert_eq!(exit, "OK");
+    let exit = sim.api_task_exit(
+        reqwest::Method::POST,
+        &format!("/nodes/{node}/qemu/150/template"),
+        &[],
+    );
+    assert_eq!(exit, "OK");
+    let listed = sim.api(reqwest::Method::GET, "/cluster/resources?type=vm");
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["vmid"] == 150)
+        .cloned()
+        .unwrap();
+    assert_eq!(entry["status"], "unknown", "{entry}");
+    assert!(
+        entry.get("name").is_none() && entry.get("template").is_none(),
+        "{entry}"
+    );
+
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    let body = image("lagging", "one", 2, "keep").replace("debian-12-base", "fresh-base");
+    assert!(body.contains("fresh-base"));
+    write(&tf, &sim, &store, &body);
+    tf.apply();
+    let state = tf.state_json();
+    let images = super::util::resource(&state, "golden_image.x")["images"].clone();
+    assert_eq!(images[0]["size_bytes"], 2u64 << 30, "{images}");
+
+    // By id too: the entry without `template` is not "not a template".
+    let by_id = TfDir::new();
+    let store = by_id.path().join("store");
+    let body = image("lagging-id", "one", 2, "keep")
+        .replace("template = \"debian-12-base\"", "vm_id = 150");
+    assert!(body.contains("vm_id = 150"));
+    write(&by_id, &sim, &store, &body);
+    by_id.apply();
+    assert!(sim
+        .vm_named(&format!("lagging-id-{}-001", today()))
+        .is_some());
+    assert!(temporaries(&sim).is_empty(), "{:?}", temporaries(&sim));
+    sim.assert_schema_clean();
+}
+
+/// `download-url` as pve-storage's Status.pm download_url and pve-common's
+/// download_file_from_url do it: block storages and wrong extensions are
+/// refused before any task; the `download` task's worker id is the file
+/// name; an existing file is refused, or kept when its checksum is the one
+/// asked for; a mismatch is worded as PVE words it. The simulator is PVE 9.1
+/// (the schema's release), where `.qcow2` imports exist (since PVE 8.4).
+#[test]
+fn download_url_refuses_keeps_and_checks_files_as_pve_does() {
+    const BODY: &[u8] = b"QFI\xfb a tiny image";
+    let server = ImageServer::start(BODY);
+    let sim = Sim::start();
+    let version = sim.api(reqwest::Method::GET, "/version");
+    assert_eq!(version["release"], "9.1", "{version}");
+    let node = sim.node.clone();
+    let sha = sha256_hex(BODY);
+    let zeros = "0".repeat(64);
+    let download = |storage: &str, content: &str, filename: &str, checksum: Option<&str>| {
+        let mut form = vec![
+            ("url", server.url.as_str()),
+            ("content", content),
+            ("filename", filename),
+        ];
+        if let Some(c) = checksum {
+            form.extend([("checksum", c), ("checksum-algorithm", "sha256")]);
+        }
+        sim.api_answer(
+            reqwest::Method::POST,
+            &format!("/nodes/{node}/storage/{storage}/download-url"),
+            &form,
+        )
+    };
+    let (status, body) = download("local-lvm", "import", "a.qcow2", None);
+    assert_eq!(
+        (status, body["message"].as_str().unwrap_or_default()),
+        (
+            500,
+            "can't upload to storage type 'lvmthin', not a file based storage!\n"
+        )
+    );
+    let (status, body) = download("local", "iso", "a.qcow2", None);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"]["filename"], "wrong file extension");
+
+    let (status, body) = download("local", "import", "tiny image.qcow2", Some(&sha));
+    let upid = body["data"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(status, 200, "{body}");
+    assert!(upid.contains(":download:tiny_image.qcow2:"), "{upid}");
+    assert_eq!(sim.task_exit(&upid), "OK");
+    let content = sim.api(
+        reqwest::Method::GET,
+        &format!("/nodes/{node}/storage/local/content?content=import"),
+    );
+    assert!(
+        content
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["volid"] == "local:import/tiny_image.qcow2"),
+        "{content}"
+    );
+    assert_eq!(server.hits(), 1);
+
+    let again = |checksum: Option<&str>| {
+        let (status, body) = download("local", "import", "tiny_image.qcow2", checksum);
+        assert_eq!(status, 200, "{body}");
+        sim.task_exit(body["data"].as_str().unwrap())
+    };
+    assert_eq!(
+        again(None),
+        "refusing to override existing file '/var/lib/vz/import/tiny_image.qcow2'"
+    );
+    assert_eq!(again(Some(&sha)), "OK", "the right file is kept");
+    assert_eq!(
+        again(Some(&zeros)),
+        format!("checksum mismatch: got '{sha}' != expect '{zeros}', aborting")
+    );
+    assert_eq!(server.hits(), 1, "an existing file is never fetched again");
+
+    let (_, body) = download("local", "import", "other.qcow2", Some(&zeros));
+    assert_eq!(
+        sim.task_exit(body["data"].as_str().unwrap()),
+        format!("checksum mismatch: got '{sha}' != expect '{zeros}'")
+    );
     sim.assert_schema_clean();
 }
 

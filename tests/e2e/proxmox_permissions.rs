@@ -9,8 +9,8 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::proxmox::{sha256_hex, ImageServer};
 use super::sim::Sim;
+use super::sim::{sha256_hex, ImageServer};
 use super::util::{today, TfDir};
 
 const TOKEN_ID: &str = "golden@pve!terraform";

@@ -207,6 +207,59 @@ impl Sim {
         })
     }
 
+    /// A PVE API call that may fail, as a client sees it: the HTTP status
+    /// and the whole body (`data`, and `message` on errors).
+    pub fn api_answer(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let req = self
+            .http
+            .request(method, format!("{}/api2/json{path}", self.endpoint))
+            .header("Authorization", format!("PVEAPIToken={}", self.token))
+            .form(form);
+        self.rt.block_on(async {
+            let resp = req.send().await.expect("simulator PVE API");
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+        })
+    }
+
+    /// Starts a task through the PVE API (asserting a UPID comes back) and
+    /// waits for its exit status.
+    pub fn api_task_exit(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> String {
+        let (status, body) = self.api_answer(method, path, form);
+        let upid = body["data"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            status == 200 && upid.starts_with("UPID:"),
+            "{path}: {status} {body}"
+        );
+        self.task_exit(&upid)
+    }
+
+    /// Waits for a task and returns its exit status (`OK` or the error).
+    pub fn task_exit(&self, upid: &str) -> String {
+        for _ in 0..400 {
+            let st = self.api(
+                reqwest::Method::GET,
+                &format!("/nodes/{}/tasks/{upid}/status", self.node),
+            );
+            if st["status"] == "stopped" {
+                return st["exitstatus"].as_str().unwrap_or_default().to_owned();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("task {upid} did not finish");
+    }
+
     /// Destroys a VM through the PVE API and waits for the task.
     pub fn api_destroy(&self, vmid: u64) {
         let st = self.api_task(reqwest::Method::DELETE, &format!("/qemu/{vmid}"), &[]);
@@ -393,4 +446,50 @@ impl Drop for Sim {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A one-file HTTP server on loopback (the "internet" PVE downloads from);
+/// counts the downloads.
+pub struct ImageServer {
+    pub url: String,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ImageServer {
+    pub fn start(body: &'static [u8]) -> ImageServer {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "http://{}/images/tiny-cloud.qcow2",
+            listener.local_addr().unwrap()
+        );
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(body);
+            }
+        });
+        ImageServer { url, hits }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -629,6 +629,36 @@ const RULES: &[(&str, &str, &str)] = &[
         "/nodes/{node}/qemu/{vmid}/agent/file-write",
         r#"["perm","/vms/{vmid}",["VM.GuestAgent.FileWrite","VM.GuestAgent.Unrestricted"],"any",1]"#,
     ),
+    (
+        "POST",
+        "/nodes/{node}/qemu/{vmid}/status/reboot",
+        r#"["perm","/vms/{vmid}",["VM.PowerMgmt"]]"#,
+    ),
+    (
+        "PUT",
+        "/nodes/{node}/qemu/{vmid}/resize",
+        r#"["perm","/vms/{vmid}",["VM.Config.Disk"]]"#,
+    ),
+    (
+        "PUT",
+        "/nodes/{node}/qemu/{vmid}/cloudinit",
+        r#"["perm","/vms/{vmid}",["VM.Config.Cloudinit"]]"#,
+    ),
+    (
+        "GET",
+        "/cluster/ha/resources",
+        r#"["perm","/",["Sys.Audit"]]"#,
+    ),
+    (
+        "GET",
+        "/cluster/ha/resources/{sid}",
+        r#"["perm","/",["Sys.Audit"]]"#,
+    ),
+    (
+        "GET",
+        "/nodes/{node}/storage/{storage}/status",
+        r#"["perm","/storage/{storage}",["Datastore.Audit","Datastore.AllocateSpace"],"any",1]"#,
+    ),
     ("GET", "/nodes/{node}/tasks/{upid}/status", "all"),
     ("GET", "/nodes/{node}/tasks/{upid}/log", "all"),
     ("GET", "/nodes/{node}/storage", "all"),

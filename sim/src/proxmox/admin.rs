@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::access::AccessConfig;
-use super::state::{debian_fs, Cluster, Shared, Vm};
+use super::state::{debian_fs, description_as_read_back, normalize_tags, Cluster, Shared, Vm};
 use super::{vms, ApiError};
 use crate::core::admin::{bad_json, AdminError};
 use crate::core::faults::FaultKind;
@@ -214,19 +214,25 @@ fn add_vm(cl: &mut Cluster, req: AddVmReq) -> Result<Value, ApiError> {
         cfg.insert("template".to_owned(), "1".to_owned());
     }
     if let Some(t) = req.tags {
-        let t = super::state::normalize_tags(&t).map_err(|why| ApiError::param("tags", why))?;
+        let t = normalize_tags(&t).map_err(|why| ApiError::param("tags", why))?;
         if !t.is_empty() {
             cfg.insert("tags".to_owned(), t);
         }
     }
-    if let Some(d) = req.description {
+    if let Some(d) = req
+        .description
+        .as_deref()
+        .and_then(description_as_read_back)
+    {
         cfg.insert("description".to_owned(), d);
     }
     let mut vol = cl.new_volume(&st, &disk, Some(req.vmid), 2 << 30, format);
     vol.files = debian_fs(&name);
     cfg.insert("name".to_owned(), name);
     cl.add_volume(vol);
-    cl.vms.insert(req.vmid, Vm::new(req.vmid, cfg));
+    let lag = cl.opts.stats_lag();
+    cl.vms
+        .insert(req.vmid, Vm::new(req.vmid, cfg).known_long(lag));
     Ok(cl.vm_json(cl.vm(req.vmid)?))
 }
 
@@ -257,6 +263,7 @@ mod tests {
             base_image: None,
             state_dir: std::env::temp_dir().join("golden-sim-unit"),
             extra_vms: 0,
+            stats_lag_ms: 0,
             extra_storages: Vec::new(),
         });
         let mut cl = Cluster::new(opts);

@@ -22,7 +22,7 @@ pub fn main(args: &[String]) -> Result<()> {
 pub const USAGE: &str = "usage: golden-sim proxmox [--listen 127.0.0.1:0] [--schema PATH] \
 [--backend instant|qemu] [--base-image PATH] [--state-dir DIR] [--node pve] \
 [--storage local-lvm] [--add-storage ID=TYPE[:CONTENT]]... [--token 'root@pam!golden=SECRET'] [--task-ms 200] \
-[--agent-ready-ms 300] [--extra-vms N] [--exit-on-stdin-eof]";
+[--agent-ready-ms 300] [--extra-vms N] [--stats-lag-ms 3000] [--exit-on-stdin-eof]";
 
 pub struct Cli {
     listen: SocketAddr,
@@ -46,6 +46,7 @@ pub fn parse(args: &[String]) -> Result<Cli> {
     let mut task_ms = 200;
     let mut agent_ready_ms = 300;
     let mut extra_vms = 0;
+    let mut stats_lag_ms = 3000;
     let mut extra_storages: Vec<StorageSpec> = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -86,6 +87,11 @@ pub fn parse(args: &[String]) -> Result<Cli> {
                     .context("--agent-ready-ms wants milliseconds")?
             }
             "--extra-vms" => extra_vms = value()?.parse().context("--extra-vms wants a number")?,
+            "--stats-lag-ms" => {
+                stats_lag_ms = value()?
+                    .parse()
+                    .context("--stats-lag-ms wants milliseconds")?
+            }
             other => bail!("unknown option {other}\n{USAGE}"),
         }
     }
@@ -130,6 +136,7 @@ pub fn parse(args: &[String]) -> Result<Cli> {
             base_image,
             state_dir,
             extra_vms,
+            stats_lag_ms,
             extra_storages,
         },
     })

@@ -354,6 +354,18 @@ async fn api(
     }
 }
 
+/// The PVE release the simulator is: the one the schema it checks against
+/// describes (`../shared/specs/proxmox`: `VM.GuestAgent.*` privileges and
+/// the `network` resource type, which pve-manager has since 9.0/9.1, no
+/// `host-arch` yet, which came in 9.1.10). pve-manager 9.1.1 (commit
+/// f4d3f125), kernel 6.17, QEMU 10.1. It also decides what download-url
+/// takes: `.qcow2`/`.raw`/`.vmdk` imports need PVE 8.4 (pve-storage 8.3.6).
+const PVE_VERSION: &str = "9.1.1";
+const PVE_RELEASE: &str = "9.1";
+const PVE_REPOID: &str = "f4d3f125ffae50e9";
+const KERNEL: &str = "6.17.2-1-pve";
+const KERNEL_BUILD: &str = "#1 SMP PREEMPT_DYNAMIC PMX 6.17.2-1";
+
 fn first<'a>(p: &'a Params, k: &str) -> Option<&'a str> {
     p.get(k).and_then(|v| v.first()).map(String::as_str)
 }
@@ -365,16 +377,38 @@ fn node_status(cl: &Cluster) -> Value {
         "cpu": 0.01,
         "uptime": cl.booted.elapsed().as_secs(),
         "loadavg": ["0.05", "0.10", "0.08"],
-        "kversion": "Linux 6.8.12-4-pve #1 SMP PREEMPT_DYNAMIC PMX 6.8.12-4",
-        "pveversion": "pve-manager/8.3.0/c1689ccb1065a83b",
+        "kversion": format!("Linux {KERNEL} {KERNEL_BUILD}"),
+        "pveversion": format!("pve-manager/{PVE_VERSION}/{PVE_REPOID}"),
         "cpuinfo": {"cores": 2, "cpus": 2, "model": "QEMU Virtual CPU", "sockets": 1},
         "memory": {"available": 14u64 << 30, "free": 14u64 << 30, "total": 16u64 << 30, "used": 2u64 << 30},
         "rootfs": {"avail": 90u64 << 30, "free": 90u64 << 30, "total": 100u64 << 30, "used": 10u64 << 30},
         "boot-info": {"mode": "legacy-bios"},
-        "current-kernel": {"machine": "x86_64", "release": "6.8.12-4-pve", "sysname": "Linux", "version": "#1 SMP PREEMPT_DYNAMIC PMX 6.8.12-4"},
+        "current-kernel": {"machine": "x86_64", "release": KERNEL, "sysname": "Linux", "version": KERNEL_BUILD},
         "ksm": {"shared": 0},
         "swap": {"free": 0, "total": 0, "used": 0},
     })
+}
+
+/// `GET /cluster/ha/resources/{sid}` where nothing is HA-managed: a vmid
+/// becomes `vm:<id>` (pve-ha-manager `PVE/HA/Config.pm` parse_sid) and the
+/// read dies "no such resource" (`PVE/API2/HA/Resources.pm` read,
+/// `$api_copy_config`), a plain 500.
+fn no_ha_resource(cl: &Cluster, sid: &str) -> ApiError {
+    let why = if let Ok(id) = sid.parse::<u32>() {
+        if cl.vms.contains_key(&id) {
+            format!("no such resource 'vm:{id}'")
+        } else {
+            format!("unable to detect SID from VMID - VM/CT {id} does not exist")
+        }
+    } else if sid
+        .split_once(':')
+        .is_some_and(|(t, n)| !t.is_empty() && !n.is_empty())
+    {
+        format!("no such resource '{sid}'")
+    } else {
+        format!("unable to parse service id '{sid}'")
+    };
+    ApiError::new(500, why)
 }
 
 fn not_implemented(method: &str, path: &str) -> ApiError {
@@ -392,11 +426,12 @@ async fn dispatch(
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segs.as_slice()) {
         ("GET", ["version"]) => {
-            Ok(json!({"version": "8.3.0", "release": "8.3", "repoid": "c1689ccb1065a83b"}))
+            // pve-manager PVE/API2.pm version (PVE::pvecfg).
+            Ok(json!({"version": PVE_VERSION, "release": PVE_RELEASE, "repoid": PVE_REPOID}))
         }
         ("GET", ["cluster", "nextid"]) => vms::nextid(&shared.lock(), params),
         ("GET", ["cluster", "resources"]) => {
-            Ok(vms::resources(&shared.lock(), first(params, "type")))
+            Ok(vms::resources(&mut shared.lock(), first(params, "type")))
         }
         ("GET", ["nodes"]) => {
             let cl = shared.lock();
@@ -408,6 +443,9 @@ async fn dispatch(
                 "level": "", "ssl_fingerprint": cl.ssl_fingerprint,
             }]))
         }
+        // pve-ha-manager PVE/API2/HA/Resources.pm: no guest is HA-managed.
+        ("GET", ["cluster", "ha", "resources"]) => Ok(json!([])),
+        ("GET", ["cluster", "ha", "resources", sid]) => Err(no_ha_resource(&shared.lock(), sid)),
         // pve-access-control PVE/API2/Pool.pm index: the pools the caller may
         // see; a cluster without pools answers an empty list.
         ("GET", ["pools"]) => Ok(json!([])),
@@ -460,6 +498,10 @@ async fn node_dispatch(
             vms::clone(shared, &mut shared.lock(), vmid(id)?, params)
         }
         ("POST", ["qemu", id, "template"]) => vms::template(shared, &mut shared.lock(), vmid(id)?),
+        ("PUT", ["qemu", id, "resize"]) => {
+            vms::resize(shared, &mut shared.lock(), vmid(id)?, params)
+        }
+        ("PUT", ["qemu", id, "cloudinit"]) => vms::cloudinit_update(&shared.lock(), vmid(id)?),
         ("GET", ["qemu", id, "status", "current"]) => {
             vms::status_current(&shared.lock(), vmid(id)?)
         }
@@ -470,6 +512,7 @@ async fn node_dispatch(
                 "start" => vms::start(shared, &mut cl, id, params),
                 "stop" => vms::stop(shared, &mut cl, id, params),
                 "shutdown" => vms::shutdown(shared, &mut cl, id, params),
+                "reboot" => vms::reboot(shared, &mut cl, id, params),
                 _ => Err(ApiError::new(501, "")),
             }
         }
@@ -499,6 +542,7 @@ async fn node_dispatch(
         }
         ("GET", ["storage"]) => Ok(storage::list(&shared.lock(), params)),
         ("GET", ["storage", st, "content"]) => storage::content(&shared.lock(), st, params),
+        ("GET", ["storage", st, "status"]) => storage::status(&shared.lock(), st),
         // pve-storage PVE/API2/Storage/Status.pm mounts Content.pm with
         // `fragmentDelimiter => ''` (pve-common PVE/RESTHandler.pm
         // map_path_to_methods joins the rest of the path): a volume id may

@@ -272,10 +272,8 @@ impl Schema {
             "pve-configid" => is_configid(v),
             "pve-configid-list" => split_list(v).all(is_configid),
             "dns-name" => !v.is_empty() && v.split('.').all(is_dns_label),
-            "pve-tag-list" => {
-                let tags: Vec<&str> = split_tags(v).collect();
-                !tags.is_empty() && tags.iter().all(|t| valid_tag(t))
-            }
+            // check_format's `-list`: "we allow empty lists".
+            "pve-tag-list" => split_tags(v).all(valid_tag),
             // PVE's pve_verify_urlencoded: the value itself must be encoded.
             "urlencoded" => v
                 .bytes()
@@ -541,19 +539,26 @@ fn split_list(v: &str) -> impl Iterator<Item = &str> {
         .filter(|s| !s.is_empty())
 }
 
-/// Tags are separated by `;`, `,` or spaces.
+/// Tags are separated by `;`, `,` or whitespace (pve-common
+/// `PVE/ParseUtils.pm` split_list).
 pub fn split_tags(v: &str) -> impl Iterator<Item = &str> {
-    v.split([';', ',', ' ']).filter(|s| !s.is_empty())
+    v.split(|c: char| c == ';' || c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
 }
 
-/// `[a-z0-9_][a-z0-9_+.-]*`: PVE itself matches case-insensitively; we are
-/// stricter so a client that passes here never depends on case folding.
+/// `pve-tag`: `[a-z0-9_][a-z0-9_+.-]*`, matched case-insensitively (pve-common
+/// `PVE/JSONSchema.pm` `$PVE_TAG_RE` and pve_verify_tag's `m/^...$/i`).
 pub fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit() || b[0] == b'_')
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
         && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_+.-".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || b"_+.-".contains(c))
+}
+
+fn is_integer_text(s: &str) -> bool {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// One JSON value against a `returns` schema; PVE encodes booleans as 0/1.
@@ -571,7 +576,10 @@ fn check_value(schema: &Value, v: &Value, at: &str, out: &mut Vec<String>) {
     let fits = match ty {
         "object" => v.is_object(),
         "array" => v.is_array(),
-        "integer" => v.is_i64() || v.is_u64(),
+        // A Perl number that was once used as a string is encoded as one
+        // (JSON::XS), and PVE's own check accepts it (pve-common
+        // `PVE/JSONSchema.pm` check_type: is_integer, `^[+-]?\d+$`).
+        "integer" => v.is_i64() || v.is_u64() || v.as_str().is_some_and(is_integer_text),
         "number" => v.is_number(),
         "boolean" => v.is_boolean() || matches!(v.as_u64(), Some(0 | 1)),
         "string" => v.is_string(),
@@ -721,7 +729,7 @@ mod tests {
             param_errors(&[("vmid", "101"), ("ostype", "beos")])["ostype"].contains("enumeration")
         );
         assert!(param_errors(&[("vmid", "101"), ("name", "no_underscores")]).contains_key("name"));
-        assert!(param_errors(&[("vmid", "101"), ("tags", "Upper")]).contains_key("tags"));
+        assert!(param_errors(&[("vmid", "101"), ("tags", "a=b")]).contains_key("tags"));
         assert!(
             param_errors(&[("vmid", "101"), ("sshkeys", "ssh-ed25519 AAAA")])
                 .contains_key("sshkeys")
@@ -828,5 +836,26 @@ mod tests {
             out,
             vec!["data.status: required property missing".to_owned()]
         );
+    }
+
+    #[test]
+    fn tags_match_case_insensitively_as_pve_tag_does() {
+        assert!(valid_tag("Team-A") && valid_tag("prod") && valid_tag("_x.1+2"));
+        assert!(!valid_tag("-lead") && !valid_tag("a=b") && !valid_tag(""));
+        // An empty list is a valid pve-tag-list (check_format's `-list`).
+        let s = schema();
+        let empty = params(&[("vmid", "101"), ("tags", "")]);
+        assert_eq!(s.check_request("POST", "/nodes/pve/qemu", &empty), Ok(()));
+    }
+
+    #[test]
+    fn integers_may_arrive_as_digit_strings_as_pve_check_type_allows() {
+        let mut out = Vec::new();
+        check_value(&json!({"type": "integer"}), &json!("100"), "data", &mut out);
+        check_value(&json!({"type": "integer"}), &json!(100), "data", &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        check_value(&json!({"type": "integer"}), &json!("10x"), "data", &mut out);
+        check_value(&json!({"type": "integer"}), &json!(""), "data", &mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
     }
 }

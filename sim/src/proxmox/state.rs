@@ -42,6 +42,10 @@ pub struct Options {
     pub base_image: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub extra_vms: u32,
+    /// How long `/cluster/resources` lags behind a VM's config: pvestatd
+    /// broadcasts guest statistics (name, status, template) every ten
+    /// seconds, so a new VM is listed without them until then.
+    pub stats_lag_ms: u64,
     /// Storages beyond (or replacing) the defaults, `--add-storage`.
     pub extra_storages: Vec<StorageSpec>,
 }
@@ -90,6 +94,10 @@ impl Options {
 
     pub fn task(&self) -> Duration {
         Duration::from_millis(self.task_ms)
+    }
+
+    pub fn stats_lag(&self) -> Duration {
+        Duration::from_millis(self.stats_lag_ms)
     }
 }
 
@@ -161,6 +169,12 @@ pub struct Vm {
     pub power: Power,
     pub execs: BTreeMap<i64, ExecRecord>,
     pub next_exec_pid: i64,
+    /// The statistics `/cluster/resources` shows (pve-manager
+    /// `PVE/API2Tools.pm` extract_vm_stats reads them from the rrd data
+    /// pvestatd broadcasts): none until the first broadcast after creation,
+    /// then a snapshot at most `stats_lag` old.
+    pub stats: Option<serde_json::Map<String, Value>>,
+    pub stats_at: Instant,
 }
 
 impl Vm {
@@ -171,7 +185,16 @@ impl Vm {
             power: Power::Stopped,
             execs: BTreeMap::new(),
             next_exec_pid: 1000,
+            stats: None,
+            stats_at: Instant::now(),
         }
+    }
+
+    /// A VM that existed before anyone looked (seeded, or added through
+    /// `/_sim/vms`): its statistics are already broadcast.
+    pub fn known_long(mut self, lag: Duration) -> Vm {
+        self.stats_at = Instant::now().checked_sub(lag).unwrap_or(self.stats_at);
+        self
     }
 
     pub fn name(&self) -> String {
@@ -309,18 +332,60 @@ pub fn fmt_size(bytes: u64) -> String {
     bytes.to_string()
 }
 
-/// `tags`: split on `;`, `,` or space, drop empties, refuse invalid ones,
-/// de-duplicate, sort, join with `;`.
+/// `tags` as qemu-server stores them: split on `;`, `,` or whitespace
+/// (pve-common `PVE/ParseUtils.pm` split_list), each checked against
+/// `pve-tag` (pve-common `PVE/JSONSchema.pm` pve_verify_tag: "invalid
+/// characters in tag", case-insensitive), then lower-cased, sorted and
+/// de-duplicated (pve-guest-common `PVE/GuestHelpers.pm` get_unique_tags
+/// with datacenter.cfg's default tag-style: not case-sensitive, sorted),
+/// joined with `;`.
 pub fn normalize_tags(v: &str) -> Result<String, String> {
-    let mut tags: Vec<&str> = split_tags(v).collect();
-    if let Some(bad) = tags.iter().find(|t| !valid_tag(t)) {
-        return Err(format!(
-            "invalid tag '{bad}': tags must match [a-z0-9_][a-z0-9_+.-]*"
-        ));
+    // check_format's `-list` dies "invalid format - $@" without the tag.
+    if split_tags(v).any(|t| !valid_tag(t)) {
+        return Err("invalid format - invalid characters in tag".to_owned());
     }
+    let mut tags: Vec<String> = split_tags(v).map(str::to_lowercase).collect();
     tags.sort_unstable();
     tags.dedup();
     Ok(tags.join(";"))
+}
+
+/// The description as a later read gives it back. qemu-server writes it as
+/// `#` comment lines on top of the config file, and nothing when it is empty
+/// (or Perl-false `0`); reading joins the lines and strips trailing
+/// whitespace (qemu-server `PVE/QemuServer.pm` write_vm_config and
+/// parse_vm_config's `$finish_description`: `$descr =~ s/\s+$//`).
+pub fn description_as_read_back(v: &str) -> Option<String> {
+    if v.is_empty() || v == "0" {
+        return None;
+    }
+    Some(v.trim_end().to_owned())
+}
+
+/// A drive's property string in PVE's order: the default key (the volume)
+/// first, bare, then the other keys sorted (qemu-server
+/// `PVE/QemuServer/Drive.pm` print_drive, pve-common `PVE/JSONSchema.pm`
+/// print_property_string).
+pub fn print_drive(v: &str) -> String {
+    let mut file = None;
+    // A bare value after the volume has no key (PVE would refuse it): it is
+    // kept and sorted by its text.
+    let mut keyed: Vec<(&str, Option<&str>)> = Vec::new();
+    for part in v.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('=') {
+            Some(("file", f)) => file = Some(f),
+            Some((k, val)) => keyed.push((k, Some(val))),
+            None if file.is_none() => file = Some(part),
+            None => keyed.push((part, None)),
+        }
+    }
+    keyed.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out: Vec<String> = file.map(str::to_owned).into_iter().collect();
+    out.extend(keyed.into_iter().map(|(k, val)| match val {
+        Some(val) => format!("{k}={val}"),
+        None => k.to_owned(),
+    }));
+    out.join(",")
 }
 
 pub struct Cluster {
@@ -424,7 +489,8 @@ impl Cluster {
         self.add_volume(disk);
         let ci = self.new_volume(&st, &ci_name, Some(9000), 4 * 1024 * 1024, format);
         self.add_volume(ci);
-        self.vms.insert(9000, Vm::new(9000, cfg));
+        let lag = self.opts.stats_lag();
+        self.vms.insert(9000, Vm::new(9000, cfg).known_long(lag));
     }
 
     /// Unrelated VMs that make the cluster big: lookups must cope.
@@ -458,7 +524,8 @@ impl Cluster {
         let mut vol = self.new_volume(&st, &disk, Some(vmid), 8 * GIB, format);
         vol.files = debian_fs(&format!("vm-{vmid}"));
         self.add_volume(vol);
-        self.vms.insert(vmid, Vm::new(vmid, cfg));
+        let lag = self.opts.stats_lag();
+        self.vms.insert(vmid, Vm::new(vmid, cfg).known_long(lag));
     }
 
     pub fn new_volume(
@@ -712,6 +779,7 @@ mod tests {
             base_image: None,
             state_dir: std::env::temp_dir().join("golden-sim-unit"),
             extra_vms: 20,
+            stats_lag_ms: 0,
             extra_storages: vec![
                 "vmstore=dir".parse().unwrap(),
                 "tank=zfspool".parse().unwrap(),
@@ -730,12 +798,44 @@ mod tests {
             normalize_tags("golden-family.x_1+2").unwrap(),
             "golden-family.x_1+2"
         );
-        assert!(
-            normalize_tags("Prod").is_err(),
-            "upper case is refused, not folded"
+        assert_eq!(
+            normalize_tags("Prod;web;PROD\tTeam-A").unwrap(),
+            "prod;team-a;web",
+            "upper case is accepted, folded, sorted and de-duplicated"
         );
         assert!(normalize_tags("a=b").is_err());
         assert!(normalize_tags("-lead").is_err());
+    }
+
+    #[test]
+    fn descriptions_read_back_as_the_config_file_keeps_them() {
+        assert_eq!(
+            description_as_read_back("notes\n\n```json\n{}\n```\n  \n").as_deref(),
+            Some("notes\n\n```json\n{}\n```")
+        );
+        assert_eq!(
+            description_as_read_back("  indented\r\nkept").as_deref(),
+            Some("  indented\r\nkept")
+        );
+        assert_eq!(description_as_read_back(""), None);
+        assert_eq!(
+            description_as_read_back("0"),
+            None,
+            "Perl-false: not written"
+        );
+    }
+
+    #[test]
+    fn drives_print_with_the_volume_first_and_the_rest_sorted() {
+        assert_eq!(
+            print_drive("local-lvm:vm-1-disk-0,ssd=1,discard=on,size=2G,iothread=1"),
+            "local-lvm:vm-1-disk-0,discard=on,iothread=1,size=2G,ssd=1"
+        );
+        assert_eq!(
+            print_drive("media=cdrom,file=local-lvm:vm-1-cloudinit"),
+            "local-lvm:vm-1-cloudinit,media=cdrom"
+        );
+        assert_eq!(print_drive("none,media=cdrom"), "none,media=cdrom");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
 
 use super::plugins::StorageType;
 use super::schema::{parse_bool, Params};
-use super::state::{debian_fs, Cluster, Shared, Volume};
+use super::state::{debian_fs, Cluster, Shared, StorageDef, Volume};
 use super::tasks::{self, TaskSpec};
 use super::vms::used_bytes;
 use super::ApiError;
@@ -34,13 +34,9 @@ pub fn list(cl: &Cluster, params: &Params) -> Value {
             .filter(|s| want.is_none_or(|w| w.split(',').any(|c| s.holds(c))))
             .filter(|s| first(params, "storage").is_none_or(|id| id == s.id))
             .map(|s| {
-                let used = used_bytes(cl, &s.id);
-                let mut m = json!({
-                    "storage": s.id, "type": s.kind.type_name(), "content": s.content,
-                    "active": 1, "enabled": 1, "shared": i32::from(s.kind.shared()),
-                    "total": s.total, "used": used, "avail": s.total.saturating_sub(used),
-                    "used_fraction": used as f64 / s.total as f64,
-                });
+                let mut m = usage(cl, s);
+                m["storage"] = json!(s.id);
+                m["used_fraction"] = json!(used_bytes(cl, &s.id) as f64 / s.total as f64);
                 if with_formats {
                     let (supported, default) = s.kind.formats();
                     m["formats"] = json!({"supported": supported, "default": default});
@@ -49,6 +45,29 @@ pub fn list(cl: &Cluster, params: &Params) -> Value {
             })
             .collect(),
     )
+}
+
+/// What PVE::Storage::storage_info reports of one storage.
+fn usage(cl: &Cluster, s: &StorageDef) -> Value {
+    let used = used_bytes(cl, &s.id);
+    json!({
+        "type": s.kind.type_name(), "content": s.content,
+        "active": 1, "enabled": 1, "shared": i32::from(s.kind.shared()),
+        "total": s.total, "used": used, "avail": s.total.saturating_sub(used),
+    })
+}
+
+/// `GET /nodes/{node}/storage/{storage}/status` (pve-storage
+/// `PVE/API2/Storage/Status.pm` read_status): the storage's entry of
+/// PVE::Storage::storage_info; an unknown one is a parameter error, 400
+/// `storage: No such storage.`.
+pub fn status(cl: &Cluster, storage: &str) -> Result<Value, ApiError> {
+    let s = cl
+        .storages
+        .iter()
+        .find(|s| s.id == storage)
+        .ok_or_else(|| ApiError::param("storage", "No such storage."))?;
+    Ok(usage(cl, s))
 }
 
 /// The volumes of one storage, as the storage's `list_images` reports them
@@ -151,18 +170,96 @@ fn volume_used(cl: &Cluster, vol: &Volume) -> u64 {
     }
 }
 
-/// PVE's import content: disk images by extension.
+/// PVE's import content that can be uploaded or downloaded: disk images and
+/// OVAs by extension (pve-storage `PVE/Storage.pm` `$UPLOAD_IMPORT_EXT_RE_1`,
+/// `.qcow2`, `.raw` and `.vmdk` since libpve-storage-perl 8.3.6, PVE 8.4;
+/// before, OVAs only).
 fn import_format(filename: &str) -> Option<&'static str> {
     let ext = filename.rsplit_once('.')?.1;
     match ext {
         "qcow2" => Some("qcow2"),
         "raw" => Some("raw"),
         "vmdk" => Some("vmdk"),
-        "ova" | "ovf" => Some("ova"),
+        "ova" => Some("ova"),
         _ => None,
     }
 }
 
+/// Where a file-based storage keeps its files (the simulator's directory
+/// storages, as `plugins.rs` places them: `local` at `/var/lib/vz`, others
+/// at `/mnt/<id>`). Block storages (LVM-thin, ZFS, RBD) have no path.
+fn storage_path(s: &StorageDef) -> Option<String> {
+    match s.kind {
+        StorageType::Dir if s.id == "local" => Some("/var/lib/vz".to_owned()),
+        StorageType::Dir => Some(format!("/mnt/{}", s.id)),
+        StorageType::LvmThin | StorageType::ZfsPool | StorageType::Rbd => None,
+    }
+}
+
+/// pve-storage `PVE/Storage.pm` normalize_content_filename: the last path
+/// component, anything but `[a-zA-Z0-9_.-]` replaced by `_`.
+fn normalize_content_filename(name: &str) -> String {
+    let name = name.trim_end_matches('\n');
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    base.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The directory under the storage path a download of `content` lands in
+/// (pve-storage `PVE/Storage/Plugin.pm` `$vtype_subdirs`), once the file name
+/// fits the content (`PVE/API2/Storage/Status.pm` download_url).
+fn download_subdir(content: &str, filename: &str) -> Result<&'static str, ApiError> {
+    let lower = filename.to_ascii_lowercase();
+    let has_stem = |ext_len: usize| filename.len() > ext_len;
+    match content {
+        "iso" => [".iso", ".img"]
+            .iter()
+            .find(|e| lower.ends_with(*e) && has_stem(e.len()))
+            .map(|_| "template/iso")
+            .ok_or_else(|| ApiError::param("filename", "wrong file extension")),
+        "vztmpl" => [".tar", ".tar.gz", ".tar.xz", ".tar.zst", ".tar.bz2"]
+            .iter()
+            .find(|e| lower.ends_with(*e) && has_stem(e.len()))
+            .map(|_| "template/cache")
+            .ok_or_else(|| ApiError::param("filename", "wrong file extension")),
+        "import" => import_format(filename)
+            .filter(|f| has_stem(f.len() + 1))
+            .map(|_| "import")
+            .ok_or_else(|| ApiError::param("filename", "invalid filename or wrong extension")),
+        other => Err(ApiError::param(
+            "content",
+            format!("upload content-type '{other}' is not allowed"),
+        )),
+    }
+}
+
+/// pve-common `PVE/ParseUtils.pm` encode_text: `%`, `:`, control and
+/// non-ASCII bytes percent-encoded; a UPID's worker id must not hold `:`.
+fn encode_text(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            0x20..=0x24 | 0x26..=0x39 | 0x3b..=0x7e => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `POST /nodes/{node}/storage/{storage}/download-url` (pve-storage
+/// `PVE/API2/Storage/Status.pm` download_url). Before the task: a storage
+/// without a path is refused ("not a file based storage!"), then a content
+/// type it is not configured for, then a file name that does not fit the
+/// content (after normalize_content_filename). The `download` task, its
+/// worker id the encoded file name, then does what pve-common
+/// `PVE/Tools.pm` download_file_from_url does: an existing file is kept when
+/// the checksum matches, else refused; a mismatch fails with
+/// `checksum mismatch: got 'X' != expect 'Y'`.
 pub fn download_url(
     shared: &Shared,
     cl: &mut Cluster,
@@ -170,59 +267,56 @@ pub fn download_url(
     params: &Params,
 ) -> Result<Value, ApiError> {
     let st = cl.storage(storage)?;
-    let content = first(params, "content").unwrap_or("");
-    let filename = first(params, "filename").unwrap_or("").to_owned();
-    let url = first(params, "url").unwrap_or("").to_owned();
-    if !st.holds(content) {
+    let Some(dir) = storage_path(st) else {
         return Err(ApiError::new(
             500,
-            format!("storage '{storage}' does not support '{content}' content"),
+            format!(
+                "can't upload to storage type '{}', not a file based storage!",
+                st.kind.type_name()
+            ),
         ));
-    }
-    if filename.is_empty() || filename.contains('/') {
-        return Err(ApiError::param("filename", "invalid filename"));
-    }
-    let subdir = match content {
-        "import" => {
-            if import_format(&filename).is_none() {
-                return Err(ApiError::param(
-                    "filename",
-                    "invalid filename or wrong extension",
-                ));
-            }
-            "import"
-        }
-        "iso" => "iso",
-        "vztmpl" => "vztmpl",
-        other => {
-            return Err(ApiError::param(
-                "content",
-                format!("unsupported content type '{other}'"),
-            ))
-        }
     };
-    let volid = format!("{storage}:{subdir}/{filename}");
-    if cl.volumes.contains_key(&volid) {
+    let content = first(params, "content").unwrap_or("").to_owned();
+    if !st.holds(&content) {
         return Err(ApiError::new(
             500,
-            format!("refusing to override existing file '{filename}'"),
+            format!("storage '{storage}' is not configured for content-type '{content}'"),
         ));
     }
-    let checksum = first(params, "checksum").map(str::to_ascii_lowercase);
+    let filename = normalize_content_filename(first(params, "filename").unwrap_or(""));
+    let subdir = download_subdir(&content, &filename)?;
+    let url = first(params, "url").unwrap_or("").to_owned();
+    let dest = format!("{dir}/{subdir}/{filename}");
+    let volume_name = format!("{}/{filename}", subdir.rsplit('/').next().unwrap_or(subdir));
+    let volid = format!("{storage}:{volume_name}");
+    let existing = cl.volumes.get(&volid).map(|v| v.path.clone());
+    let checksum = first(params, "checksum").map(str::to_owned);
     let algo = first(params, "checksum-algorithm").map(str::to_owned);
+    let decompress = first(params, "compression").is_some();
     let verify = first(params, "verify-certificates")
         .and_then(parse_bool)
         .unwrap_or(true);
     let path = cl.opts.state_dir.join(subdir).join(&filename);
+    let worker_id = encode_text(&filename);
+    let first_line = format!("downloading {url} to {dest}");
     let s2 = shared.clone();
     let storage = storage.to_owned();
-    let content = content.to_owned();
     let work = async move {
+        if decompress && content != "iso" {
+            return Err(format!("decompression not supported for {content}"));
+        }
+        if checksum.is_some() && algo.is_none() {
+            return Err("checksum required but not specified".to_owned());
+        }
+        let want = algo.as_deref().zip(checksum.as_deref());
+        if let Some(existing) = existing {
+            return keep_existing(existing.as_deref(), &dest, want);
+        }
         let (file_size, digest) = fetch(&url, &path, algo.as_deref(), verify).await?;
-        if let (Some(want), Some(got)) = (&checksum, &digest) {
-            if want != got {
+        if let (Some((_, want)), Some(got)) = (want, &digest) {
+            if !want.eq_ignore_ascii_case(got) {
                 let _ = std::fs::remove_file(&path);
-                return Err(format!("checksum mismatch: got {got}, expected {want}"));
+                return Err(format!("checksum mismatch: got '{got}' != expect '{want}'"));
             }
         }
         // A disk image's size is its virtual size, when qemu-img can tell.
@@ -233,36 +327,56 @@ pub fn download_url(
         let mut cl = s2.lock();
         let stem = filename.split('.').next().unwrap_or("debian").to_owned();
         let format = import_format(&filename).unwrap_or("raw");
-        let mut vol = cl.new_volume(
-            &storage,
-            &format!("{subdir}/{filename}"),
-            None,
-            size,
-            format,
-        );
+        let mut vol = cl.new_volume(&storage, &volume_name, None, size, format);
         vol.content = content;
         vol.files = debian_fs(&stem);
         vol.path = Some(path);
         cl.add_volume(vol);
         Ok(())
     };
-    let line = format!(
-        "downloading {} to {volid}",
-        first(params, "url").unwrap_or("")
-    );
     let upid = tasks::spawn(
         shared,
         cl,
         TaskSpec {
             kind: "download",
-            id: "",
+            id: &worker_id,
             duration: Duration::ZERO,
-            first_line: line,
+            first_line,
         },
         work,
         |_| {},
     );
     Ok(json!(upid))
+}
+
+/// download_file_from_url with the file already there: kept when its
+/// checksum is the one asked for, else the task fails.
+fn keep_existing(
+    file: Option<&std::path::Path>,
+    dest: &str,
+    want: Option<(&str, &str)>,
+) -> Result<(), String> {
+    let Some((algo, want)) = want else {
+        return Err(format!("refusing to override existing file '{dest}'"));
+    };
+    let got = match file {
+        Some(path) => file_hash(algo, path)?,
+        None => String::new(),
+    };
+    if got.eq_ignore_ascii_case(want) {
+        Ok(())
+    } else {
+        Err(format!(
+            "checksum mismatch: got '{got}' != expect '{want}', aborting"
+        ))
+    }
+}
+
+fn file_hash(algo: &str, path: &std::path::Path) -> Result<String, String> {
+    let mut h = Hasher::new(algo)?;
+    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    h.update(&bytes);
+    Ok(h.hex())
 }
 
 enum Hasher {
@@ -351,4 +465,91 @@ async fn fetch(
     }
     file.flush().await.map_err(|e| format!("{e}"))?;
     Ok((size, hasher.map(Hasher::hex)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_normalised_and_must_fit_the_content() {
+        assert_eq!(
+            normalize_content_filename("../x/My Image.qcow2"),
+            "My_Image.qcow2"
+        );
+        assert_eq!(normalize_content_filename("c:\\iso\\a+b.iso\n"), "a_b.iso");
+        assert_eq!(download_subdir("import", "a.qcow2").unwrap(), "import");
+        assert_eq!(download_subdir("import", "a.ova").unwrap(), "import");
+        assert_eq!(download_subdir("iso", "a.ISO").unwrap(), "template/iso");
+        assert_eq!(
+            download_subdir("vztmpl", "a.tar.zst").unwrap(),
+            "template/cache"
+        );
+        let err = download_subdir("import", "a.img").unwrap_err();
+        assert_eq!(
+            err.errors.unwrap()["filename"],
+            "invalid filename or wrong extension"
+        );
+        let err = download_subdir("import", ".qcow2").unwrap_err();
+        assert_eq!(err.status, 400);
+        let err = download_subdir("iso", "a.qcow2").unwrap_err();
+        assert_eq!(err.errors.unwrap()["filename"], "wrong file extension");
+        let err = download_subdir("images", "a.raw").unwrap_err();
+        assert_eq!(
+            err.errors.unwrap()["content"],
+            "upload content-type 'images' is not allowed"
+        );
+    }
+
+    #[test]
+    fn worker_ids_encode_what_a_upid_cannot_hold() {
+        assert_eq!(encode_text("golden-1.qcow2"), "golden-1.qcow2");
+        assert_eq!(encode_text("a:b%c"), "a%3Ab%25c");
+        assert_eq!(encode_text("ü"), "%C3%BC");
+    }
+
+    #[test]
+    fn only_file_based_storages_take_downloads() {
+        let def = |id: &str, kind: StorageType| StorageDef {
+            id: id.into(),
+            kind,
+            content: "import".into(),
+            total: 1,
+        };
+        assert_eq!(
+            storage_path(&def("local", StorageType::Dir)).as_deref(),
+            Some("/var/lib/vz")
+        );
+        assert_eq!(
+            storage_path(&def("vmstore", StorageType::Dir)).as_deref(),
+            Some("/mnt/vmstore")
+        );
+        assert_eq!(storage_path(&def("local-lvm", StorageType::LvmThin)), None);
+        assert_eq!(storage_path(&def("tank", StorageType::ZfsPool)), None);
+    }
+
+    #[test]
+    fn an_existing_file_stays_only_for_its_own_checksum() {
+        let dest = "/var/lib/vz/import/a.qcow2";
+        assert_eq!(
+            keep_existing(None, dest, None),
+            Err("refusing to override existing file '/var/lib/vz/import/a.qcow2'".into())
+        );
+        let dir = std::env::temp_dir().join(format!("golden-sim-keep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.qcow2");
+        std::fs::write(&file, b"abc").unwrap();
+        let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(
+            keep_existing(Some(&file), dest, Some(("sha256", &sha.to_uppercase()))),
+            Ok(())
+        );
+        assert_eq!(
+            keep_existing(Some(&file), dest, Some(("sha256", "00"))),
+            Err(format!(
+                "checksum mismatch: got '{sha}' != expect '00', aborting"
+            ))
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -10,7 +10,8 @@ use serde_json::{json, Map, Value};
 use super::guest;
 use super::schema::{parse_bool, Params};
 use super::state::{
-    drive_volid, fmt_size, is_drive_key, normalize_tags, Backend, Cluster, Power, Shared, Vm,
+    description_as_read_back, drive_volid, fmt_size, is_drive_key, normalize_tags, print_drive,
+    Backend, Cluster, Power, Shared, Vm,
 };
 use super::tasks::{self, TaskSpec};
 use super::ApiError;
@@ -102,14 +103,26 @@ fn no_skiplock(params: &Params) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// pve-guest-common `PVE/AbstractConfig.pm` check_lock: `die
+/// $class->guest_type() . " is locked ($conf->{lock})\n"`, the guest type
+/// being `VM`, without its id.
+fn lock_message(vm: &Vm) -> Option<String> {
+    vm.lock().map(|l| format!("VM is locked ({l})"))
+}
+
+/// A lock checked before any task: a plain 500.
 fn locked(vm: &Vm) -> Result<(), ApiError> {
-    match vm.lock() {
-        Some(l) => Err(ApiError::new(
-            500,
-            format!("VM {} is locked ({l})", vm.vmid),
-        )),
+    match lock_message(vm) {
+        Some(m) => Err(ApiError::new(500, m)),
         None => Ok(()),
     }
+}
+
+/// A lock checked inside the worker (vm_start, _do_vm_stop, destroy_vm):
+/// the API answers a task, and the task fails.
+fn locked_in_task(cl: &Cluster, vmid: u32) -> Result<(), String> {
+    let vm = cl.vm(vmid).map_err(|e| e.message)?;
+    lock_message(vm).map_or(Ok(()), Err)
 }
 
 fn config_json(vm: &Vm) -> Value {
@@ -189,7 +202,62 @@ pub fn list(cl: &Cluster) -> Value {
     )
 }
 
-pub fn resources(cl: &Cluster, kind: Option<&str>) -> Value {
+/// The statistics a VM shows in `/cluster/resources`: pvestatd's last
+/// broadcast, refreshed once it is `stats_lag` old; none yet for a VM
+/// younger than that.
+fn broadcast_stats(cl: &mut Cluster) {
+    let lag = cl.opts.stats_lag();
+    let due: Vec<u32> = cl
+        .vms
+        .values()
+        .filter(|vm| vm.stats_at.elapsed() >= lag)
+        .map(|vm| vm.vmid)
+        .collect();
+    for vmid in due {
+        let Some(vm) = cl.vms.get(&vmid) else {
+            continue;
+        };
+        let mut stats = vm_summary(cl, vm);
+        for live in ["vmid", "tags", "lock"] {
+            stats.remove(live);
+        }
+        stats.insert("template".into(), json!(i32::from(vm.is_template())));
+        stats.insert("maxcpu".into(), json!(vm.cores()));
+        stats.insert("disk".into(), json!(0));
+        if let Some(vm) = cl.vms.get_mut(&vmid) {
+            vm.stats = Some(stats);
+            vm.stats_at = std::time::Instant::now();
+        }
+    }
+}
+
+/// One `qemu/<vmid>` entry (pve-manager `PVE/API2/Cluster.pm` resources,
+/// `PVE/API2Tools.pm` extract_vm_stats): id, vmid, node and type from the
+/// cluster's VM list, status `unknown` and nothing else until statistics
+/// arrive; `lock` and `tags` come from the config itself
+/// (PVE::Cluster::get_guest_config_properties), so they never lag.
+fn vm_resource(node: &str, vm: &Vm) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(format!("qemu/{}", vm.vmid)));
+    m.insert("vmid".into(), json!(vm.vmid));
+    m.insert("node".into(), json!(node));
+    m.insert("type".into(), json!("qemu"));
+    m.insert("status".into(), json!("unknown"));
+    if let Some(stats) = &vm.stats {
+        m.extend(stats.clone());
+    }
+    if let Some(t) = vm.config.get("tags").filter(|t| !t.is_empty()) {
+        m.insert("tags".into(), json!(t));
+    }
+    if let Some(l) = vm.lock() {
+        m.insert("lock".into(), json!(l));
+    }
+    Value::Object(m)
+}
+
+pub fn resources(cl: &mut Cluster, kind: Option<&str>) -> Value {
+    broadcast_stats(cl);
+    let cl = &*cl;
     let node = &cl.opts.node;
     let mut out = Vec::new();
     if matches!(kind, None | Some("node")) {
@@ -201,16 +269,7 @@ pub fn resources(cl: &Cluster, kind: Option<&str>) -> Value {
         }));
     }
     if matches!(kind, None | Some("vm")) {
-        for vm in cl.vms.values() {
-            let mut m = vm_summary(cl, vm);
-            m.insert("id".into(), json!(format!("qemu/{}", vm.vmid)));
-            m.insert("type".into(), json!("qemu"));
-            m.insert("node".into(), json!(node));
-            m.insert("maxcpu".into(), json!(vm.cores()));
-            m.insert("disk".into(), json!(0));
-            m.insert("template".into(), json!(i32::from(vm.is_template())));
-            out.push(Value::Object(m));
-        }
+        out.extend(cl.vms.values().map(|vm| vm_resource(node, vm)));
     }
     if matches!(kind, None | Some("storage")) {
         for s in &cl.storages {
@@ -232,16 +291,21 @@ pub fn used_bytes(cl: &Cluster, storage: &str) -> u64 {
         .sum()
 }
 
+/// `GET /cluster/nextid` (pve-manager `PVE/API2/Cluster.pm` nextid): the
+/// id comes back as a JSON *string*. The schema says integer, but the
+/// loop's `$i` is used as a hash key (`$idlist->{$i}`) before it is
+/// returned, which makes Perl's JSON encoder write it as a string; a
+/// `vmid` parameter is returned as it arrived, a string too.
 pub fn nextid(cl: &Cluster, params: &Params) -> Result<Value, ApiError> {
     if let Some(v) = first(params, "vmid") {
         let id = parse_vmid("vmid", v)?;
         if cl.vms.contains_key(&id) {
             return Err(ApiError::param("vmid", format!("VM {id} already exists")));
         }
-        return Ok(json!(id));
+        return Ok(json!(id.to_string()));
     }
     let id = (100..).find(|id| !cl.vms.contains_key(id)).unwrap_or(100);
-    Ok(json!(id))
+    Ok(json!(id.to_string()))
 }
 
 pub fn config_get(cl: &Cluster, vmid: u32) -> Result<Value, ApiError> {
@@ -260,8 +324,9 @@ pub fn status_current(cl: &Cluster, vmid: u32) -> Result<Value, ApiError> {
     m.insert("ha".into(), json!({"managed": 0}));
     if vm.running() {
         m.insert("pid".into(), json!(40_000 + vm.vmid % 20_000));
-        m.insert("running-qemu".into(), json!("9.0.2"));
-        m.insert("running-machine".into(), json!("pc-i440fx-9.0+pve0"));
+        // PVE 9.1 ships QEMU 10.1 (the simulator's PVE_VERSION).
+        m.insert("running-qemu".into(), json!("10.1.2"));
+        m.insert("running-machine".into(), json!("pc-i440fx-10.1+pve0"));
     }
     if vm.config.contains_key("serial0") {
         m.insert("serial".into(), json!(1));
@@ -411,9 +476,16 @@ fn apply_settings(
                     "value may only be 8192 characters long",
                 ));
             }
+            "description" => match description_as_read_back(&v) {
+                Some(d) => d,
+                None => {
+                    config.remove(k);
+                    continue;
+                }
+            },
             "template" => continue,
             key if is_drive_key(key) && !key.starts_with("unused") => {
-                allocate_drive(cl, vmid, key, &v, files)?
+                print_drive(&allocate_drive(cl, vmid, key, &v, files)?)
             }
             key if is_net_key(key) => with_mac(cl, &v),
             _ => v,
@@ -455,10 +527,16 @@ pub fn create(shared: &Shared, cl: &mut Cluster, params: &Params) -> Result<Valu
         first(params, "vmid")
             .ok_or_else(|| ApiError::param("vmid", "property is missing and it is not optional"))?,
     )?;
+    // qemu-server `PVE/API2/Qemu.pm` create_vm: `die "$emsg $@"` around
+    // create_and_lock_config, whose PVE::Cluster::check_vmid_unused (pve-cluster)
+    // dies "VM $vmid already exists on node '$node'".
     if cl.vms.contains_key(&vmid) {
         return Err(ApiError::new(
             500,
-            format!("unable to create VM {vmid} - VM {vmid} already exists"),
+            format!(
+                "unable to create VM {vmid} - VM {vmid} already exists on node '{}'",
+                cl.opts.node
+            ),
         ));
     }
     let mut config = BTreeMap::new();
@@ -505,6 +583,18 @@ pub fn config_set(
 ) -> Result<Value, ApiError> {
     let vm = cl.vm(vmid)?;
     no_skiplock(params)?;
+    // qemu-server update_vm_api checks the lock in `$updatefn`: PUT runs it
+    // in the request (a 500), POST in its `qmconfig` worker (a failed task).
+    if post {
+        if let Some(why) = lock_message(vm) {
+            return Ok(json!(config_task(
+                shared,
+                cl,
+                vmid,
+                async move { Err(why) }
+            )));
+        }
+    }
     locked(vm)?;
     if let Some(d) = first(params, "digest") {
         if d != vm.digest() {
@@ -547,26 +637,36 @@ pub fn config_set(
     }
     apply_settings(cl, vmid, &mut config, params, &mut files)?;
     cl.vm_mut(vmid)?.config = config;
-    // New disks need a file first: then PVE's POST answers with a task.
-    if post && !files.is_empty() {
-        let upid = tasks::spawn(
-            shared,
-            cl,
-            TaskSpec {
-                kind: "qmconfig",
-                id: &vmid.to_string(),
-                duration: Duration::ZERO,
-                first_line: format!("update VM {vmid}"),
-            },
-            make_disk_files(files),
-            |_| {},
-        );
-        return Ok(json!(upid));
+    // POST is asynchronous: always a task (update_vm_api's fork_worker),
+    // which also makes the new disks' files.
+    if post {
+        return Ok(json!(config_task(shared, cl, vmid, make_disk_files(files))));
     }
     if !files.is_empty() {
         tokio::spawn(make_disk_files(files));
     }
     Ok(Value::Null)
+}
+
+/// The `qmconfig` worker of `POST .../config`.
+fn config_task(
+    shared: &Shared,
+    cl: &mut Cluster,
+    vmid: u32,
+    work: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+) -> String {
+    tasks::spawn(
+        shared,
+        cl,
+        TaskSpec {
+            kind: "qmconfig",
+            id: &vmid.to_string(),
+            duration: Duration::ZERO,
+            first_line: format!("update VM {vmid}"),
+        },
+        work,
+        |_| {},
+    )
 }
 
 /// A clone under way: the new VM exists (locked `clone`); `run` makes its
@@ -594,8 +694,14 @@ pub fn prepare_clone(
     storage: Option<String>,
 ) -> Result<CloneJob, ApiError> {
     let src = cl.vm(vmid)?;
+    // qemu-server `PVE/API2/Qemu.pm` clone_vm, `$load_and_check` before the
+    // worker: the source's lock, then the target's config file.
+    locked(src)?;
     if cl.vms.contains_key(&newid) {
-        return Err(ApiError::new(500, format!("VM {newid} already exists")));
+        return Err(ApiError::new(
+            500,
+            format!("unable to create VM {newid}: config file already exists"),
+        ));
     }
     let template = src.is_template();
     if !full && !template {
@@ -610,9 +716,6 @@ pub fn prepare_clone(
             "parameter 'storage' not allowed for linked clones",
         ));
     }
-    if !template {
-        locked(src)?;
-    }
     if let Some(s) = &storage {
         cl.storage(s)?;
     }
@@ -626,7 +729,8 @@ pub fn prepare_clone(
         "name".into(),
         name.unwrap_or_else(|| format!("Copy-of-VM-{src_name}")),
     );
-    if let Some(d) = description {
+    // `if ($param->{description})`: an empty one keeps the source's.
+    if let Some(d) = description.as_deref().and_then(description_as_read_back) {
         config.insert("description".into(), d);
     }
     let nets: Vec<String> = config
@@ -686,7 +790,7 @@ pub fn prepare_clone(
             value.push(',');
             value.push_str(t);
         }
-        config.insert(key, value);
+        config.insert(key, print_drive(&value));
         cl.add_volume(vol);
     }
     config.insert("lock".into(), "clone".into());
@@ -871,15 +975,14 @@ pub fn start(
     vmid: u32,
     params: &Params,
 ) -> Result<Value, ApiError> {
-    let vm = cl.vm(vmid)?;
-    // qemu-server vm_start_nolock dies inside the worker: the API answers a
-    // task, and the task fails.
-    let template = vm.is_template();
+    // qemu-server `PVE/API2/Qemu.pm` vm_start checks nothing before its
+    // worker: the lock (PVE::QemuServer::vm_start), "already running" and
+    // the template (vm_start_nolock) fail the task.
+    cl.vm(vmid)?;
     no_skiplock(params)?;
-    locked(vm)?;
-    if vm.running() {
-        return Err(ApiError::new(500, format!("VM {vmid} already running")));
-    }
+    // The worker's first checks see the VM as it is now; the task's time is
+    // the boot.
+    let refused = check_startable(cl, vmid).err();
     let s2 = shared.clone();
     let upid = tasks::spawn(
         shared,
@@ -891,14 +994,39 @@ pub fn start(
             first_line: format!("start VM {vmid}"),
         },
         async move {
-            if template {
-                return Err("you can't start a vm if it's a template".to_owned());
+            if let Some(why) = refused {
+                return Err(why);
             }
+            check_startable(&s2.lock(), vmid)?;
             guest::boot(&s2, vmid).await
         },
         |_| {},
     );
     Ok(json!(upid))
+}
+
+/// What vm_start and vm_start_nolock refuse, in their order.
+fn check_startable(cl: &Cluster, vmid: u32) -> Result<(), String> {
+    locked_in_task(cl, vmid)?;
+    let vm = cl.vm(vmid).map_err(|e| e.message)?;
+    if vm.running() {
+        return Err(format!("VM {vmid} already running"));
+    }
+    if vm.is_template() {
+        return Err("you can't start a vm if it's a template".to_owned());
+    }
+    Ok(())
+}
+
+/// qemu-server `PVE/QemuServer.pm` _do_vm_stop: a VM that is not running is
+/// left alone (the task ends OK); a running one is refused while locked.
+fn check_stoppable(cl: &Cluster, vmid: u32) -> Result<bool, String> {
+    let vm = cl.vm(vmid).map_err(|e| e.message)?;
+    if !vm.running() {
+        return Ok(false);
+    }
+    locked_in_task(cl, vmid)?;
+    Ok(true)
 }
 
 fn set_stopped(cl: &mut Cluster, vmid: u32) -> Option<std::sync::Arc<QemuGuest>> {
@@ -917,11 +1045,17 @@ pub fn stop(
     vmid: u32,
     params: &Params,
 ) -> Result<Value, ApiError> {
-    let vm = cl.vm(vmid)?;
+    cl.vm(vmid)?;
     no_skiplock(params)?;
-    locked(vm)?;
+    let refused = check_stoppable(cl, vmid).err();
     let s2 = shared.clone();
     let work = async move {
+        if let Some(why) = refused {
+            return Err(why);
+        }
+        if !check_stoppable(&s2.lock(), vmid)? {
+            return Ok(());
+        }
         let guest = set_stopped(&mut s2.lock(), vmid);
         if let Some(g) = guest {
             g.kill().await;
@@ -951,7 +1085,6 @@ pub fn shutdown(
 ) -> Result<Value, ApiError> {
     let vm = cl.vm(vmid)?;
     no_skiplock(params)?;
-    locked(vm)?;
     // No running check: the worker's vm_stop returns at once for a VM that
     // is not running, and the task ends OK (qemu-server vm_stop_nolock).
     let use_agent = vm.agent_enabled();
@@ -959,8 +1092,15 @@ pub fn shutdown(
         .and_then(|t| t.parse().ok())
         .unwrap_or(60);
     let force = flag(params, "forceStop").unwrap_or(false);
+    let refused = check_stoppable(cl, vmid).err();
     let s2 = shared.clone();
     let work = async move {
+        if let Some(why) = refused {
+            return Err(why);
+        }
+        if !check_stoppable(&s2.lock(), vmid)? {
+            return Ok(());
+        }
         let guest = match &s2.lock().vm(vmid).map_err(|e| e.message)?.power {
             Power::Running { guest, .. } => guest.clone(),
             Power::Stopped => return Ok(()),
@@ -991,6 +1131,177 @@ pub fn shutdown(
     Ok(json!(upid))
 }
 
+/// `POST .../status/reboot` (qemu-server `PVE/API2/Qemu.pm` vm_reboot): a VM
+/// that is not running is refused at once, 500 `VM <id> not running`; the
+/// worker shuts the guest down as shutdown does (PVE::QemuServer::vm_reboot,
+/// _do_vm_stop, the lock checked) and qmeventd starts it again.
+pub fn reboot(
+    shared: &Shared,
+    cl: &mut Cluster,
+    vmid: u32,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let vm = cl.vm(vmid)?;
+    if !vm.running() {
+        return Err(ApiError::new(500, format!("VM {vmid} not running")));
+    }
+    let use_agent = vm.agent_enabled();
+    let timeout = first(params, "timeout")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(60);
+    let refused = check_stoppable(cl, vmid).err();
+    let s2 = shared.clone();
+    let work = async move {
+        if let Some(why) = refused {
+            return Err(why);
+        }
+        let guest = match &s2.lock().vm(vmid).map_err(|e| e.message)?.power {
+            Power::Running { guest, .. } => guest.clone(),
+            Power::Stopped => return Ok(()),
+        };
+        if let Some(g) = guest {
+            if !g
+                .shutdown(use_agent, Duration::from_secs(timeout), false)
+                .await
+            {
+                return Err("VM quit/powerdown failed - got timeout".to_owned());
+            }
+        }
+        set_stopped(&mut s2.lock(), vmid);
+        guest::boot(&s2, vmid).await
+    };
+    let upid = tasks::spawn(
+        shared,
+        cl,
+        TaskSpec {
+            kind: "qmreboot",
+            id: &vmid.to_string(),
+            duration: cl.opts.task(),
+            first_line: format!("requesting reboot of VM {vmid}"),
+        },
+        work,
+        |_| {},
+    );
+    Ok(json!(upid))
+}
+
+/// `PUT .../resize` (qemu-server `PVE/API2/Qemu.pm` resize_vm): every check
+/// runs in the `resize` worker, so the API answers a task that fails with
+/// qemu-server's words; the new size is written with the drive
+/// (print_drive). `size` is `[+]N[.N][KMGT]` (the schema's pattern).
+pub fn resize(
+    shared: &Shared,
+    cl: &mut Cluster,
+    vmid: u32,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let vm = cl.vm(vmid)?;
+    no_skiplock(params)?;
+    let disk = first(params, "disk").unwrap_or_default().to_owned();
+    let size = first(params, "size").unwrap_or_default().to_owned();
+    let digest = first(params, "digest").map(str::to_owned);
+    let outcome = resized_drive(cl, vm, digest.as_deref(), &disk, &size);
+    let first_line = format!("update VM {vmid}: resize --disk {disk} --size {size}");
+    let s2 = shared.clone();
+    let work = async move {
+        let Some((volid, bytes)) = outcome? else {
+            return Ok(());
+        };
+        let mut cl = s2.lock();
+        if let Some(vol) = cl.volumes.get_mut(&volid) {
+            vol.size = bytes;
+        }
+        let vm = cl.vm_mut(vmid).map_err(|e| e.message)?;
+        if let Some(value) = vm.config.get(&disk) {
+            let kept: Vec<&str> = value
+                .split(',')
+                .filter(|p| !p.starts_with("size="))
+                .collect();
+            let value = format!("{},size={}", kept.join(","), fmt_size(bytes));
+            vm.config.insert(disk, print_drive(&value));
+        }
+        Ok(())
+    };
+    let upid = tasks::spawn(
+        shared,
+        cl,
+        TaskSpec {
+            kind: "resize",
+            id: &vmid.to_string(),
+            duration: cl.opts.task() / 2,
+            first_line,
+        },
+        work,
+        |_| {},
+    );
+    Ok(json!(upid))
+}
+
+/// resize_vm's `$updatefn` checks, in its order: the volume and its new
+/// size in bytes, `None` when the size is already that, or why not.
+fn resized_drive(
+    cl: &Cluster,
+    vm: &Vm,
+    digest: Option<&str>,
+    disk: &str,
+    size: &str,
+) -> Result<Option<(String, u64)>, String> {
+    if digest.is_some_and(|d| d != vm.digest()) {
+        return Err("checksum mismatch (file change by other user?)".into());
+    }
+    if let Some(m) = lock_message(vm) {
+        return Err(m);
+    }
+    let value = vm
+        .config
+        .get(disk)
+        .ok_or_else(|| format!("disk '{disk}' does not exist"))?;
+    let volid =
+        drive_volid(value).ok_or_else(|| format!("disk '{disk}' has no associated volume"))?;
+    if value.split(',').any(|p| p == "media=cdrom") {
+        return Err("you can't resize a cdrom".into());
+    }
+    let current = cl
+        .volumes
+        .get(volid)
+        .map(|v| v.size)
+        .ok_or_else(|| format!("Could not determine current size of volume '{volid}'"))?;
+    let wanted = parse_resize(size, current).ok_or("internal error")?;
+    if wanted < current {
+        return Err("shrinking disks is not supported".into());
+    }
+    Ok((wanted != current).then(|| (volid.to_owned(), wanted)))
+}
+
+/// `[+]N[.N][KMGT]` in bytes; a leading `+` grows `current` by that much.
+fn parse_resize(size: &str, current: u64) -> Option<u64> {
+    let (grow, rest) = match size.strip_prefix('+') {
+        Some(r) => (true, r),
+        None => (false, size),
+    };
+    let (num, factor) = match rest.chars().last()? {
+        'K' => (&rest[..rest.len() - 1], 1u64 << 10),
+        'M' => (&rest[..rest.len() - 1], 1 << 20),
+        'G' => (&rest[..rest.len() - 1], 1 << 30),
+        'T' => (&rest[..rest.len() - 1], 1 << 40),
+        _ => (rest, 1),
+    };
+    if num.is_empty() || !num.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    let bytes = (num.parse::<f64>().ok()? * factor as f64) as u64;
+    Some(if grow { current + bytes } else { bytes })
+}
+
+/// `PUT .../cloudinit` (qemu-server `PVE/API2/Qemu.pm` cloudinit_update):
+/// regenerates the cloud-init drive, synchronously, refusing a locked VM.
+/// Here the drive's contents are made at each start from the config, so
+/// there is nothing else to do.
+pub fn cloudinit_update(cl: &Cluster, vmid: u32) -> Result<Value, ApiError> {
+    locked(cl.vm(vmid)?)?;
+    Ok(Value::Null)
+}
+
 pub fn delete(
     shared: &Shared,
     cl: &mut Cluster,
@@ -999,7 +1310,6 @@ pub fn delete(
 ) -> Result<Value, ApiError> {
     let vm = cl.vm(vmid)?;
     no_skiplock(params)?;
-    locked(vm)?;
     // qemu-server PVE/API2/Qemu.pm destroy_vm, early checks, before any task:
     // PVE::AbstractConfig::check_protection (pve-guest-common) dies with
     // "$err_msg - protection mode enabled", $err_msg = "can't remove VM $vmid".
@@ -1016,7 +1326,13 @@ pub fn delete(
         ));
     }
     let s2 = shared.clone();
-    let work = async move { destroy(&mut s2.lock(), vmid) };
+    let refused = locked_in_task(cl, vmid).err();
+    let work = async move {
+        match refused {
+            Some(why) => Err(why),
+            None => destroy(&mut s2.lock(), vmid),
+        }
+    };
     let upid = tasks::spawn(
         shared,
         cl,
@@ -1033,11 +1349,13 @@ pub fn delete(
 }
 
 /// The destroy task's work (qemu-server `PVE/QemuServer.pm` destroy_vm): a
-/// template first checks each non-cdrom drive with
-/// PVE::Storage::volume_is_base_and_used and dies "base volume '<volid>' is
-/// still in use by linked cloned" (true on dir, ZFS and RBD; never on
-/// LVM-thin, where the base goes and its thin clones live on).
+/// locked VM stays (the task fails); a template first checks each non-cdrom
+/// drive with PVE::Storage::volume_is_base_and_used and dies "base volume
+/// '<volid>' is still in use by linked cloned" (true on dir, ZFS and RBD;
+/// never on LVM-thin, where the base goes and its thin clones live on).
 fn destroy(cl: &mut Cluster, vmid: u32) -> Result<(), String> {
+    // PVE::QemuServer::destroy_vm checks the lock in the worker.
+    locked_in_task(cl, vmid)?;
     let vm = cl.vm(vmid).map_err(|e| e.message)?;
     if vm.running() {
         return Err(format!("VM {vmid} is running - destroy failed"));
@@ -1070,8 +1388,16 @@ mod tests {
         cluster_on("local-lvm", &[])
     }
 
+    fn cluster_with_lag(stats_lag_ms: u64) -> Cluster {
+        cluster_built("local-lvm", &[], stats_lag_ms)
+    }
+
     /// Template 9000 on `storage`, with `extra` storages (`ID=TYPE`).
     fn cluster_on(storage: &str, extra: &[&str]) -> Cluster {
+        cluster_built(storage, extra, 0)
+    }
+
+    fn cluster_built(storage: &str, extra: &[&str], stats_lag_ms: u64) -> Cluster {
         Cluster::new(Arc::new(Options {
             node: "pve".into(),
             storage: storage.into(),
@@ -1082,6 +1408,7 @@ mod tests {
             base_image: None,
             state_dir: std::env::temp_dir().join("golden-sim-unit"),
             extra_vms: 0,
+            stats_lag_ms,
             extra_storages: extra.iter().map(|s| s.parse().unwrap()).collect(),
         }))
     }
@@ -1138,7 +1465,10 @@ mod tests {
         let err = prepare_clone(&mut cl, 9000, 101, None, true, None, None)
             .err()
             .unwrap();
-        assert_eq!(err.message, "VM 101 already exists");
+        assert_eq!(
+            err.message,
+            "unable to create VM 101: config file already exists"
+        );
         let err = prepare_clone(&mut cl, 101, 103, None, false, None, None)
             .err()
             .unwrap();
@@ -1219,9 +1549,12 @@ mod tests {
     #[test]
     fn nextid_is_the_lowest_free_id() {
         let mut cl = cluster();
-        assert_eq!(nextid(&cl, &Params::new()).unwrap(), json!(100));
+        assert_eq!(nextid(&cl, &Params::new()).unwrap(), json!("100"));
         cl.vms.insert(100, Vm::new(100, BTreeMap::new()));
-        assert_eq!(nextid(&cl, &Params::new()).unwrap(), json!(101));
+        assert_eq!(nextid(&cl, &Params::new()).unwrap(), json!("101"));
+        let mut free = Params::new();
+        free.insert("vmid".into(), vec!["105".into()]);
+        assert_eq!(nextid(&cl, &free).unwrap(), json!("105"));
         let mut p = Params::new();
         p.insert("vmid".into(), vec!["100".into()]);
         assert_eq!(nextid(&cl, &p).unwrap_err().status, 400);
@@ -1316,5 +1649,295 @@ mod tests {
         }
         let upid = shutdown(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
         assert_eq!(exit_of(&shared, &upid).await, "OK");
+    }
+
+    fn qemu_entry(cl: &mut Cluster, vmid: u32) -> Value {
+        resources(cl, Some("vm"))
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["vmid"] == vmid)
+            .cloned()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_vm_is_listed_without_name_or_template_until_stats_arrive() {
+        let mut cl = cluster_with_lag(60_000);
+        prepare_clone(&mut cl, 9000, 101, Some("fresh".into()), true, None, None).unwrap();
+        finish_clone(&mut cl, 101);
+        cl.vm_mut(101)
+            .unwrap()
+            .config
+            .insert("tags".into(), "golden".into());
+        let fresh = qemu_entry(&mut cl, 101);
+        assert_eq!(fresh["status"], "unknown");
+        assert!(
+            fresh.get("name").is_none() && fresh.get("template").is_none(),
+            "{fresh}"
+        );
+        assert_eq!(
+            fresh["tags"], "golden",
+            "tags come from the config, at once"
+        );
+        let seeded = qemu_entry(&mut cl, 9000);
+        assert_eq!(
+            (seeded["name"].clone(), seeded["template"].clone()),
+            (json!("debian-12-base"), json!(1))
+        );
+        // Without lag the entry is complete at once.
+        let mut cl = cluster();
+        prepare_clone(&mut cl, 9000, 101, Some("fresh".into()), true, None, None).unwrap();
+        let entry = qemu_entry(&mut cl, 101);
+        assert_eq!(
+            (entry["name"].clone(), entry["template"].clone()),
+            (json!("fresh"), json!(0))
+        );
+        assert_eq!(entry["lock"], "clone");
+    }
+
+    #[test]
+    fn settings_read_back_as_qemu_server_stores_them() {
+        let shared = Shared::new(cluster());
+        prepare_clone(
+            &mut shared.lock(),
+            9000,
+            101,
+            Some("x".into()),
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        finish_clone(&mut shared.lock(), 101);
+        config_set(
+            &shared,
+            &mut shared.lock(),
+            101,
+            &params(&[
+                ("description", "notes\n```\n\n"),
+                ("tags", "Team-A;golden"),
+                ("scsi1", "local-lvm:1,ssd=1,discard=on"),
+            ]),
+            false,
+        )
+        .unwrap();
+        let cfg = config_get(&shared.lock(), 101).unwrap();
+        assert_eq!(cfg["description"], "notes\n```");
+        assert_eq!(cfg["tags"], "golden;team-a");
+        assert_eq!(
+            cfg["scsi1"],
+            "local-lvm:vm-101-disk-1,discard=on,size=1G,ssd=1"
+        );
+    }
+
+    #[tokio::test]
+    async fn locks_and_taken_ids_are_worded_as_pve_words_them() {
+        let shared = Shared::new(cluster_with_lag(0));
+        prepare_clone(
+            &mut shared.lock(),
+            9000,
+            101,
+            Some("x".into()),
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        // 101 is locked `clone` until its clone finishes.
+        let err = clone(
+            &shared,
+            &mut shared.lock(),
+            101,
+            &params(&[("newid", "102")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (500, "VM is locked (clone)")
+        );
+        let err = config_set(
+            &shared,
+            &mut shared.lock(),
+            101,
+            &params(&[("name", "y")]),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(err.message, "VM is locked (clone)");
+        // start and destroy check the lock in their worker: a task that fails.
+        let upid = start(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "VM is locked (clone)");
+        let upid = delete(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "VM is locked (clone)");
+        assert!(shared.lock().vms.contains_key(&101));
+        let err = create(&shared, &mut shared.lock(), &params(&[("vmid", "101")])).unwrap_err();
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (
+                500,
+                "unable to create VM 101 - VM 101 already exists on node 'pve'"
+            )
+        );
+        let err = clone(
+            &shared,
+            &mut shared.lock(),
+            9000,
+            &params(&[("newid", "101")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.message,
+            "unable to create VM 101: config file already exists"
+        );
+        finish_clone(&mut shared.lock(), 101);
+        let upid = start(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "OK");
+        let upid = start(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "VM 101 already running");
+    }
+
+    #[test]
+    fn resize_sizes_follow_qemu_servers_rules() {
+        assert_eq!(parse_resize("+1G", GIB), Some(2 * GIB));
+        assert_eq!(parse_resize("4G", GIB), Some(4 * GIB));
+        assert_eq!(parse_resize("1.5G", 0), Some(3 * GIB / 2));
+        assert_eq!(parse_resize("2048", 0), Some(2048));
+        assert_eq!(parse_resize("G", 0), None);
+        let cl = cluster();
+        let vm = cl.vm(9000).unwrap();
+        assert_eq!(
+            resized_drive(&cl, vm, None, "scsi0", "1G"),
+            Err("shrinking disks is not supported".into())
+        );
+        assert_eq!(resized_drive(&cl, vm, None, "scsi0", "2G"), Ok(None));
+        assert_eq!(
+            resized_drive(&cl, vm, None, "ide2", "+1G"),
+            Err("you can't resize a cdrom".into())
+        );
+        assert_eq!(
+            resized_drive(&cl, vm, None, "virtio3", "+1G"),
+            Err("disk 'virtio3' does not exist".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resize_task_writes_the_new_size_in_pve_order() {
+        let shared = Shared::new(cluster());
+        prepare_clone(
+            &mut shared.lock(),
+            9000,
+            101,
+            Some("x".into()),
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        finish_clone(&mut shared.lock(), 101);
+        let upid = resize(
+            &shared,
+            &mut shared.lock(),
+            101,
+            &params(&[("disk", "scsi0"), ("size", "+1G")]),
+        )
+        .unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "OK");
+        let cl = shared.lock();
+        assert_eq!(
+            cl.vm(101).unwrap().config["scsi0"],
+            "local-lvm:vm-101-disk-0,size=3G"
+        );
+        assert_eq!(cl.volumes["local-lvm:vm-101-disk-0"].size, 3 * GIB);
+    }
+
+    #[tokio::test]
+    async fn reboot_needs_a_running_vm_and_leaves_it_running() {
+        let shared = Shared::new(cluster());
+        prepare_clone(
+            &mut shared.lock(),
+            9000,
+            101,
+            Some("x".into()),
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        finish_clone(&mut shared.lock(), 101);
+        let err = reboot(&shared, &mut shared.lock(), 101, &Params::new()).unwrap_err();
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (500, "VM 101 not running")
+        );
+        let upid = start(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "OK");
+        let upid = reboot(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "OK");
+        assert!(shared.lock().vm(101).unwrap().running());
+    }
+
+    #[tokio::test]
+    async fn a_config_post_is_always_a_task_and_its_worker_checks_the_lock() {
+        let shared = Shared::new(cluster());
+        prepare_clone(
+            &mut shared.lock(),
+            9000,
+            101,
+            Some("x".into()),
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        let upid = config_set(
+            &shared,
+            &mut shared.lock(),
+            101,
+            &params(&[("memory", "2048")]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "VM is locked (clone)");
+        assert_eq!(shared.lock().vm(101).unwrap().memory_mib(), 1024);
+        finish_clone(&mut shared.lock(), 101);
+        let upid = config_set(
+            &shared,
+            &mut shared.lock(),
+            101,
+            &params(&[("memory", "2048")]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "OK");
+        assert_eq!(shared.lock().vm(101).unwrap().memory_mib(), 2048);
+    }
+
+    #[tokio::test]
+    async fn stopping_a_running_locked_vm_is_a_task_that_fails() {
+        let shared = Shared::new(cluster());
+        prepare_clone(
+            &mut shared.lock(),
+            9000,
+            101,
+            Some("x".into()),
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        finish_clone(&mut shared.lock(), 101);
+        let upid = start(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "OK");
+        let lock = |cl: &mut Cluster| {
+            let vm = cl.vm_mut(101).unwrap();
+            vm.config.insert("lock".into(), "backup".into());
+        };
+        lock(&mut shared.lock());
+        let upid = stop(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "VM is locked (backup)");
+        let upid = shutdown(&shared, &mut shared.lock(), 101, &Params::new()).unwrap();
+        assert_eq!(exit_of(&shared, &upid).await, "VM is locked (backup)");
+        assert!(shared.lock().vm(101).unwrap().running());
     }
 }

@@ -66,6 +66,64 @@ impl VmResource {
     pub fn tag_list(&self) -> Vec<&str> {
         split_tags(self.tags.as_deref().unwrap_or(""))
     }
+
+    /// pvestatd has not broadcast this guest's statistics yet (it does every
+    /// ten seconds): `/cluster/resources` lists a VM that new without `name`
+    /// and `template` (pve-manager `PVE/API2Tools.pm` extract_vm_stats), so
+    /// neither may be read as "unnamed" or "not a template".
+    pub fn stats_pending(&self) -> bool {
+        self.name.is_none() || self.template.is_none()
+    }
+
+    /// Fills `name` and `template` from the VM's config, which never lags.
+    pub fn settle_from(&mut self, cfg: &VmConfig) {
+        self.name = config_str(cfg, "name").or_else(|| Some(format!("VM {}", self.vmid)));
+        self.template = Some(u8::from(
+            config_str(cfg, "template").as_deref() == Some("1"),
+        ));
+    }
+}
+
+/// The size in bytes of a VM's boot disk as its config says (`size=2G`): the
+/// first disk of `boot: order=`, else the first of scsi0, virtio0, sata0,
+/// ide0 that is not a CD-ROM.
+pub fn boot_disk_size(cfg: &VmConfig) -> Option<u64> {
+    let order: Vec<String> = config_str(cfg, "boot")
+        .and_then(|b| {
+            b.split(',')
+                .find_map(|p| p.strip_prefix("order=").map(str::to_owned))
+        })
+        .map(|o| o.split(';').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let fallback = ["scsi0", "virtio0", "sata0", "ide0"].map(str::to_owned);
+    order
+        .iter()
+        .chain(fallback.iter())
+        .filter_map(|k| config_str(cfg, k))
+        .filter(|v| !v.contains("media=cdrom"))
+        .find_map(|v| {
+            v.split(',')
+                .find_map(|p| p.strip_prefix("size=").and_then(parse_size))
+        })
+}
+
+/// PVE's disk sizes: bytes, or a number with `K`, `M`, `G` or `T`
+/// (pve-common `PVE/JSONSchema.pm` format_size / parse_size).
+fn parse_size(s: &str) -> Option<u64> {
+    let (num, unit) = match s.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_uppercase()),
+        _ => (s, 'B'),
+    };
+    let factor: u64 = match unit {
+        'B' => 1,
+        'K' => 1 << 10,
+        'M' => 1 << 20,
+        'G' => 1 << 30,
+        'T' => 1 << 40,
+        _ => return None,
+    };
+    let n: f64 = num.parse().ok()?;
+    Some((n * factor as f64) as u64)
 }
 
 /// PVE accepts `;`, `,` and spaces between tags and returns them `;`-joined.
@@ -451,6 +509,37 @@ mod tests {
     fn upid_names_its_node() {
         let u = Upid("UPID:pve2:0001A2B3:00C0FFEE:6745A1B2:qmclone:9000:root@pam!golden:".into());
         assert_eq!(u.node(), Some("pve2"));
+    }
+
+    #[test]
+    fn boot_disk_sizes_come_from_the_config() {
+        let cfg: VmConfig = serde_json::from_value(serde_json::json!({
+            "boot": "order=virtio0;ide2",
+            "ide2": "local-lvm:vm-1-cloudinit,media=cdrom",
+            "scsi0": "local-lvm:vm-1-disk-1,size=1G",
+            "virtio0": "local-lvm:vm-1-disk-0,discard=on,size=2560M",
+        }))
+        .unwrap();
+        assert_eq!(boot_disk_size(&cfg), Some(2560 << 20));
+        let cfg: VmConfig =
+            serde_json::from_value(serde_json::json!({"scsi0": "x:y,size=4096"})).unwrap();
+        assert_eq!(boot_disk_size(&cfg), Some(4096));
+        assert_eq!(boot_disk_size(&VmConfig::new()), None);
+        assert_eq!(parse_size("1.5G"), Some(3 << 29));
+    }
+
+    #[test]
+    fn a_resource_without_statistics_is_settled_from_its_config() {
+        let mut r: VmResource = serde_json::from_value(serde_json::json!({
+            "id": "qemu/120", "vmid": 120, "node": "pve", "type": "qemu", "status": "unknown"
+        }))
+        .unwrap();
+        assert!(r.stats_pending() && !r.is_template());
+        let cfg: VmConfig =
+            serde_json::from_value(serde_json::json!({"name": "fresh", "template": 1})).unwrap();
+        r.settle_from(&cfg);
+        assert!(!r.stats_pending() && r.is_template());
+        assert_eq!(r.name.as_deref(), Some("fresh"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tracing::info;
 
 use super::agent::{self, sh_quote};
-use super::api::{config_str, is_protected, params, Upid, VmConfig, VmResource};
+use super::api::{boot_disk_size, config_str, is_protected, params, Upid, VmConfig, VmResource};
 use super::encoding::{self, Note};
 use super::tasks;
 use super::{ProxmoxPlatform, SourceVm, VmRef};
@@ -83,7 +83,7 @@ async fn resolve_source(
 ) -> Result<SourceVm> {
     match source {
         Source::Native(native) => match ProxmoxSource::from_native(native) {
-            Some(ProxmoxSource::Template(t)) => resolve_template(p, &t, resources),
+            Some(ProxmoxSource::Template(t)) => resolve_template(p, &t, resources, cx).await,
             None => Err(Error::new(
                 ErrorKind::Other,
                 format!("the recipe's source {native} is not a proxmox source"),
@@ -115,15 +115,42 @@ async fn resolve_source(
     }
 }
 
-fn resolve_template(
+/// `resources` with the entries whose statistics have not arrived yet (a VM
+/// made seconds ago) completed from their configs; `wanted` picks the
+/// entries worth a config read. A VM gone meanwhile is left out.
+async fn settled(
+    p: &ProxmoxPlatform,
+    resources: &[VmResource],
+    wanted: impl Fn(&VmResource) -> bool,
+    cx: &Cx,
+) -> Result<Vec<VmResource>> {
+    let mut out = Vec::new();
+    for r in resources.iter().filter(|r| r.is_qemu() && wanted(r)) {
+        let mut r = r.clone();
+        if r.stats_pending() {
+            let node = r.node.clone().unwrap_or_else(|| p.config.node.clone());
+            match p.api(cx).node(&node).vm(r.vmid).config().await {
+                Ok(cfg) => r.settle_from(&cfg),
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+async fn resolve_template(
     p: &ProxmoxPlatform,
     template: &TemplateRef,
     resources: &[VmResource],
+    cx: &Cx,
 ) -> Result<SourceVm> {
     let node_of = |r: &VmResource| r.node.clone().unwrap_or_else(|| p.config.node.clone());
     match template {
         TemplateRef::VmId(id) => {
-            let r = resources.iter().find(|r| r.vmid == *id).ok_or_else(|| {
+            let found = settled(p, resources, |r| r.vmid == *id, cx).await?;
+            let r = found.first().ok_or_else(|| {
                 Error::not_found(format!("source.vm_id: there is no VM {id} in the cluster"))
             })?;
             if !r.is_template() {
@@ -139,7 +166,14 @@ fn resolve_template(
             })
         }
         TemplateRef::Name(name) => {
-            let matching: Vec<&VmResource> = resources
+            let candidates = settled(
+                p,
+                resources,
+                |r| r.stats_pending() || r.name.as_deref() == Some(name),
+                cx,
+            )
+            .await?;
+            let matching: Vec<&VmResource> = candidates
                 .iter()
                 .filter(|r| r.is_template() && r.name.as_deref() == Some(name))
                 .collect();
@@ -411,12 +445,9 @@ pub async fn run(
         "candidate template built"
     );
 
-    let size = api
-        .vm_resources()
-        .await
-        .ok()
-        .and_then(|all| all.into_iter().find(|r| r.vmid == vmid))
-        .and_then(|r| r.maxdisk);
+    // From the config: `/cluster/resources` may not list the size of a VM
+    // this new yet.
+    let size = vm.config().await.ok().and_then(|cfg| boot_disk_size(&cfg));
     Ok(Image {
         size_bytes: size,
         ..candidate.clone()

@@ -33,7 +33,9 @@ use crate::lifecycle::naming::Family;
 use crate::lifecycle::recipe::{BuildInput, SmokeSpec};
 use crate::lifecycle::report::Report;
 use crate::platforms::{Error, ErrorKind, Platform, Result};
-use api::{config_str, is_protected, params, Api, StorageVolume, VmConfig, VmResource};
+use api::{
+    boot_disk_size, config_str, is_protected, params, Api, StorageVolume, VmConfig, VmResource,
+};
 use client::Client;
 use encoding::{Note, ROLE_IMAGE, ROLE_SMOKE};
 
@@ -175,7 +177,7 @@ impl ProxmoxPlatform {
                 Image {
                     meta,
                     id: r.vmid.to_string(),
-                    size_bytes: r.maxdisk,
+                    size_bytes: boot_disk_size(&cfg).or(r.maxdisk),
                     in_progress,
                     protected,
                 },
