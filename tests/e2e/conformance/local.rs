@@ -95,6 +95,23 @@ impl Harness for Local {
             "{} is not a standalone qcow2",
             file.display()
         );
+        // The packages read in the booted image, as SPDX next to it.
+        let sbom = self.family_dir().join(format!("{name}.spdx.json"));
+        let doc: Value = serde_json::from_slice(
+            &std::fs::read(&sbom).unwrap_or_else(|e| panic!("{}: {e}", sbom.display())),
+        )
+        .unwrap();
+        assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+        let packages = doc["packages"].as_array().unwrap();
+        assert!(packages.len() > 20, "{} packages", packages.len());
+        assert!(
+            packages.iter().any(|p| p["name"] == "qemu-guest-agent"
+                && p["externalRefs"][0]["referenceLocator"]
+                    .as_str()
+                    .is_some_and(|l| l.starts_with("pkg:deb/debian/qemu-guest-agent@"))),
+            "no qemu-guest-agent purl in {}",
+            sbom.display()
+        );
     }
 
     /// Lookups read the sidecar's status: `images` already shows `failed`,

@@ -128,6 +128,7 @@ resource "golden_image" "x" {{
   # and the state must not churn.
   tags = {{ os = "Debian 12", type = "minimal", Team = "Platform/Infra" }}
   smoke_test {{
+    checks   = ["boot", "guest_agent", "cloud_init", "ssh", "minimal"]
     commands = [{smoke}]
     timeout  = "15m"
   }}
@@ -312,8 +313,17 @@ pub fn run<H: Harness>(h: &H) {
         .collect();
     assert_eq!(
         checks,
-        ["boot", "guest_agent", "cloud_init", "ssh", "commands[0]"]
+        [
+            "boot",
+            "guest_agent",
+            "cloud_init",
+            "ssh",
+            "commands[0]",
+            "minimal"
+        ]
     );
+    // The family's first image has nothing to compare its packages with.
+    assert!(x["packages_changed"].is_null(), "{x}");
     assert!(
         x["validation"]["checks"]
             .as_array()
@@ -362,6 +372,9 @@ pub fn run<H: Harness>(h: &H) {
     assert_eq!(x["name"], n2);
     assert_eq!(x["build_number"], 2);
     assert_eq!(h.images(), with_status(&[&n1, &n2], "validated"));
+    // The same packages (or the mirror's upgrades) since the first image.
+    assert_eq!(x["packages_changed"]["since"], n1, "{x}");
+    assert!(x["packages_changed"]["added"].is_array(), "{x}");
 
     // 3. An image of the family built outside these states counts against
     //    keep = 2: the plan before the third build prunes it and the oldest,
