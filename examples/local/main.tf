@@ -76,6 +76,11 @@ output "image" {
   }
 }
 
+# What the rebuild changed in the image's Debian packages (null for the first).
+output "packages_changed" {
+  value = golden_image.debian.packages_changed
+}
+
 output "latest_validated" {
   value = data.golden_latest_image.debian.name
 }
