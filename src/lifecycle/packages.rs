@@ -123,11 +123,34 @@ impl PackageManifest {
         Some(m)
     }
 
-    fn versions(&self) -> BTreeMap<&str, &str> {
+    /// Version by package, a multi-arch package once per architecture
+    /// (`libc6:i386`); the native one (or `all`) goes by its name alone.
+    fn versions(&self) -> BTreeMap<String, &str> {
+        let native = self.native_arch();
         self.packages
             .iter()
-            .map(|p| (p.name.as_str(), p.version.as_str()))
+            .map(|p| {
+                let key = if p.arch == native || p.arch == "all" {
+                    p.name.clone()
+                } else {
+                    format!("{}:{}", p.name, p.arch)
+                };
+                (key, p.version.as_str())
+            })
             .collect()
+    }
+
+    /// The architecture most packages have.
+    fn native_arch(&self) -> String {
+        let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in self.packages.iter().filter(|p| p.arch != "all") {
+            *count.entry(p.arch.as_str()).or_default() += 1;
+        }
+        count
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(a, _)| a.to_owned())
+            .unwrap_or_default()
     }
 
     /// What changed from `previous` (the family's previous validated image,
@@ -180,6 +203,37 @@ impl PackageManifest {
             .collect())
     }
 
+    /// The manifest as text for stores that hold little: a `kernel` line,
+    /// then `name\tversion\tarch\tsource` per package. What the previous
+    /// image's manifest is needed for (its versions) survives; the manual
+    /// and source lists, used only by the build that read them, do not.
+    pub fn to_lines(&self) -> String {
+        let mut s = format!("kernel\t{}\n", self.kernel);
+        for p in &self.packages {
+            s += &format!("{}\t{}\t{}\t{}\n", p.name, p.version, p.arch, p.source);
+        }
+        s
+    }
+
+    /// The inverse of [`to_lines`](Self::to_lines).
+    pub fn from_lines(text: &str) -> Option<PackageManifest> {
+        let mut m = PackageManifest::default();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            match f.as_slice() {
+                ["kernel", k] => m.kernel = (*k).to_owned(),
+                [name, version, arch, source] => m.packages.push(Package {
+                    name: (*name).to_owned(),
+                    version: (*version).to_owned(),
+                    arch: (*arch).to_owned(),
+                    source: (*source).to_owned(),
+                }),
+                _ => return None,
+            }
+        }
+        (!m.packages.is_empty()).then_some(m)
+    }
+
     /// A short digest of the package list, for metadata that cannot hold it.
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
@@ -196,13 +250,22 @@ impl PackageManifest {
     /// SPDX 2.3 JSON: one package per installed Debian package, with its
     /// `pkg:deb` purl, described by the image.
     pub fn to_spdx(&self, image: &str, created: &str) -> Value {
-        let id = |p: &Package| format!("SPDXRef-Package-{}", spdx_id(&p.name));
+        // Unique per entry: names may differ only in `+` vs `-`, and a
+        // multi-arch package is listed once per architecture.
+        let id = |i: usize, p: &Package| {
+            format!(
+                "SPDXRef-Package-{}-{}-{i}",
+                spdx_id(&p.name),
+                spdx_id(&p.arch)
+            )
+        };
         let packages: Vec<Value> = self
             .packages
             .iter()
-            .map(|p| {
+            .enumerate()
+            .map(|(i, p)| {
                 json!({
-                    "SPDXID": id(p),
+                    "SPDXID": id(i, p),
                     "name": p.name,
                     "versionInfo": p.version,
                     "downloadLocation": "NOASSERTION",
@@ -224,11 +287,12 @@ impl PackageManifest {
         let relationships: Vec<Value> = self
             .packages
             .iter()
-            .map(|p| {
+            .enumerate()
+            .map(|(i, p)| {
                 json!({
                     "spdxElementId": "SPDXRef-DOCUMENT",
                     "relationshipType": "DESCRIBES",
-                    "relatedSpdxElement": id(p),
+                    "relatedSpdxElement": id(i, p),
                 })
             })
             .collect();
@@ -320,6 +384,17 @@ source rc \tgone\n";
         );
         assert_eq!(c.removed, ["nano 7.2-1"]);
         assert_eq!(c.upgraded, ["base-files 12.4+deb12u7 -> 12.4+deb12u8"]);
+        // A second architecture of a package is its own entry.
+        let mut multi = new.clone();
+        multi.packages.push(Package {
+            name: "libc6".into(),
+            version: "2.36-9+deb12u9".into(),
+            arch: "i386".into(),
+            source: "glibc".into(),
+        });
+        let c = multi.changes_since(&new, "y");
+        assert_eq!(c.added, ["libc6:i386 2.36-9+deb12u9"]);
+        assert!(c.upgraded.is_empty(), "{c:?}");
         let same = new.changes_since(&new, "x");
         assert!(same.added.is_empty() && same.removed.is_empty() && same.upgraded.is_empty());
     }
@@ -354,7 +429,24 @@ source rc \tgone\n";
             "pkg:deb/debian/libc6@2.36-9%2Bdeb12u9?arch=amd64"
         );
         assert_eq!(doc["relationships"].as_array().unwrap().len(), 5);
+        let ids: std::collections::BTreeSet<&str> = doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["SPDXID"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 5, "SPDX ids are unique");
         assert_eq!(m.digest().len(), 16);
+    }
+
+    #[test]
+    fn the_compact_form_keeps_what_a_comparison_needs() {
+        let m = PackageManifest::parse(OUT).unwrap();
+        let back = PackageManifest::from_lines(&m.to_lines()).unwrap();
+        assert_eq!(back.packages, m.packages);
+        assert_eq!(back.kernel, m.kernel);
+        assert!(back.changes_since(&m, "x").upgraded.is_empty());
+        assert_eq!(PackageManifest::from_lines("garbage"), None);
     }
 
     #[test]

@@ -40,6 +40,25 @@ pub struct PlatformSpec {
     /// Turns a `source` block into a [`Source`]. `Some(None)`: invalid (the
     /// diagnostics say why); `None`: part of it is unknown until apply.
     pub parse_source: fn(&SourceFields, &mut Diagnostics) -> Option<Option<Source>>,
+    /// What a plan that builds checks of the source on this machine before
+    /// any apply (a `source.path` file exists and is a disk image): the
+    /// `source` attribute at fault and why. Plans that build nothing, and
+    /// `terraform validate`, do not ask.
+    pub check_source: fn(&Source) -> Result<(), SourceProblem>,
+}
+
+/// A `source` a build cannot use, found at plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceProblem {
+    /// The attribute of the `source` block (`path`).
+    pub attribute: &'static str,
+    pub summary: &'static str,
+    pub detail: String,
+}
+
+/// For platforms whose sources need no check on this machine.
+pub fn source_needs_no_check(_: &Source) -> Result<(), SourceProblem> {
+    Ok(())
 }
 
 /// Every platform of this build, in the order docs and messages list them.

@@ -609,6 +609,17 @@ const RULES: &[(&str, &str, &str)] = &[
         r#"["perm","/vms/{vmid}",["VM.PowerMgmt"]]"#,
     ),
     ("POST", "/nodes/{node}/qemu/{vmid}/agent/ping", AGENT_AUDIT),
+    ("GET", "/nodes/{node}/qemu/{vmid}/agent/info", AGENT_AUDIT),
+    (
+        "GET",
+        "/nodes/{node}/qemu/{vmid}/agent/get-host-name",
+        AGENT_AUDIT,
+    ),
+    (
+        "GET",
+        "/nodes/{node}/qemu/{vmid}/agent/file-read",
+        r#"["perm","/vms/{vmid}",["VM.GuestAgent.FileRead","VM.GuestAgent.Unrestricted"],"any",1]"#,
+    ),
     (
         "GET",
         "/nodes/{node}/qemu/{vmid}/agent/network-get-interfaces",
@@ -1077,7 +1088,10 @@ fn check_storage_access(
     for val in p.iter().filter(|(k, _)| is_drive_key(k)).map(|(_, v)| v) {
         let volid = drive_volid(val).unwrap_or("");
         let cdrom = val.contains("media=cdrom");
-        let (sid, volname) = volid.split_once(':').unwrap_or(("", volid));
+        // `scsi0: 32` is a new disk on the request's `storage` (NEW_DISK_RE
+        // with `$default_storage`).
+        let default_storage = p.get("storage").map(String::as_str).unwrap_or("");
+        let (sid, volname) = volid.split_once(':').unwrap_or((default_storage, volid));
         let nothing_to_check =
             volid.is_empty() || volid == "none" || volid == "cloudinit" || volname == "cloudinit";
         if nothing_to_check {

@@ -203,9 +203,19 @@ async fn read_manifest(
     deadline: Instant,
     cx: &Cx,
 ) -> Result<Option<PackageManifest>> {
-    let out = ch
+    // Every check passed: a channel error now costs the manifest, not the
+    // image. Cancellation still ends the run.
+    let out = match ch
         .sh(&packages::guest_script(), remaining(deadline), cx)
-        .await?;
+        .await
+    {
+        Ok(out) => out,
+        Err(e) if cx.check("reading the package manifest").is_err() => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the image's package manifest");
+            return Ok(None);
+        }
+    };
     let manifest = PackageManifest::parse(&out.stdout);
     if manifest.is_none() {
         tracing::info!(

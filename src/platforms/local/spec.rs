@@ -13,7 +13,7 @@ use tf_provider::{AttributePath, Diagnostics};
 use super::LocalPlatform;
 use crate::lifecycle::naming::NamingRules;
 use crate::lifecycle::recipe::Source;
-use crate::platforms::registry::{self, Configured, PlatformSpec, SourceFields};
+use crate::platforms::registry::{self, Configured, PlatformSpec, SourceFields, SourceProblem};
 use crate::qemu::accel::{self, AccelChoice};
 use crate::tfschema::{attr, block};
 
@@ -25,6 +25,7 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     configure,
     source_attributes,
     parse_source,
+    check_source,
 };
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -138,16 +139,22 @@ fn parse_source(fields: &SourceFields, diags: &mut Diagnostics) -> Option<Option
         return Some(None);
     };
     Some(match kind {
-        "path" => {
-            let path: PathBuf = fields.string("path").unwrap_or_default().into();
-            // Minutes before the build would find out: say so at plan.
-            if let Err(why) = super::source::check_disk_image(&path) {
-                diags.error("Invalid source.path", why, SourceFields::path("path"));
-                return Some(None);
-            }
-            Some(Source::Path(path))
-        }
+        "path" => Some(Source::Path(
+            fields.string("path").unwrap_or_default().into(),
+        )),
         "url" => registry::url_source(fields, diags),
         _ => registry::family_source(fields, diags),
+    })
+}
+
+/// A build from `source.path` needs the file now, not minutes into the apply.
+fn check_source(source: &Source) -> Result<(), SourceProblem> {
+    let Source::Path(path) = source else {
+        return Ok(());
+    };
+    super::source::check_disk_image(path).map_err(|detail| SourceProblem {
+        attribute: "path",
+        summary: "Invalid source.path",
+        detail,
     })
 }

@@ -9,10 +9,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::metadata::{Metadata, Status};
 use crate::lifecycle::naming::ImageName;
+use crate::lifecycle::packages::PackageManifest;
 use crate::lifecycle::report::Report;
 
 /// On every VM golden manages.
@@ -21,6 +23,36 @@ pub const TAG_MANAGED: &str = "golden";
 pub const TAG_SMOKE: &str = "golden-smoke";
 /// PVE's limit on `description`.
 pub const MAX_DESCRIPTION: usize = 8192;
+
+/// How many ways `Note::shrink` has to make a note smaller.
+const SHRINK_LEVELS: usize = 6;
+
+fn compress_manifest(m: &PackageManifest) -> Option<String> {
+    use std::io::Write;
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(m.to_lines().as_bytes()).ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(z.finish().ok()?))
+}
+
+fn expand_manifest(z: &str) -> Option<PackageManifest> {
+    use std::io::Read;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(z).ok()?;
+    let mut text = String::new();
+    flate2::read::DeflateDecoder::new(bytes.as_slice())
+        .take(16 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    PackageManifest::from_lines(&text)
+}
+
+/// Keeps the first `keep` entries and says how many more there were.
+fn shorten_list(list: &mut Vec<String>, keep: usize) {
+    if list.len() > keep {
+        let more = list.len() - keep;
+        list.truncate(keep);
+        list.push(format!("... and {more} more"));
+    }
+}
 
 const FENCE_OPEN: &str = "```json golden-metadata\n";
 const FENCE_CLOSE: &str = "\n```";
@@ -119,6 +151,10 @@ pub struct Note {
     pub claim: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
+    /// The report's package manifest when its JSON does not fit: the
+    /// compact lines, deflated, base64 (`compress_manifest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages_z: Option<String>,
 }
 
 pub const ROLE_IMAGE: &str = "image";
@@ -140,6 +176,7 @@ impl Note {
             created: None,
             claim: None,
             report,
+            packages_z: None,
         }
     }
 
@@ -153,6 +190,7 @@ impl Note {
             created: None,
             claim: None,
             report: None,
+            packages_z: None,
         }
     }
 
@@ -189,15 +227,16 @@ impl Note {
             ),
         };
         let mut note = self.clone();
-        for level in 0..5 {
+        for level in 0..SHRINK_LEVELS {
             let json = serde_json::to_string(&note).unwrap_or_default();
             let text = format!("{title}\n\n{FENCE_OPEN}{json}{FENCE_CLOSE}\n");
             if text.len() <= MAX_DESCRIPTION {
                 return text;
             }
-            note.shrink_report(level);
+            note.shrink(level);
         }
         note.report = None;
+        note.packages_z = None;
         let json = serde_json::to_string(&note).unwrap_or_default();
         format!("{title}\n\n{FENCE_OPEN}{json}{FENCE_CLOSE}\n")
     }
@@ -220,18 +259,39 @@ impl Note {
         }
     }
 
-    fn shrink_report(&mut self, level: usize) {
+    /// One step towards PVE's 8 KiB, least valuable first: the package
+    /// manifest deflated (a Debian image lists a few hundred packages); the
+    /// lists of what changed cut to 40 entries each; the manifest dropped
+    /// (the next build then has nothing to compare with); then the report's
+    /// texts and those lists shortened further.
+    fn shrink(&mut self, level: usize) {
         let Some(r) = &mut self.report else { return };
-        // The package list goes first: a minimal Debian image lists a few
-        // hundred packages, more than PVE's 8 KiB. What changed stays.
-        if level == 0 && r.packages.is_some() {
-            r.packages = None;
-            return;
-        }
-        let keep = [2000usize, 2000, 300, 80, 0][level.min(4)];
-        r.console_tail = tail_chars(&r.console_tail, keep * 2);
-        for c in &mut r.checks {
-            c.detail = tail_chars(&c.detail, keep);
+        match level {
+            0 => {
+                if let Some(m) = r.packages.take() {
+                    self.packages_z = compress_manifest(&m);
+                }
+            }
+            1 => {
+                if let Some(c) = &mut r.packages_changed {
+                    for list in [&mut c.added, &mut c.removed, &mut c.upgraded] {
+                        shorten_list(list, 40);
+                    }
+                }
+            }
+            2 => self.packages_z = None,
+            _ => {
+                let keep = [300usize, 80, 0][(level - 3).min(2)];
+                r.console_tail = tail_chars(&r.console_tail, keep * 2);
+                for c in &mut r.checks {
+                    c.detail = tail_chars(&c.detail, keep);
+                }
+                if let Some(c) = &mut r.packages_changed {
+                    for list in [&mut c.added, &mut c.removed, &mut c.upgraded] {
+                        shorten_list(list, keep / 10);
+                    }
+                }
+            }
         }
     }
 
@@ -240,7 +300,10 @@ impl Note {
         let start = description.find(FENCE_OPEN)? + FENCE_OPEN.len();
         let rest = &description[start..];
         let end = rest.find(FENCE_CLOSE)?;
-        let note: Note = serde_json::from_str(&rest[..end]).ok()?;
+        let mut note: Note = serde_json::from_str(&rest[..end]).ok()?;
+        if let (Some(z), Some(r)) = (&note.packages_z, &mut note.report) {
+            r.packages = expand_manifest(z);
+        }
         (note.golden == 1).then_some(note)
     }
 
@@ -419,6 +482,45 @@ mod tests {
         assert!(d.len() <= MAX_DESCRIPTION, "{}", d.len());
         let back = Note::parse(&d).unwrap();
         assert_eq!(back.report.unwrap().checks[0].name, "commands[0]");
+    }
+
+    /// A Debian image's few hundred packages do not fit PVE's 8 KiB as JSON:
+    /// they are kept deflated, and read back whole, so the next build can
+    /// say what changed; a long list of changes is shortened, not the report
+    /// dropped.
+    #[test]
+    fn a_full_package_manifest_fits_deflated_and_reads_back() {
+        use crate::lifecycle::packages::{Package, PackageChanges};
+        let packages: Vec<Package> = (0..400)
+            .map(|i| Package {
+                name: format!("libexample{i}-common"),
+                version: format!("2.{i}.1-3+deb12u{}", i % 7),
+                arch: "amd64".into(),
+                source: format!("example{i}"),
+            })
+            .collect();
+        let manifest = PackageManifest {
+            kernel: "6.1.0-28-cloud-amd64".into(),
+            packages,
+            ..Default::default()
+        };
+        let mut r = Report::default();
+        r.push("boot", true, std::time::Duration::from_secs(1), "ok");
+        r.packages = Some(manifest.clone());
+        r.packages_changed = Some(PackageChanges {
+            since: "fam-20261101-001".into(),
+            upgraded: (0..300)
+                .map(|i| format!("libexample{i}-common 1 -> 2"))
+                .collect(),
+            ..Default::default()
+        });
+        let d = Note::image(&meta(Status::Validated), 900001, None, Some(r)).to_description();
+        assert!(d.len() <= MAX_DESCRIPTION, "{}", d.len());
+        let back = Note::parse(&d).unwrap().report.unwrap();
+        assert_eq!(back.packages.unwrap().packages, manifest.packages);
+        let changed = back.packages_changed.unwrap();
+        assert!(!changed.upgraded.is_empty());
+        assert_eq!(back.checks[0].name, "boot");
     }
 
     #[test]

@@ -249,16 +249,28 @@ impl ProxmoxPlatform {
         storage: &str,
         cx: &Cx,
     ) -> std::result::Result<Vec<StorageVolume>, String> {
+        // Another VM's disk shows only with Datastore.Allocate on the
+        // storage, or Datastore.Audit there and VM.Config.Disk on that VM
+        // (pve-storage check_volume_access).
         let path = format!("/storage/{storage}");
-        let privileges = self
-            .api(cx)
-            .own_privileges(&path)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !privileges.contains("Datastore.Audit") && !privileges.contains("Datastore.Allocate") {
-            return Err(format!(
-                "the API token lacks Datastore.Audit on {path}, so PVE hides other VMs' disks from it"
-            ));
+        let api = self.api(cx);
+        let on_storage = api.own_privileges(&path).await.map_err(|e| e.to_string())?;
+        if !on_storage.contains("Datastore.Allocate") {
+            if !on_storage.contains("Datastore.Audit") {
+                return Err(format!(
+                    "the API token lacks Datastore.Audit on {path}, so PVE hides other VMs' disks from it"
+                ));
+            }
+            let on_vms = api
+                .own_privileges("/vms")
+                .await
+                .map_err(|e| e.to_string())?;
+            if !on_vms.contains("VM.Config.Disk") {
+                return Err(
+                    "the API token lacks VM.Config.Disk on /vms, so PVE hides other VMs' disks from it"
+                        .into(),
+                );
+            }
         }
         self.api(cx)
             .node(&self.config.node)

@@ -28,6 +28,7 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     configure: configure_platform,
     source_attributes,
     parse_source,
+    check_source: registry::source_needs_no_check,
 };
 
 #[derive(Clone, Default, Deserialize)]

@@ -15,6 +15,7 @@ use crate::lifecycle::image::Image;
 use crate::lifecycle::naming::Family;
 use crate::lifecycle::retention::{plan_prune, KeepReason, PruneDecision};
 use crate::lifecycle::selection::latest;
+use crate::platforms::registry::{self, SourceFields};
 use crate::platforms::Platform;
 use crate::provider::{Shared, LOOKUP_TIMEOUT};
 use crate::resources::values::{to_value_list, to_value_map, ImageEntry};
@@ -79,6 +80,7 @@ pub async fn plan_create(
     planned.recipe_hash = Value::Unknown;
     planned.id = Value::Unknown;
     let Some(d) = d else { return Some(planned) };
+    check_source(&d, diags).await?;
     planned.id = Value::Value(format!("{}/{}", d.platform, d.family));
     if let Some(hash) = &d.recipe_hash {
         planned.recipe_hash = Value::Value(hash.clone());
@@ -92,6 +94,28 @@ pub async fn plan_create(
         planned.prune_reasons = to_value_map(&decision.reasons());
     }
     Some(planned)
+}
+
+/// A plan that builds checks its source on this machine first (the
+/// platform's `check_source`): a missing `source.path` fails here, naming the
+/// attribute, not minutes into the apply. `None` after reporting a problem.
+async fn check_source(d: &Desired, diags: &mut Diagnostics) -> Option<()> {
+    let (Some(spec), Some(recipe)) = (registry::find(&d.platform), &d.recipe) else {
+        return Some(());
+    };
+    let source = recipe.source.clone();
+    let check = spec.check_source;
+    // It may run qemu-img: off the async workers.
+    let outcome = tokio::task::spawn_blocking(move || check(&source))
+        .await
+        .unwrap_or(Ok(()));
+    match outcome {
+        Ok(()) => Some(()),
+        Err(p) => {
+            diags.error(p.summary, p.detail, SourceFields::path(p.attribute));
+            None
+        }
+    }
 }
 
 /// Images retention would delete but the platform protects show up in the
@@ -198,6 +222,7 @@ pub async fn plan_update(
     let rebuild = !reasons.is_empty();
     if rebuild {
         tracing::info!(family = %d.family, reasons = ?reasons, "plan: rebuild");
+        check_source(&d, diags).await?;
         planned.unknown_build_outputs();
         planned.recipe_hash = d
             .recipe_hash
