@@ -5,9 +5,10 @@
 //! answers. What does not fit is refused (requests) and recorded as a
 //! violation (both), for tests to fail on.
 //!
-//! Loaders implement `SpecChecker`: the PVE apidoc schema today
-//! (`proxmox::schema::Schema`); OpenAPI 3 (DigitalOcean) and Google
-//! discovery documents (GCE) are to come, behind the same trait.
+//! Loaders implement `SpecChecker`: the PVE apidoc schema
+//! (`proxmox::schema::Schema`) and OpenAPI 3 descriptions
+//! (`core::openapi::OpenApi`, for DigitalOcean); Google discovery documents
+//! (GCE) are to come, behind the same trait.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +32,30 @@ pub trait SpecChecker: Send + Sync {
     /// Checks a request: `path` is the API's part, percent-decoded; `params`
     /// the query and body parameters (path parameters come from `path`).
     fn check_request(&self, method: &str, path: &str, params: &Params) -> Result<(), RequestError>;
+
+    /// Checks a request that may carry a JSON body (`None`: no body). APIs
+    /// whose requests are form parameters only (PVE) keep this default,
+    /// which refuses any JSON body; OpenAPI checkers hold it against the
+    /// operation's `requestBody`.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the DigitalOcean simulator will call it")
+    )]
+    fn check_request_body(
+        &self,
+        method: &str,
+        path: &str,
+        params: &Params,
+        body: Option<&Value>,
+    ) -> Result<(), RequestError> {
+        match body {
+            None => self.check_request(method, path, params),
+            Some(_) => Err(RequestError::Params(BTreeMap::from([(
+                "body".to_owned(),
+                "this API takes no JSON request body".to_owned(),
+            )]))),
+        }
+    }
 
     /// Checks an answer with this status; `body` is what the spec describes
     /// (for PVE the `data` inside the envelope). Returns the violations.
