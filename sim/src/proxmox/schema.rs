@@ -791,6 +791,21 @@ mod tests {
     }
 
     #[test]
+    fn json_bodies_are_refused_as_pve_takes_form_parameters() {
+        let s = schema();
+        let checker: &dyn SpecChecker = &s;
+        let none = Params::new();
+        assert_eq!(
+            checker.check_request_body("GET", "/nodes", &none, None),
+            Ok(())
+        );
+        match checker.check_request_body("GET", "/nodes", &none, Some(&json!({}))) {
+            Err(RequestError::Params(e)) => assert!(e["body"].contains("no JSON"), "{e:?}"),
+            other => panic!("a JSON body must be refused, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn checks_responses() {
         let s = schema();
         assert!(s

@@ -518,11 +518,19 @@ fn schema_keywords_beyond_the_fixture() {
                     "one": {"oneOf": [{"type": "integer"}, {"type": "number"}]}
                 }
             }}}},
-            "responses": {"200": {"description": "ok"}}
+            "responses": {"2XX": {"description": "ok",
+                "content": {"application/problem+json": {"schema": {"type": "array"}}}}}
         }}}
     }))
     .unwrap();
     let none = Params::new();
+    // `2XX` covers 201; `+json` media types are JSON; nothing covers 404.
+    assert!(api.check_answer("POST", "/v", 201, &json!([])).is_empty());
+    assert_eq!(
+        api.check_answer("POST", "/v", 201, &json!({})),
+        vec!["body: expected array, got {}".to_owned()]
+    );
+    assert!(api.check_answer("POST", "/v", 404, &json!([]))[0].contains("status 404"));
     let good = json!({"n": 1.5, "id": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
         "at": "2026-12-02T02:23:30.5Z", "ip": "10.0.0.1", "any": 3, "labels": {"a": "b"}});
     accepted(&api, "POST", "/v", &none, Some(good));
