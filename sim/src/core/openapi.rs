@@ -208,24 +208,22 @@ impl OpenApi {
     ) -> Result<(), RequestError> {
         let found = self.find(method, path)?;
         let params = self.parameters(&found);
+        let violations = self
+            .check_path_params(&params, &found.path_params)
+            .into_iter()
+            .chain(self.check_query(&params, query))
+            .chain(self.check_body(found.op, body));
         let mut errors: BTreeMap<String, String> = BTreeMap::new();
-        let mut add = |at: String, why: String| {
-            errors
-                .entry(at)
-                .and_modify(|w| {
-                    w.push_str("; ");
-                    w.push_str(&why);
-                })
-                .or_insert(why);
-        };
-        for v in self.check_path_params(&params, &found.path_params) {
-            add(v.at, v.why);
-        }
-        for v in self.check_query(&params, query) {
-            add(v.at, v.why);
-        }
-        for v in self.check_body(found.op, body) {
-            add(v.at, v.why);
+        for v in violations {
+            match errors.get_mut(&v.at) {
+                Some(why) => {
+                    why.push_str("; ");
+                    why.push_str(&v.why);
+                }
+                None => {
+                    errors.insert(v.at, v.why);
+                }
+            }
         }
         if errors.is_empty() {
             Ok(())
