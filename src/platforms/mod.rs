@@ -2,6 +2,7 @@
 //! questions and performs primitive steps; the order of steps and every rule
 //! live in `lifecycle`.
 
+pub mod digitalocean;
 pub mod kit;
 pub mod local;
 pub mod proxmox;
@@ -85,6 +86,9 @@ pub enum ErrorKind {
     AlreadyExists,
     Auth,
     Transient,
+    /// The thing is busy with another operation (a DigitalOcean droplet's
+    /// pending event): the call was refused unprocessed; try again later.
+    Busy,
     Cancelled,
     Timeout,
     Other,
@@ -169,6 +173,9 @@ impl Error {
     }
     pub fn is_auth(&self) -> bool {
         self.kind == ErrorKind::Auth
+    }
+    pub fn is_busy(&self) -> bool {
+        self.kind == ErrorKind::Busy
     }
 }
 

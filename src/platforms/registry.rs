@@ -62,13 +62,17 @@ pub fn source_needs_no_check(_: &Source) -> Result<(), SourceProblem> {
 }
 
 /// Every platform of this build, in the order docs and messages list them.
-pub const PLATFORMS: &[&PlatformSpec] = &[&super::local::spec::SPEC, &super::proxmox::spec::SPEC];
+pub const PLATFORMS: &[&PlatformSpec] = &[
+    &super::local::spec::SPEC,
+    &super::proxmox::spec::SPEC,
+    &super::digitalocean::spec::SPEC,
+];
 
 pub fn find(name: &str) -> Option<&'static PlatformSpec> {
     PLATFORMS.iter().copied().find(|p| p.name == name)
 }
 
-/// `local, proxmox`: for messages that list what is supported.
+/// `local, proxmox, digitalocean`: for messages that list what is supported.
 pub fn names() -> String {
     PLATFORMS
         .iter()
@@ -309,7 +313,12 @@ mod tests {
             assert!(seen.insert(p.name), "{} registered twice", p.name);
             assert!(find(p.name).is_some());
         }
-        assert_eq!(names(), seen.iter().copied().collect::<Vec<_>>().join(", "));
+        // Every platform, once, in registry order (local first: the default).
+        let listed: Vec<String> = names().split(", ").map(str::to_owned).collect();
+        assert_eq!(listed.len(), seen.len());
+        for (p, n) in PLATFORMS.iter().zip(&listed) {
+            assert_eq!(p.name, n);
+        }
     }
 
     #[test]

@@ -97,6 +97,7 @@ async fn read_back(
     platform: &dyn Platform,
     d: &Desired,
     mut state: ImageState,
+    known: Option<&crate::lifecycle::report::Report>,
     diags: &mut Diagnostics,
     cx: &Cx,
 ) -> Option<ImageState> {
@@ -110,7 +111,7 @@ async fn read_back(
             return None;
         }
     };
-    if let Err(e) = listing::fill(&mut state, platform, &images, cx).await {
+    if let Err(e) = listing::fill(&mut state, platform, &images, known, cx).await {
         diags.root_error(
             format!("Unable to Read Image Family {}", d.family),
             e.to_string(),
@@ -176,7 +177,15 @@ async fn build(
     match pipeline::build_and_publish(platform.as_ref(), req, &cx).await {
         Ok(outcome) => {
             warn_skipped(diags, &outcome.prune);
-            let state = read_back(platform.as_ref(), d, planned, diags, &cx).await?;
+            let state = read_back(
+                platform.as_ref(),
+                d,
+                planned,
+                Some(&outcome.report),
+                diags,
+                &cx,
+            )
+            .await?;
             Some(prune.into_state(state))
         }
         Err(e) => {
@@ -224,7 +233,7 @@ pub async fn update(
     };
     let outcome = pipeline::prune(platform.as_ref(), &d.family, &prune.names, &cx).await;
     warn_skipped(diags, &outcome);
-    let state = read_back(platform.as_ref(), &d, planned, diags, &cx).await?;
+    let state = read_back(platform.as_ref(), &d, planned, None, diags, &cx).await?;
     Some(prune.into_state(state))
 }
 

@@ -74,7 +74,7 @@ pub async fn import(
             state.tags = crate::resources::values::to_value_map(&current.meta.tags);
         }
     }
-    if let Err(e) = listing::fill(&mut state, platform.as_ref(), &images, &cx).await {
+    if let Err(e) = listing::fill(&mut state, platform.as_ref(), &images, None, &cx).await {
         diags.root_error(
             format!("Unable to Import Image Family {family}"),
             e.to_string(),

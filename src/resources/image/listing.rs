@@ -44,12 +44,19 @@ fn packages_changed(c: &PackageChanges) -> PackagesChanged {
 /// Fills the computed attributes from the family's images. The current image is
 /// the newest validated one; with none, `validated` is false and the next plan
 /// rebuilds.
+///
+/// `known` is a report the caller holds (a build's own); it fills
+/// `validation` for the image it names when the platform keeps none.
 pub async fn fill(
     state: &mut ImageState,
     platform: &dyn Platform,
     images: &[Image],
+    known: Option<&Report>,
     cx: &Cx,
 ) -> Result<()> {
+    let prior_name = state.name.as_ref_option().cloned();
+    let prior_validation = state.validation.clone();
+    let prior_packages = state.packages_changed.clone();
     state.images = Value::Value(
         newest_first(images)
             .into_iter()
@@ -64,15 +71,37 @@ pub async fn fill(
             state.build_number = Value::Value(i64::from(current.name().build));
             state.recipe_hash = Value::Value(current.meta.recipe_hash.clone());
             state.validated = Value::Value(true);
-            let report = platform.report(current, cx).await?;
-            state.validation = report
-                .as_ref()
-                .map(|r| Value::Value(validation(r)))
-                .unwrap_or(Value::Null);
-            state.packages_changed = report
-                .and_then(|r| r.packages_changed)
-                .map(|c| Value::Value(packages_changed(&c)))
-                .unwrap_or(Value::Null);
+            match platform.report(current, cx).await? {
+                Some(report) => {
+                    state.validation = Value::Value(validation(&report));
+                    state.packages_changed = report
+                        .packages_changed
+                        .map(|c| Value::Value(packages_changed(&c)))
+                        .unwrap_or(Value::Null);
+                }
+                // A platform that keeps no report (DigitalOcean: snapshots
+                // take no description): state is where it lives. It stays
+                // while the current image is the one it was made for, and
+                // a build's own report is the one it just made.
+                None => match known.filter(|r| r.image == current.name().to_string()) {
+                    Some(report) => {
+                        state.validation = Value::Value(validation(report));
+                        state.packages_changed = report
+                            .packages_changed
+                            .as_ref()
+                            .map(|c| Value::Value(packages_changed(c)))
+                            .unwrap_or(Value::Null);
+                    }
+                    None if prior_name.as_deref() == Some(&current.name().to_string()) => {
+                        state.validation = prior_validation;
+                        state.packages_changed = prior_packages;
+                    }
+                    None => {
+                        state.validation = Value::Null;
+                        state.packages_changed = Value::Null;
+                    }
+                },
+            }
         }
         None => {
             state.name = Value::Null;

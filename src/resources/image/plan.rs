@@ -52,7 +52,7 @@ pub async fn read(
     let platform = shared.platform(kind, diags, AttributePath::new("platform"))?;
     let cx = shared.call_cx(LOOKUP_TIMEOUT);
     let images = list(platform.as_ref(), &family, diags, &cx).await?;
-    if let Err(e) = listing::fill(&mut state, platform.as_ref(), &images, &cx).await {
+    if let Err(e) = listing::fill(&mut state, platform.as_ref(), &images, None, &cx).await {
         diags.root_error(
             format!("Unable to Read Image Family {family}"),
             e.to_string(),

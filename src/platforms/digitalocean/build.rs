@@ -1,0 +1,670 @@
+//! Reserve and build on DigitalOcean.
+//!
+//! Reserve creates a throwaway account key (without one DO e-mails a root
+//! password) and the build droplet from the source, with the recipe as
+//! user-data; the droplet, tagged `golden-claim:<name>`, is the claim on the
+//! build number. Build waits for the guest to power itself off (the user-data
+//! does so once provisioning succeeded), snapshots it under the candidate
+//! name, reads the image id back from the droplet's snapshots, tags it,
+//! deletes droplet and key, and transfers the image to the extra regions.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::api::{Droplet, NewDroplet};
+use super::spec::SourceRef;
+use super::{encoding, retry_after_lookup, DoPlatform, Undo, POLL};
+use crate::lifecycle::allocation::{earliest_claim_wins, Rival};
+use crate::lifecycle::cloudinit::build_user_data;
+use crate::lifecycle::context::Cx;
+use crate::lifecycle::image::Image;
+use crate::lifecycle::metadata::{Metadata, Status};
+use crate::lifecycle::recipe::{BuildInput, Provision, Source};
+use crate::platforms::kit::poll::{self, Progress};
+use crate::platforms::{Error, ErrorKind, Result};
+
+/// DO's limit on `user_data`.
+pub const MAX_USER_DATA: usize = 64 * 1024;
+/// How often a snapshot is taken again after DO reports it `errored`.
+const SNAPSHOT_ATTEMPTS: u32 = 3;
+/// How long a graceful `shutdown` gets before it is asked again, then
+/// `power_off` follows.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
+const SHUTDOWN_ATTEMPTS: u32 = 2;
+/// Creates sent again after a lookup showed they did not happen.
+const CREATE_ATTEMPTS: u32 = 3;
+
+/// What `reserve` made for `build`.
+#[derive(Debug, Clone)]
+pub(crate) struct Reserved {
+    pub droplet: u64,
+    pub create_action: Option<u64>,
+    pub key: u64,
+    pub run_tag: String,
+}
+
+/// The build's user-data: the shared provisioning document, except that the
+/// guest powers off only once provisioning succeeded (the provisioning
+/// script removes itself as its last step; a failing step leaves it, and the
+/// droplet keeps running). DO shows no serial console, so a guest that stays
+/// up is how a failed provisioning shows.
+pub fn user_data(provision: &Provision) -> Result<String> {
+    let rendered = build_user_data(provision);
+    let mut doc: Value = rendered
+        .strip_prefix("#cloud-config\n")
+        .and_then(|body| serde_json::from_str(body).ok())
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Other,
+                "the build's cloud-config is not the JSON document golden writes",
+            )
+        })?;
+    doc["power_state"]["condition"] = json!(["sh", "-c", "test ! -e /var/lib/golden/provision.sh"]);
+    let ud = format!(
+        "#cloud-config\n{}\n",
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    );
+    check_user_data_size(&ud)?;
+    Ok(ud)
+}
+
+/// DO refuses user-data over 64 KiB; say so before anything is created.
+pub fn check_user_data_size(ud: &str) -> Result<()> {
+    if ud.len() <= MAX_USER_DATA {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Other,
+        format!(
+            "the build's user_data is {} bytes; DigitalOcean takes at most {MAX_USER_DATA} (64 KiB). \
+             provision.files are sent inside it (base64): ship large files another way \
+             (a package, or a download in provision.commands)",
+            ud.len()
+        ),
+    ))
+}
+
+pub async fn reserve(
+    p: &DoPlatform,
+    meta: &Metadata,
+    input: &BuildInput<'_>,
+    cx: &Cx,
+) -> Result<Image> {
+    let ud = user_data(&input.recipe.provision)?;
+    let (image, what) = resolve_source(p, &input.recipe.source, input.parent, cx).await?;
+    info!(source = %what, region = %p.config.region, "source resolved");
+
+    let keydir = super::smoke::temp_dir("build", cx)?;
+    let public_key = cx
+        .run(
+            "creating a throwaway SSH key",
+            crate::sshkey::throwaway_key(&keydir),
+        )
+        .await?;
+    let run = super::new_run_id();
+    let key = p.create_key(&run, &public_key, cx).await?;
+    let _ = std::fs::remove_dir_all(&keydir);
+
+    let run_tag = encoding::run_tag(&run);
+    let deadline = encoding::tag(encoding::KEY_DEADLINE, &encoding::tag_time(p.deadline(cx)));
+    let tags = vec![
+        encoding::TAG_MANAGED.to_owned(),
+        run_tag.clone(),
+        encoding::claim_tag(&meta.name),
+        deadline,
+    ];
+    let name = format!("golden-build-{}", meta.name);
+    let snapshot = encoding::image_name(&meta.name, Status::Candidate);
+    let (droplet, create_action) = create_droplet(
+        p,
+        &NewDroplet {
+            name: &name,
+            region: &p.config.region,
+            size: &p.config.size,
+            image,
+            ssh_keys: &[key],
+            user_data: &ud,
+            tags: &tags,
+        },
+        &run_tag,
+        Some(&snapshot),
+        cx,
+    )
+    .await?;
+    info!(droplet = droplet.id, %name, "build droplet created");
+
+    if !claim_holds(p, meta, &droplet, cx).await? {
+        info!(droplet = droplet.id, image = %meta.name, "another run claimed this build number first; giving way");
+        let clean = cx.for_cleanup(crate::lifecycle::pipeline::CLEANUP_TIMEOUT);
+        p.drop_droplet(droplet.id, Some(&snapshot), &clean).await?;
+        cx.forget(&drop_undo(&run_tag, Some(&snapshot)));
+        p.delete_key(key, &clean).await?;
+        return Err(Error::already_exists(meta.name.to_string()));
+    }
+    p.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        meta.name.to_string(),
+        Reserved {
+            droplet: droplet.id,
+            create_action,
+            key,
+            run_tag,
+        },
+    );
+    Ok(Image {
+        meta: meta.clone(),
+        id: String::new(),
+        size_bytes: None,
+        in_progress: true,
+        protected: None,
+    })
+}
+
+pub(crate) fn drop_undo(
+    run_tag: &str,
+    snapshot: Option<&str>,
+) -> crate::lifecycle::ledger::UndoAction {
+    Undo::DropDroplets {
+        run_tag: run_tag.to_owned(),
+        snapshot: snapshot.map(str::to_owned),
+    }
+    .action()
+}
+
+/// `POST /v2/droplets`, recorded for deletion before it is sent (by its run
+/// tag, so a create whose answer is lost is found too). After a failure that
+/// may hide a create (a 5xx), the run tag is looked up first and the create
+/// is sent again only when no droplet carries it.
+pub(crate) async fn create_droplet(
+    p: &DoPlatform,
+    new: &NewDroplet<'_>,
+    run_tag: &str,
+    snapshot: Option<&str>,
+    cx: &Cx,
+) -> Result<(Droplet, Option<u64>)> {
+    cx.record(drop_undo(run_tag, snapshot));
+    let api = p.api(cx);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match api.create_droplet(new).await {
+            Ok(r) => return Ok(r),
+            Err(e) if retry_after_lookup(&e) && attempt < CREATE_ATTEMPTS => {
+                warn!(error = %e, run_tag, "creating the droplet failed; looking it up by its run tag before trying again");
+                if let Some(d) = api.droplets_tagged(run_tag).await?.into_iter().next() {
+                    info!(droplet = d.id, "the droplet was created after all");
+                    return Ok((d, None));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits until a new droplet left `new` (its create action completed).
+pub(crate) async fn wait_created(
+    p: &DoPlatform,
+    droplet: u64,
+    action: Option<u64>,
+    cx: &Cx,
+) -> Result<Droplet> {
+    if let Some(a) = action {
+        if !p
+            .action_completed(&format!("creating droplet {droplet}"), a, None, cx)
+            .await?
+        {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!(
+                    "DigitalOcean could not create droplet {droplet} (its create action errored)"
+                ),
+            ));
+        }
+    }
+    let api = p.api(cx);
+    poll::until_done(&format!("droplet {droplet} to start"), cx, POLL, || async {
+        let d = api.droplet(droplet).await?;
+        Ok(if d.status == "new" {
+            Progress::Pending
+        } else {
+            Progress::Done(d)
+        })
+    })
+    .await
+}
+
+/// The earliest-claim rule among the build droplets claiming the same name
+/// and the family's images already carrying it (those always win).
+async fn claim_holds(p: &DoPlatform, meta: &Metadata, ours: &Droplet, cx: &Cx) -> Result<bool> {
+    let mut rivals = Vec::new();
+    for d in p
+        .api(cx)
+        .droplets_tagged(&encoding::claim_tag(&meta.name))
+        .await?
+    {
+        if d.id != ours.id {
+            rivals.push(Rival::Candidate {
+                created: d.created_at.as_deref().and_then(super::api::parse_time),
+                id: d.id,
+            });
+        }
+    }
+    for (image, _) in p.family_images(meta.family(), cx).await? {
+        if image.meta.name == meta.name {
+            rivals.push(Rival::Published);
+        }
+    }
+    let created = ours.created_at.as_deref().and_then(super::api::parse_time);
+    Ok(earliest_claim_wins(created, ours.id, rivals))
+}
+
+/// The `image` of the droplet create: a slug, or an image id.
+async fn resolve_source(
+    p: &DoPlatform,
+    source: &Source,
+    parent: Option<&Image>,
+    cx: &Cx,
+) -> Result<(Value, String)> {
+    let api = p.api(cx);
+    let (img, what) = match source {
+        Source::Native(native) => match SourceRef::from_native(native) {
+            Some(SourceRef::Slug(slug)) => {
+                let img = api.image_by_slug(&slug).await.map_err(|e| {
+                    if e.is_not_found() {
+                        Error::not_found(format!("source.slug: DigitalOcean has no image {slug:?}"))
+                    } else {
+                        e
+                    }
+                })?;
+                (img, format!("slug {slug}"))
+            }
+            Some(SourceRef::ImageId(id)) => {
+                let img = api.image(id).await.map_err(|e| {
+                    if e.is_not_found() {
+                        Error::not_found(format!(
+                            "source.image_id: there is no image {id} (or the token cannot see it)"
+                        ))
+                    } else {
+                        e
+                    }
+                })?;
+                (img, format!("image {id}"))
+            }
+            Some(SourceRef::Tag(tag)) => {
+                let newest = api
+                    .images_tagged(&tag)
+                    .await?
+                    .into_iter()
+                    .filter(|i| i.is_available())
+                    .max_by_key(|i| (i.created(), i.id))
+                    .ok_or_else(|| {
+                        Error::not_found(format!(
+                            "source.tag: no available image carries the tag {tag:?}"
+                        ))
+                    })?;
+                let what = format!(
+                    "image {} ({:?}, newest tagged {tag})",
+                    newest.id, newest.name
+                );
+                (newest, what)
+            }
+            None => {
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!("the recipe's source {native} is not a digitalocean source"),
+                ))
+            }
+        },
+        Source::Family(family) => {
+            let parent = parent.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Other,
+                    format!("source.family {family:?} arrived without its resolved parent image"),
+                )
+            })?;
+            let id = DoPlatform::image_id(parent)?;
+            (
+                api.image(id).await?,
+                format!("family {family} ({}, image {id})", parent.name()),
+            )
+        }
+        Source::Url { .. } | Source::Path(_) => return Err(Error::new(
+            ErrorKind::Other,
+            "digitalocean builds from source.slug, source.image_id, source.tag or source.family",
+        )),
+    };
+    if !img.is_available() {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!(
+                "the source ({what}) is not available (status {:?})",
+                img.status
+            ),
+        ));
+    }
+    let region = &p.config.region;
+    if !img.regions.is_empty() && !img.regions.contains(region) {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!(
+                "the source ({what}) is not available in region {region} (only in {}): set digitalocean.region to one of them, or transfer the image",
+                img.regions.join(", ")
+            ),
+        ));
+    }
+    let field = match (&img.slug, img.public) {
+        (Some(slug), Some(true)) if !slug.is_empty() => json!(slug),
+        _ => json!(img.id),
+    };
+    Ok((field, what))
+}
+
+pub async fn run(p: &DoPlatform, candidate: &Image, cx: &Cx) -> Result<Image> {
+    let name = candidate.name().to_string();
+    let r = p
+        .pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&name)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Other,
+                format!("{name} was not reserved by this provider process"),
+            )
+        })?;
+    let started = std::time::Instant::now();
+    let snapshot = encoding::image_name(&candidate.meta.name, Status::Candidate);
+
+    wait_created(p, r.droplet, r.create_action, cx).await?;
+    info!(
+        droplet = r.droplet,
+        "build droplet running; provisioning through user-data"
+    );
+
+    if !wait_off(p, r.droplet, p.config.power_off_timeout, cx).await? {
+        let why = format!(
+            "the build droplet did not power itself off within {} (power_off_timeout): provisioning did not finish, or a step failed \
+             (its output is in /var/log/cloud-init-output.log inside this image); golden shut it down and kept the snapshot for inspection",
+            crate::lifecycle::duration::format(p.config.power_off_timeout)
+        );
+        warn!(droplet = r.droplet, "{why}");
+        force_off(p, r.droplet, cx).await?;
+        p.unclean
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone(), why);
+    }
+    info!(
+        droplet = r.droplet,
+        "build droplet off; taking the snapshot"
+    );
+
+    take_snapshot(p, r.droplet, &snapshot, cx).await?;
+    let image_id = snapshot_id(p, r.droplet, &snapshot, cx).await?;
+    p.add_tags(
+        image_id,
+        &encoding::tags_for(&candidate.meta, Some(p.deadline(cx))),
+        cx,
+    )
+    .await?;
+    info!(image = image_id, name = %snapshot, "candidate snapshot tagged");
+
+    // The candidate is visible to the pipeline's DiscardCandidate now.
+    p.drop_droplet(r.droplet, None, cx).await?;
+    cx.forget(&drop_undo(&r.run_tag, Some(&snapshot)));
+    p.delete_key(r.key, cx).await?;
+
+    transfer(p, image_id, cx).await?;
+    let img = p.api(cx).image(image_id).await?;
+    info!(
+        image = image_id,
+        seconds = started.elapsed().as_secs_f64(),
+        "candidate snapshot built"
+    );
+    Ok(Image {
+        id: image_id.to_string(),
+        size_bytes: img
+            .size_gigabytes
+            .map(|g| (g * 1024.0 * 1024.0 * 1024.0) as u64),
+        ..candidate.clone()
+    })
+}
+
+/// `cx` with a nearer deadline.
+fn within(cx: &Cx, limit: Duration) -> Cx {
+    let mut sub = cx.clone();
+    sub.deadline = sub.deadline.min(tokio::time::Instant::now() + limit);
+    sub
+}
+
+/// Waits up to `limit` for the droplet to be `off`: `false` when it is not
+/// by then (the run's own deadline and cancellation are errors).
+async fn wait_off(p: &DoPlatform, droplet: u64, limit: Duration, cx: &Cx) -> Result<bool> {
+    let sub = within(cx, limit);
+    let api = p.api(&sub);
+    let r = poll::until_done(
+        "waiting for the build droplet to power off",
+        &sub,
+        POLL,
+        || async {
+            let d = api.droplet(droplet).await?;
+            Ok(if d.status == "off" {
+                Progress::Done(())
+            } else {
+                Progress::Pending
+            })
+        },
+    )
+    .await;
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_timeout() && cx.check("waiting for power-off").is_ok() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `shutdown` (asked again if the guest ignores it), then `power_off`.
+async fn force_off(p: &DoPlatform, droplet: u64, cx: &Cx) -> Result<()> {
+    let api = p.api(cx);
+    for attempt in 1..=SHUTDOWN_ATTEMPTS {
+        api.droplet_action(droplet, json!({"type": "shutdown"}))
+            .await?;
+        if wait_off(p, droplet, SHUTDOWN_WAIT, cx).await? {
+            info!(droplet, attempt, "the droplet shut down");
+            return Ok(());
+        }
+        warn!(droplet, attempt, "the guest ignored shutdown");
+    }
+    let action = api
+        .droplet_action(droplet, json!({"type": "power_off"}))
+        .await?;
+    p.wait_action(&format!("powering off droplet {droplet}"), action.id, cx)
+        .await?;
+    if !wait_off(p, droplet, SHUTDOWN_WAIT, cx).await? {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!("droplet {droplet} is still not off after power_off"),
+        ));
+    }
+    Ok(())
+}
+
+/// The `snapshot` action, taken again when DO reports it `errored`. After a
+/// failure that may hide an accepted action (a 5xx) the droplet's actions
+/// are looked up first.
+async fn take_snapshot(p: &DoPlatform, droplet: u64, name: &str, cx: &Cx) -> Result<()> {
+    let api = p.api(cx);
+    let mut seen: Vec<u64> = Vec::new();
+    let mut attempt = 0;
+    let mut errored = 0;
+    loop {
+        attempt += 1;
+        let action = match api
+            .droplet_action(droplet, json!({"type": "snapshot", "name": name}))
+            .await
+        {
+            Ok(a) => a,
+            Err(e) if retry_after_lookup(&e) && attempt < CREATE_ATTEMPTS + SNAPSHOT_ATTEMPTS => {
+                warn!(error = %e, droplet, "the snapshot request failed; looking at the droplet's actions before asking again");
+                let found = api.droplet_actions(droplet).await?.into_iter().find(|a| {
+                    a.kind == "snapshot" && !seen.contains(&a.id) && a.status != "errored"
+                });
+                match found {
+                    Some(a) => {
+                        info!(action = a.id, "the snapshot action was accepted after all");
+                        a
+                    }
+                    None => continue,
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        seen.push(action.id);
+        let what = format!("snapshot of droplet {droplet}");
+        if p.action_completed(&what, action.id, None, cx).await? {
+            break;
+        }
+        errored += 1;
+        if errored >= SNAPSHOT_ATTEMPTS {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!("the snapshot of droplet {droplet} errored {errored} times (DigitalOcean action {} last); giving up", action.id),
+            ));
+        }
+        warn!(
+            droplet,
+            action = action.id,
+            "the snapshot action errored; taking it again"
+        );
+    }
+    // The droplet stays locked a moment after the action.
+    poll::until_done(
+        "waiting for the droplet to be unlocked",
+        cx,
+        POLL,
+        || async {
+            Ok(if api.droplet(droplet).await?.locked {
+                Progress::Pending
+            } else {
+                Progress::Done(())
+            })
+        },
+    )
+    .await
+}
+
+/// The snapshot's image id: the snapshot action returns an action, not an
+/// image, so it is read from the droplet's snapshots by name.
+async fn snapshot_id(p: &DoPlatform, droplet: u64, name: &str, cx: &Cx) -> Result<u64> {
+    p.api(cx)
+        .droplet_snapshots(droplet)
+        .await?
+        .into_iter()
+        .filter(|s| s.name == name)
+        .map(|s| s.id)
+        .max()
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Other,
+                format!("the snapshot action of droplet {droplet} completed, but it has no snapshot named {name}"),
+            )
+        })
+}
+
+/// Transfers the image to each extra region in turn, within
+/// `transfer_timeout` for all of them.
+async fn transfer(p: &DoPlatform, image: u64, cx: &Cx) -> Result<()> {
+    let limit = p.config.transfer_timeout;
+    let sub = within(cx, limit);
+    let api = p.api(&sub);
+    let have = api.image(image).await?.regions;
+    for region in p
+        .config
+        .regions
+        .iter()
+        .filter(|r| **r != p.config.region && !have.contains(r))
+    {
+        let what = format!("transfer of image {image} to {region}");
+        let r = async {
+            let action = match api.transfer_image(image, region).await {
+                Ok(a) => a,
+                Err(e) if retry_after_lookup(&e) => {
+                    warn!(error = %e, "the transfer request failed; looking at the image's actions");
+                    match api
+                        .image_actions(image)
+                        .await?
+                        .into_iter()
+                        .find(|a| a.kind == "transfer" && a.region_slug.as_deref() == Some(region))
+                    {
+                        Some(a) => a,
+                        None => api.transfer_image(image, region).await?,
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            info!(image, region, action = action.id, "transferring the image");
+            if p.action_completed(&what, action.id, Some(image), &sub).await? {
+                Ok(())
+            } else {
+                Err(Error::new(ErrorKind::Other, format!("{what}: the transfer action errored")))
+            }
+        }
+        .await;
+        match r {
+            Err(e) if e.is_timeout() && cx.check(&what).is_ok() => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "{what} did not finish within {} (digitalocean.transfer_timeout); the candidate is removed",
+                        crate::lifecycle::duration::format(limit)
+                    ),
+                ))
+            }
+            r => r?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn the_guest_powers_off_only_after_provisioning_succeeded() {
+        let ud = user_data(&Provision::default()).unwrap();
+        assert!(ud.starts_with("#cloud-config\n"));
+        let doc: Value = serde_json::from_str(ud.strip_prefix("#cloud-config\n").unwrap()).unwrap();
+        assert_eq!(doc["power_state"]["mode"], "poweroff");
+        assert_eq!(
+            doc["power_state"]["condition"],
+            json!(["sh", "-c", "test ! -e /var/lib/golden/provision.sh"])
+        );
+        // The script the condition watches is the one the shared user-data writes.
+        assert!(doc["write_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"] == "/var/lib/golden/provision.sh"));
+    }
+
+    #[test]
+    fn user_data_over_64_kib_is_refused_before_anything_is_created() {
+        let small = Provision {
+            files: BTreeMap::from([("/etc/motd".into(), "x".repeat(1000))]),
+            ..Provision::default()
+        };
+        assert!(user_data(&small).is_ok());
+        // base64 grows 3 bytes to 4: 48 KiB of file content is over the limit.
+        let big = Provision {
+            files: BTreeMap::from([("/opt/blob".into(), "x".repeat(48 * 1024))]),
+            ..Provision::default()
+        };
+        let e = user_data(&big).unwrap_err();
+        assert!(e.to_string().contains("64 KiB"), "{e}");
+        assert!(check_user_data_size(&"x".repeat(MAX_USER_DATA)).is_ok());
+        assert!(check_user_data_size(&"x".repeat(MAX_USER_DATA + 1)).is_err());
+    }
+}
