@@ -456,7 +456,9 @@ fn droplet_action(shared: &Shared, a: &mut Account, id: u64, body: &Value) -> Ap
     let region = d.region.clone();
     if matches!(work, DropletWork::Snapshot(_)) {
         // `locked` while the snapshot is taken (droplet.yml `locked`).
-        a.droplets.get_mut(&id).map(|d| d.locked = true);
+        if let Some(d) = a.droplets.get_mut(&id) {
+            d.locked = true;
+        }
     }
     let act = start_action(
         shared,
@@ -564,11 +566,7 @@ async fn boot(shared: &Shared, id: u64) -> Result<(), String> {
         outcome.power_off
     };
     start_sshd(shared, id).await?;
-    shared
-        .lock()
-        .droplets
-        .get_mut(&id)
-        .map(|d| d.status = Status::Active);
+    set_status(shared, id, Status::Active);
     if power_off_after {
         let sh = shared.clone();
         let ms = shared.lock().opts.action_ms;
@@ -584,12 +582,14 @@ async fn boot(shared: &Shared, id: u64) -> Result<(), String> {
 
 async fn power_on(shared: &Shared, id: u64) -> Result<(), String> {
     start_sshd(shared, id).await?;
-    shared
-        .lock()
-        .droplets
-        .get_mut(&id)
-        .map(|d| d.status = Status::Active);
+    set_status(shared, id, Status::Active);
     Ok(())
+}
+
+fn set_status(shared: &Shared, id: u64, status: Status) {
+    if let Some(d) = shared.lock().droplets.get_mut(&id) {
+        d.status = status;
+    }
 }
 
 fn power_off(shared: &Shared, id: u64) {
@@ -625,11 +625,9 @@ async fn start_sshd(shared: &Shared, id: u64) -> Result<(), String> {
         Some(k) => k,
         None => {
             let k = ssh::generate_host_key(&dir).map_err(|e| format!("{e:#}"))?;
-            shared
-                .lock()
-                .droplets
-                .get_mut(&id)
-                .map(|d| d.host_key = Some(k.clone()));
+            if let Some(d) = shared.lock().droplets.get_mut(&id) {
+                d.host_key = Some(k.clone());
+            }
             k
         }
     };

@@ -44,6 +44,9 @@ pub struct ApiError {
     pub status: u16,
     pub id: &'static str,
     pub message: String,
+    /// Answered in the `error`/`root_causes` shape instead
+    /// (shared/models/error_with_root_causes.yml), as the tag service does.
+    pub root_causes: Option<Vec<String>>,
 }
 
 impl ApiError {
@@ -52,6 +55,7 @@ impl ApiError {
             status,
             id,
             message: message.into(),
+            root_causes: None,
         }
     }
 
@@ -238,7 +242,11 @@ impl Ctx {
                     .map(|(k, v)| format!("{k}: {v}"))
                     .collect::<Vec<_>>()
                     .join("; ");
-                (ApiError::bad_request(detail.clone()), detail)
+                let mut err = ApiError::bad_request(detail.clone());
+                if method == "POST" && path.trim_end_matches('/') == "/v2/tags" {
+                    err = tag_refusal(&detail);
+                }
+                (err, detail)
             }
         };
         self.shared
@@ -274,7 +282,21 @@ fn query_params(query: &str) -> Params {
 
 /// DO's error body; every one carries a fresh `request_id`.
 fn error_body(e: &ApiError) -> Value {
-    json!({"id": e.id, "message": e.message, "request_id": random_secret()})
+    match &e.root_causes {
+        Some(causes) => json!({"error": e.message, "messages": null, "root_causes": causes}),
+        None => json!({"id": e.id, "message": e.message, "request_id": random_secret()}),
+    }
+}
+
+/// `POST /v2/tags` with a bad name: the tag service's 400
+/// (resources/tags/responses/tags_bad_request.yml, its example's wording).
+fn tag_refusal(detail: &str) -> ApiError {
+    let error = format!("Error validating resource tag: \"{detail}\"");
+    let mut e = ApiError::bad_request(error.clone());
+    e.root_causes = Some(vec![format!(
+        "rpc error: code = InvalidArgument desc = {error}"
+    )]);
+    e
 }
 
 /// DO answers `application/json; charset=utf-8` (shared/headers.yml `content-type`).

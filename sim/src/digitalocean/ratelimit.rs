@@ -128,7 +128,8 @@ impl RateBook {
         b.expire(now);
         let hour_used = HOUR_LIMIT - hour.unwrap_or(HOUR_LIMIT - b.hour.len()).min(HOUR_LIMIT);
         let minute_used = MINUTE_LIMIT - minute.unwrap_or(MINUTE_LIMIT).min(MINUTE_LIMIT);
-        let minute_used = minute_used.min(hour_used);
+        // This minute's requests count for the hour too.
+        let hour_used = hour_used.max(minute_used);
         b.hour.clear();
         // Older than a minute (out of the burst window), then the burst.
         let older = now - Duration::from_secs(61);
