@@ -18,6 +18,8 @@ have mke2fs || need+=(e2fsprogs)
 have genisoimage || need+=(genisoimage)
 have ssh || need+=(openssh-client)
 have ssh-keygen || need+=(openssh-client)
+# The DigitalOcean simulator runs a real sshd per droplet (instant backend).
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
 have zstd || need+=(zstd)
 have bc || need+=(bc)
 # The simulator's client tests run proxmoxer from a venv (tests/clients/).

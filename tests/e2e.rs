@@ -6,11 +6,13 @@
 //! image from `scripts/make-base-image.sh` and fail (never skip) without it.
 
 mod e2e {
+    pub mod do_sim;
     pub mod sim;
     pub mod util;
 
     mod bad_config;
     mod conformance;
+    mod digitalocean_sim;
     mod examples;
     mod install;
     mod plugin_socket;

@@ -1,6 +1,7 @@
 //! golden-sim: simulators of the platform APIs golden talks to, for tests and
 //! for trying golden without an account. `golden-sim proxmox` serves the
-//! Proxmox VE API (see docs/guides/proxmox-simulator.md).
+//! Proxmox VE API (see docs/guides/proxmox-simulator.md), `golden-sim
+//! digitalocean` DigitalOcean's (docs/guides/digitalocean-simulator.md).
 //!
 //! When ready it prints one JSON line to stdout (endpoint, token, admin URL)
 //! so a test can start it and read where it listens; everything else goes to
@@ -11,23 +12,36 @@
 //! docs/adr/007-simulator-core.md).
 
 mod core;
+mod digitalocean;
 mod proxmox;
 
 use std::process::ExitCode;
 
 /// Every simulator's usage, one per line.
-const USAGE: &str = proxmox::cli::USAGE;
+fn usage() -> String {
+    format!("{}\n{}", proxmox::cli::USAGE, digitalocean::cli::USAGE)
+}
 
 fn main() -> ExitCode {
     core::util::die_with_parent();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("proxmox") => proxmox::cli::main(&args[1..]),
+        Some("digitalocean") => digitalocean::cli::main(&args[1..]),
+        Some("digitalocean-relay") => {
+            return match digitalocean::ssh::relay(&args[1..]) {
+                Ok(code) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(255)),
+                Err(e) => {
+                    eprintln!("golden-sim: {e:#}");
+                    ExitCode::from(255)
+                }
+            };
+        }
         Some("-h" | "--help") => {
-            println!("{USAGE}");
+            println!("{}", usage());
             return ExitCode::SUCCESS;
         }
-        _ => Err(anyhow::anyhow!("{USAGE}")),
+        _ => Err(anyhow::anyhow!("{}", usage())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,8 +8,13 @@ pub struct RequestRecord {
     pub method: String,
     /// The API's part of the path (PVE: after `/api2/json`).
     pub path: String,
+    pub query: String,
     pub status: u16,
     pub auth_ok: bool,
+    /// The request's and the answer's bodies (JSON, or text; `null` when
+    /// empty), the request's credential redacted.
+    pub request_body: Value,
+    pub response_body: Value,
 }
 
 #[derive(Default)]
@@ -31,8 +36,27 @@ impl RequestLog {
         Value::Array(
             self.records
                 .iter()
-                .map(|r| json!({"method": r.method, "path": r.path, "status": r.status, "auth_ok": r.auth_ok}))
+                .map(|r| {
+                    json!({
+                        "method": r.method, "path": r.path, "query": r.query,
+                        "status": r.status, "auth_ok": r.auth_ok,
+                        "request_body": r.request_body, "response_body": r.response_body,
+                    })
+                })
                 .collect(),
         )
     }
+}
+
+/// A body as logged: JSON when it parses, else text; `null` when empty.
+/// `secret` (the request's credential) never appears in it.
+pub fn body_value(bytes: &[u8], secret: &str) -> Value {
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if secret.len() >= 8 {
+        text = text.replace(secret, "[REDACTED]");
+    }
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
 }

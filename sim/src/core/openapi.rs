@@ -29,6 +29,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use crate::core::spec::{Params, RequestError, SpecChecker};
+pub use load::parse_yaml;
 use load::Files;
 use validate::{Dir, Validator, Violation};
 
@@ -69,6 +70,7 @@ impl OpenApi {
     }
 
     /// A single-document description already in memory.
+    #[cfg(test)]
     pub fn from_value(root: Value) -> Result<OpenApi> {
         OpenApi::from_files(Files::from_value(root)?)
     }

@@ -61,6 +61,11 @@ impl<M> Operations<M> {
     pub fn get(&self, id: &str) -> Option<&Operation<M>> {
         self.ops.get(id)
     }
+
+    /// Every operation's id.
+    pub fn ids(&self) -> impl Iterator<Item = &String> {
+        self.ops.keys()
+    }
 }
 
 /// A state that keeps operations of kind `M`.

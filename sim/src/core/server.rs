@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::admin::{self, AdminError};
 use super::auth::AuthHook;
-use super::log::RequestRecord;
+use super::log::{body_value, RequestRecord};
 use super::state::{Shared, SimState};
 
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -212,11 +212,26 @@ async fn handle<Sim: Simulator>(sim: &Sim, req: Request<Incoming>) -> HttpRespon
         Ok(()) => sim.serve(&req, &api_path).await,
         Err(refusal) => (refusal.status().as_u16(), *refusal),
     };
-    sim.shared().lock().records().requests.push(RequestRecord {
+    // The answer's body, for the log (a `Full` body is there at once).
+    let (parts, body) = resp.into_parts();
+    let answer = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    // The credential is the last word of `Authorization` (`Bearer X`,
+    // `PVEAPIToken=...`): it never reaches the log.
+    let auth_header = req.header(hyper::header::AUTHORIZATION);
+    let secret = auth_header.split_whitespace().last().unwrap_or("");
+    let record = RequestRecord {
+        request_body: body_value(&req.body, secret),
+        response_body: body_value(&answer, secret),
         method: req.method,
         path: api_path,
+        query: req.query,
         status,
         auth_ok,
-    });
-    resp
+    };
+    sim.shared().lock().records().requests.push(record);
+    Response::from_parts(parts, Full::new(answer))
 }

@@ -37,10 +37,6 @@ pub trait SpecChecker: Send + Sync {
     /// whose requests are form parameters only (PVE) keep this default,
     /// which refuses any JSON body; OpenAPI checkers hold it against the
     /// operation's `requestBody`.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the DigitalOcean simulator will call it")
-    )]
     fn check_request_body(
         &self,
         method: &str,

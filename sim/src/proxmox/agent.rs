@@ -11,10 +11,10 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::schema::{parse_bool, Params};
-use super::shell;
 use super::state::{Backend, ExecRecord, Power, Shared};
 use super::ApiError;
 use crate::core::guest::{GuestError, QemuGuest};
+use crate::core::shell;
 
 /// How long the instant backend's exec takes before `exec-status` reports it.
 const INSTANT_EXEC: Duration = Duration::from_millis(50);

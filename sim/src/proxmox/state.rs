@@ -103,7 +103,7 @@ impl Options {
 
 /// A guest's files, for the instant backend: path -> content. It lives on the
 /// boot volume so clones and imports carry it like a real disk would.
-pub type GuestFs = BTreeMap<String, Vec<u8>>;
+pub use crate::core::guestfs::{debian_fs, GuestFs};
 
 pub struct Volume {
     pub storage: String,
@@ -748,20 +748,6 @@ fn storages(opts: &Options) -> Vec<StorageDef> {
         }
     }
     out
-}
-
-/// The files of a freshly installed Debian 12 cloud image, enough for the
-/// fake shell's `cat`/`test`/`grep`.
-pub fn debian_fs(hostname: &str) -> GuestFs {
-    let mut fs = GuestFs::new();
-    fs.insert("/etc/hostname".into(), format!("{hostname}\n").into_bytes());
-    fs.insert(
-        "/etc/os-release".into(),
-        b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n".to_vec(),
-    );
-    fs.insert("/etc/debian_version".into(), b"12.8\n".to_vec());
-    super::dpkg::seed(&mut fs);
-    fs
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ impl Files {
     }
 
     /// One in-memory document, for tests and small specs: no file refs.
+    #[cfg(test)]
     pub fn from_value(root: Value) -> Result<Files> {
         let mut reg = Registry::default();
         reg.names.push(PathBuf::from("<memory>"));

@@ -5,7 +5,11 @@
 //! `systemctl is-active`, ...) behave like their real counterparts.
 
 use super::dpkg;
-use super::state::GuestFs;
+
+/// Where cloud-init keeps its outcome (cloud-init `cmd/main.py`,
+/// `status_wrapper`): `{"v1": {"datasource": ..., "errors": [...]}}`.
+pub const CLOUD_INIT_RESULT: &str = "/run/cloud-init/result.json";
+use super::guestfs::GuestFs;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Output {
@@ -487,10 +491,13 @@ impl<'a> State<'a> {
                 i64::from(ok == negate)
             }
             "grep" => self.grep(args, stdin, out, err),
-            "cloud-init" => {
-                if args.first().map(String::as_str) == Some("status") {
-                    out.extend(b"status: done\n");
-                }
+            "cloud-init" => self.cloud_init(args, out),
+            // `report RC STEP`, the other function of golden's provisioning
+            // script: its marker line.
+            "report" if args.len() >= 2 => {
+                out.extend(
+                    format!("GOLDEN-PROVISION rc={} step={}\n", args[0], args[1]).as_bytes(),
+                );
                 0
             }
             "systemctl" => {
@@ -613,7 +620,60 @@ impl<'a> State<'a> {
                 }
                 sub.exitcode
             }
+            // A script in the guest run by its path (cloud-init's runcmd
+            // `[["/var/lib/golden/provision.sh"]]`): its `#!` says a shell.
+            _ if cmd.starts_with('/') && self.is_script(cmd) => {
+                let body = String::from_utf8_lossy(&self.fs[cmd.as_str()]).into_owned();
+                let sub = run_script(self.fs, &positional(&body, args), stdin, false);
+                out.extend(sub.stdout);
+                err.extend(sub.stderr);
+                sub.exitcode
+            }
             // apt-get, mkdir, chmod, useradd, ... and anything else: a quiet success.
+            _ => 0,
+        }
+    }
+
+    fn is_script(&self, path: &str) -> bool {
+        self.fs.get(path).is_some_and(|b| {
+            b.starts_with(b"#!/bin/sh")
+                || b.starts_with(b"#!/bin/bash")
+                || b.starts_with(b"#!/usr/bin/env")
+        })
+    }
+
+    /// `cloud-init status`: what cloud-init's result file says
+    /// (`/run/cloud-init/result.json`, `v1.errors`); a guest without one
+    /// (the Proxmox sim's, whose cloud-init is not simulated) is done.
+    /// cloud-init 22.4 (Debian 12) exits 1 on `error`.
+    fn cloud_init(&mut self, args: &[String], out: &mut Vec<u8>) -> i64 {
+        match args.first().map(String::as_str) {
+            Some("status") => {
+                let errors = self
+                    .fs
+                    .get(CLOUD_INIT_RESULT)
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                    .and_then(|v| v["v1"]["errors"].as_array().map(Vec::len))
+                    .unwrap_or(0);
+                if errors > 0 {
+                    out.extend(b"status: error\n");
+                    1
+                } else {
+                    out.extend(b"status: done\n");
+                    0
+                }
+            }
+            // `cloud-init clean --logs`: the next boot is a first boot.
+            Some("clean") => {
+                self.fs.retain(|k, _| {
+                    !k.starts_with("/var/lib/cloud/") && !k.starts_with("/run/cloud-init/")
+                });
+                if args.iter().any(|a| a == "--logs") {
+                    self.fs.remove("/var/log/cloud-init.log");
+                    self.fs.remove("/var/log/cloud-init-output.log");
+                }
+                0
+            }
             _ => 0,
         }
     }
@@ -815,7 +875,7 @@ mod package_tests {
     /// provisioning script's `step` function run here as on Debian.
     #[test]
     fn package_manifest_scripts_and_provision_steps_run() {
-        let mut fs = super::super::state::debian_fs("build-1");
+        let mut fs = super::super::guestfs::debian_fs("build-1");
         let rec = sh(
             &mut fs,
             "mkdir -p /usr/share/golden && dpkg-query -W -f='${db:Status-Abbrev}\\t${Package}\\n' > /usr/share/golden/source-packages",

@@ -5,7 +5,7 @@
 //! A package `apt-get install` adds gets version `1.0-1`, architecture
 //! `amd64`, and is marked manual, as apt marks what it was asked for.
 
-use super::state::GuestFs;
+use super::guestfs::GuestFs;
 
 pub const STATUS: &str = "/var/lib/dpkg/status";
 pub const EXTENDED: &str = "/var/lib/apt/extended_states";

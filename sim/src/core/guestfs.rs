@@ -1,0 +1,21 @@
+//! The instant backends' guest filesystem: a map of path -> contents, enough
+//! for the tiny shell (`shell`) and the package database (`dpkg`) that both
+//! the Proxmox and the DigitalOcean simulators run provisioning in.
+
+use std::collections::BTreeMap;
+
+pub type GuestFs = BTreeMap<String, Vec<u8>>;
+
+/// The files of a freshly installed Debian 12 cloud image, enough for the
+/// fake shell's `cat`/`test`/`grep`.
+pub fn debian_fs(hostname: &str) -> GuestFs {
+    let mut fs = GuestFs::new();
+    fs.insert("/etc/hostname".into(), format!("{hostname}\n").into_bytes());
+    fs.insert(
+        "/etc/os-release".into(),
+        b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n".to_vec(),
+    );
+    fs.insert("/etc/debian_version".into(), b"12.8\n".to_vec());
+    super::dpkg::seed(&mut fs);
+    fs
+}
