@@ -31,9 +31,12 @@ pub const PER_PAGE: u32 = 200;
 /// margin below it so its own retries never trip it.
 const MINUTE_BUDGET: usize = 240;
 
-/// Below this many requests left in the hourly budget, calls are spread over
-/// the time to its reset instead of spending the rest at once.
-const LOW_BUDGET: u64 = 100;
+/// Below this share of the hourly limit left (1/5: 1,000 of DO's 5,000),
+/// calls are spread over the time to its reset instead of spending the rest
+/// at once and meeting 429 for the rest of the hour.
+const LOW_BUDGET_DIVISOR: u64 = 5;
+/// DO's hourly limit, until `ratelimit-limit` says otherwise.
+const HOURLY_LIMIT: u64 = 5000;
 
 /// How long a droplet's pending event may keep refusing a new action.
 const PENDING_EVENT_WAIT: Duration = Duration::from_secs(300);
@@ -114,6 +117,8 @@ pub fn normalise_endpoint(raw: &str) -> std::result::Result<String, String> {
 struct Pacer {
     /// `ratelimit-remaining` and `ratelimit-reset` (unix seconds) of the last answer.
     hourly: Option<(u64, u64)>,
+    /// `ratelimit-limit` of the last answer that had one.
+    limit: Option<u64>,
     /// When each call of the last minute was sent.
     recent: VecDeque<Instant>,
     /// The earliest moment the next call may go.
@@ -124,8 +129,8 @@ struct Pacer {
 /// hourly budget until `reset_in`: nothing while the budget is comfortable,
 /// else the time to the reset spread evenly over what is left (all of it
 /// when nothing is left).
-pub fn pacing_delay(remaining: u64, reset_in: Duration) -> Duration {
-    if remaining >= LOW_BUDGET {
+pub fn pacing_delay(remaining: u64, limit: u64, reset_in: Duration) -> Duration {
+    if remaining >= limit / LOW_BUDGET_DIVISOR {
         return Duration::ZERO;
     }
     if remaining == 0 {
@@ -162,7 +167,8 @@ impl Pacer {
         let mut wait = burst_delay(&self.recent, now).max(queued);
         if let Some((remaining, reset)) = self.hourly {
             let reset_in = Duration::from_secs(reset.saturating_sub(unix_now()));
-            let pace = pacing_delay(remaining, reset_in.saturating_sub(queued));
+            let limit = self.limit.unwrap_or(HOURLY_LIMIT);
+            let pace = pacing_delay(remaining, limit, reset_in.saturating_sub(queued));
             wait = wait.max(queued + pace);
             // Count this call against the budget until the next answer says more.
             self.hourly = Some((remaining.saturating_sub(1), reset));
@@ -183,6 +189,9 @@ impl Pacer {
         if let (Some(remaining), Some(reset)) = (num("ratelimit-remaining"), num("ratelimit-reset"))
         {
             self.hourly = Some((remaining, reset));
+        }
+        if let Some(limit) = num("ratelimit-limit").filter(|l| *l > 0) {
+            self.limit = Some(limit);
         }
     }
 }
@@ -450,18 +459,21 @@ mod tests {
     #[test]
     fn pacing_spreads_a_low_budget_over_the_time_to_reset() {
         let hour = Duration::from_secs(3600);
-        assert_eq!(pacing_delay(4000, hour), Duration::ZERO);
-        assert_eq!(pacing_delay(LOW_BUDGET, hour), Duration::ZERO);
-        assert_eq!(pacing_delay(60, hour), Duration::from_secs(60));
+        assert_eq!(pacing_delay(4000, 5000, hour), Duration::ZERO);
+        assert_eq!(pacing_delay(1000, 5000, hour), Duration::ZERO);
+        assert_eq!(pacing_delay(900, 5000, hour), Duration::from_secs(4));
+        assert_eq!(pacing_delay(60, 5000, hour), Duration::from_secs(60));
+        assert_eq!(pacing_delay(60, 100, hour), Duration::from_secs(60));
+        assert_eq!(pacing_delay(60, 250, hour), Duration::ZERO);
         assert_eq!(
-            pacing_delay(1, Duration::from_secs(30)),
+            pacing_delay(1, 5000, Duration::from_secs(30)),
             Duration::from_secs(30)
         );
         assert_eq!(
-            pacing_delay(0, Duration::from_secs(30)),
+            pacing_delay(0, 5000, Duration::from_secs(30)),
             Duration::from_secs(30)
         );
-        assert_eq!(pacing_delay(10, Duration::ZERO), Duration::ZERO);
+        assert_eq!(pacing_delay(10, 5000, Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //!  8. destroy keeps the images, `on_destroy = "delete"` removes golden's and
 //!     nothing else; the secret is in no state file.
 
+pub mod digitalocean;
 pub mod local;
 pub mod proxmox;
 
@@ -94,6 +95,12 @@ pub trait Harness {
     fn unstall_builds(&self) {}
     /// The platform's secret, or `None` where the platform has none.
     fn secret(&self) -> Option<Secret>;
+    /// Whether an image carries its package manifest for the next build to
+    /// compare with (`packages_changed`). DigitalOcean's snapshots take no
+    /// description, so there it stays null.
+    fn keeps_package_manifests(&self) -> bool {
+        true
+    }
 }
 
 struct Recipe<'a> {
@@ -373,8 +380,16 @@ pub fn run<H: Harness>(h: &H) {
     assert_eq!(x["build_number"], 2);
     assert_eq!(h.images(), with_status(&[&n1, &n2], "validated"));
     // The same packages (or the mirror's upgrades) since the first image.
-    assert_eq!(x["packages_changed"]["since"], n1, "{x}");
-    assert!(x["packages_changed"]["added"].is_array(), "{x}");
+    if h.keeps_package_manifests() {
+        assert_eq!(x["packages_changed"]["since"], n1, "{x}");
+        assert!(x["packages_changed"]["added"].is_array(), "{x}");
+    } else {
+        assert!(x["packages_changed"].is_null(), "{x}");
+        assert_eq!(
+            x["validation"]["passed"], true,
+            "the report lives in state: {x}"
+        );
+    }
 
     // 3. An image of the family built outside these states counts against
     //    keep = 2: the plan before the third build prunes it and the oldest,
