@@ -470,7 +470,9 @@ async fn force_off(p: &DoPlatform, droplet: u64, cx: &Cx) -> Result<()> {
     for attempt in 1..=SHUTDOWN_ATTEMPTS {
         api.droplet_action(droplet, json!({"type": "shutdown"}))
             .await?;
-        if wait_off(p, droplet, SHUTDOWN_WAIT, cx).await? {
+        // A guest that ignored its own power-off gets no longer than it had.
+        let wait = SHUTDOWN_WAIT.min(p.config.power_off_timeout);
+        if wait_off(p, droplet, wait, cx).await? {
             info!(droplet, attempt, "the droplet shut down");
             return Ok(());
         }
