@@ -463,7 +463,7 @@ mod tests {
         assert_eq!(pacing_delay(1000, 5000, hour), Duration::ZERO);
         assert_eq!(pacing_delay(900, 5000, hour), Duration::from_secs(4));
         assert_eq!(pacing_delay(60, 5000, hour), Duration::from_secs(60));
-        assert_eq!(pacing_delay(60, 100, hour), Duration::from_secs(60));
+        assert_eq!(pacing_delay(10, 100, hour), Duration::from_secs(360));
         assert_eq!(pacing_delay(60, 250, hour), Duration::ZERO);
         assert_eq!(
             pacing_delay(1, 5000, Duration::from_secs(30)),
