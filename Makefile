@@ -5,7 +5,7 @@ GOLDEN_CACHE_DIR ?= $(HOME)/.cache/golden
 BIN := $(CARGO_TARGET_DIR)/debug/terraform-provider-golden
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/terraform-provider-golden
 
-.PHONY: demo test deps base-image build release release-bin install lint unit e2e bench bench-plan bench-proxmox clean-demo sim-proxmox
+.PHONY: demo test deps base-image build release release-bin install lint unit e2e bench bench-plan bench-proxmox clean-demo sim-proxmox sim-digitalocean
 
 deps:
 	@scripts/install-deps.sh
@@ -77,3 +77,9 @@ PVE_SCHEMA ?= ../shared/specs/proxmox/PVE-schema.json
 SIM_ARGS ?=
 sim-proxmox:
 	cargo run --locked -p golden-sim -- proxmox $(if $(wildcard $(PVE_SCHEMA)),--schema $(PVE_SCHEMA)) $(SIM_ARGS)
+
+## make sim-digitalocean: the DigitalOcean API simulator in the foreground; prints endpoint,
+## token and ssh port (see docs/guides/digitalocean-simulator.md).
+DO_SPEC ?= ../shared/specs/digitalocean/specification/DigitalOcean-public.v2.yaml
+sim-digitalocean:
+	cargo run --locked -p golden-sim -- digitalocean $(if $(wildcard $(DO_SPEC)),--spec $(DO_SPEC)) $(SIM_ARGS)

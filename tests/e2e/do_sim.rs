@@ -65,6 +65,8 @@ pub struct DoSim {
     pub token: String,
     pub ssh_port: u16,
     pub admin: String,
+    /// The certificate to trust when started with `--tls`.
+    pub ca_cert: Option<String>,
     rt: tokio::runtime::Runtime,
     http: reqwest::Client,
 }
@@ -113,10 +115,13 @@ impl DoSim {
             .enable_all()
             .build()
             .unwrap();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
+        let ca_cert = v["ca_cert"].as_str().map(str::to_owned);
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(pem) = &ca_cert {
+            let pem = std::fs::read(pem).expect("reading the simulator's certificate");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        let http = http.build().unwrap();
         DoSim {
             child,
             _stdin: stdin,
@@ -124,6 +129,7 @@ impl DoSim {
             token: v["token"].as_str().unwrap().to_owned(),
             ssh_port: v["ssh_port"].as_u64().unwrap() as u16,
             admin: v["admin"].as_str().unwrap().to_owned(),
+            ca_cert,
             rt,
             http,
         }

@@ -12,6 +12,12 @@ use tokio_rustls::TlsAcceptor;
 /// The acceptor and the certificate's SHA-256 fingerprint as PVE prints
 /// node fingerprints: upper-case hex pairs joined by `:`.
 pub fn acceptor() -> Result<(TlsAcceptor, String)> {
+    acceptor_with_pem().map(|(a, fingerprint, _)| (a, fingerprint))
+}
+
+/// The same, with the certificate as PEM, for clients told to trust it
+/// (`REQUESTS_CA_BUNDLE`, `SSL_CERT_FILE`, curl's `--cacert`).
+pub fn acceptor_with_pem() -> Result<(TlsAcceptor, String, String)> {
     let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
     let cert = rcgen::generate_simple_self_signed(names).context("generating a certificate")?;
     let fingerprint = {
@@ -31,5 +37,6 @@ pub fn acceptor() -> Result<(TlsAcceptor, String)> {
         .with_single_cert(vec![cert.cert.der().clone()], key)
         .context("TLS certificate")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((TlsAcceptor::from(Arc::new(config)), fingerprint))
+    let pem = cert.cert.pem();
+    Ok((TlsAcceptor::from(Arc::new(config)), fingerprint, pem))
 }

@@ -16,7 +16,7 @@ use crate::core::util;
 
 pub const USAGE: &str = "usage: golden-sim digitalocean [--listen 127.0.0.1:0] [--spec PATH] \
 [--backend instant] [--ssh-port 2222] [--token dop_v1_...] [--action-ms 300] [--state DIR] \
-[--exit-on-stdin-eof]\n       golden-sim digitalocean-relay ADMIN_URL DROPLET_ID (sshd's ForceCommand)";
+[--tls] [--exit-on-stdin-eof]\n       golden-sim digitalocean-relay ADMIN_URL DROPLET_ID (sshd's ForceCommand)";
 
 /// The description beside the repository (`../shared/specs/digitalocean`),
 /// as the proxmox sim finds its schema: from the working directory or the
@@ -27,6 +27,7 @@ pub struct Cli {
     listen: SocketAddr,
     spec: Option<PathBuf>,
     exit_on_stdin_eof: bool,
+    tls: bool,
     temp_state: bool,
     opts: Options,
 }
@@ -47,6 +48,7 @@ pub fn parse(args: &[String]) -> Result<Cli> {
     let mut listen: SocketAddr = "127.0.0.1:0".parse()?;
     let mut spec = None;
     let mut exit_on_stdin_eof = false;
+    let mut tls = false;
     let mut backend = Backend::Instant;
     let mut ssh_port = 2222u16;
     let mut token = None;
@@ -60,6 +62,10 @@ pub fn parse(args: &[String]) -> Result<Cli> {
         };
         if flag == "--exit-on-stdin-eof" {
             exit_on_stdin_eof = true;
+            continue;
+        }
+        if flag == "--tls" {
+            tls = true;
             continue;
         }
         let mut value = || -> Result<String> {
@@ -107,6 +113,7 @@ pub fn parse(args: &[String]) -> Result<Cli> {
         listen,
         spec,
         exit_on_stdin_eof,
+        tls,
         temp_state,
         opts: Options {
             token,
@@ -166,15 +173,20 @@ async fn serve(cli: Cli) -> Result<()> {
         }
     };
     let opts = cli.opts.clone();
-    let started = super::start(cli.opts, spec, cli.listen).await?;
+    let started = super::start(cli.opts, spec, cli.listen, cli.tls).await?;
     let endpoint = started.endpoint.clone();
-    let line = format!(
-        "{{\"endpoint\":{},\"token\":{},\"ssh_port\":{},\"admin\":{}}}",
+    // The contract's keys in its order; `ca_cert` after them, with --tls.
+    let mut line = format!(
+        "{{\"endpoint\":{},\"token\":{},\"ssh_port\":{},\"admin\":{}",
         json!(endpoint),
         json!(opts.token),
         opts.ssh_port,
         json!(format!("{endpoint}/_sim")),
     );
+    if let Some(ca) = &started.ca_cert {
+        line += &format!(",\"ca_cert\":{}", json!(ca.display().to_string()));
+    }
+    line.push('}');
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}")?;

@@ -336,9 +336,27 @@ fn rate_headers(resp: &mut HttpResponse, v: &Verdict) {
 pub struct Started {
     pub endpoint: String,
     pub shared: Shared,
+    /// The certificate to trust, with `--tls`.
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
-pub async fn start(opts: Options, spec: Option<OpenApi>, listen: SocketAddr) -> Result<Started> {
+/// `tls`: serve HTTPS with a certificate made now, written to `ca.pem` in
+/// the state dir (returned), for clients that refuse a bearer token over
+/// plain HTTP (azure-core's BearerTokenCredentialPolicy, under pydo).
+pub async fn start(
+    opts: Options,
+    spec: Option<OpenApi>,
+    listen: SocketAddr,
+    tls: bool,
+) -> Result<Started> {
+    let (acceptor, ca_cert) = if tls {
+        let (acceptor, _, pem) = crate::core::tls::acceptor_with_pem()?;
+        let path = opts.state_dir.join("ca.pem");
+        std::fs::write(&path, pem)?;
+        (Some(acceptor), Some(path))
+    } else {
+        (None, None)
+    };
     let shared = Shared::new(Account::new(Arc::new(opts)));
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
@@ -347,10 +365,14 @@ pub async fn start(opts: Options, spec: Option<OpenApi>, listen: SocketAddr) -> 
             shared: shared.clone(),
         },
     });
-    // Plain HTTP: the contract's loopback endpoint (DO's own is https).
-    let endpoint = server::serve(ctx, listen, None).await?;
+    // Plain HTTP by default: the contract's loopback endpoint (DO's own is https).
+    let endpoint = server::serve(ctx, listen, acceptor).await?;
     shared.lock().endpoint = endpoint.clone();
-    Ok(Started { endpoint, shared })
+    Ok(Started {
+        endpoint,
+        shared,
+        ca_cert,
+    })
 }
 
 /// Stops every droplet's sshd (the simulator is exiting).
