@@ -610,9 +610,8 @@ fn digitalocean_qemu_backend_build_snapshot_and_ssh_into_a_droplet_from_it() {
         Some(key),
         &build_ud,
     );
-    let created = sim.calls_to("POST", "/v2/droplets")[0].response_body["links"]["actions"][0]
-        ["id"]
-        .clone();
+    let created =
+        sim.calls_to("POST", "/v2/droplets")[0].response_body["links"]["actions"][0]["id"].clone();
     assert_eq!(
         sim.wait_action_for(id(&created), Duration::from_secs(60)),
         "completed"
@@ -748,6 +747,26 @@ fn digitalocean_qemu_backend_build_snapshot_and_ssh_into_a_droplet_from_it() {
         .filter(|n| n != "images")
         .collect();
     assert!(left.is_empty(), "files left in the state dir: {left:?}");
+    // 6. A droplet still running when the simulator exits: its QEMU and
+    // files go with the simulator.
+    let last = create_droplet(&sim, "left-running", json!("debian-12-x64"), None, "");
+    sim.wait_status_for(last, "active", Duration::from_secs(60));
+    assert_eq!(qemu_children(sim.pid()).len(), 1);
+    drop(sim);
+    let state_text = state.to_str().unwrap().to_owned();
+    let end = Instant::now() + Duration::from_secs(15);
+    while !processes_mentioning(&state_text).is_empty() {
+        assert!(
+            Instant::now() < end,
+            "QEMU outlived the simulator: {:?}",
+            processes_mentioning(&state_text)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !state.join(format!("droplet-{last}")).exists(),
+        "the running droplet's files outlived the simulator"
+    );
     eprintln!(
         "digitalocean qemu timings: create to off (boot, cloud-init, power-off) {:.1}s; \
          snapshot {:.1}s; create from snapshot to ssh login {:.1}s; shutdown (ACPI) {:.1}s",
@@ -756,8 +775,21 @@ fn digitalocean_qemu_backend_build_snapshot_and_ssh_into_a_droplet_from_it() {
         boot_to_ssh.as_secs_f64(),
         shutdown_time.as_secs_f64()
     );
-    drop(sim);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The processes whose command line contains `text`.
+fn processes_mentioning(text: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(text))
+                .unwrap_or(false)
+        })
+        .collect()
 }
 
 /// The QEMU processes whose parent is `pid`.

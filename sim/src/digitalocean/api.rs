@@ -8,11 +8,11 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::page::page;
+use super::state::Backend;
 use super::state::{
     now, region_json, size_json, Account, ActionMeta, Droplet, Image, Key, ResourceType, Shared,
     Status, REGIONS, SIZES,
 };
-use super::state::Backend;
 use super::{cloudinit, qemu, ssh, ApiError, ApiResult};
 use crate::core::ops::{self, Armed, Start};
 use crate::core::spec::Params;

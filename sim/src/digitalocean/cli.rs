@@ -240,3 +240,50 @@ async fn serve(cli: Cli) -> Result<()> {
     super::stop_all(&started.shared).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn qemu_backend_wants_image_files() {
+        let dir = std::env::temp_dir().join(format!(
+            "golden-sim-cli-test-{}-{}",
+            std::process::id(),
+            &util::random_secret()[..8]
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = dir.join("state");
+        let state = state.to_str().unwrap();
+        let err = parse(&args(&["--backend", "qemu", "--state", state]))
+            .err()
+            .unwrap();
+        assert!(format!("{err}").contains("--image SLUG=PATH"), "{err}");
+        let img = dir.join("disk.qcow2");
+        std::fs::write(&img, b"").unwrap();
+        let spec = format!("debian-12-x64={}", img.display());
+        let cli = parse(&args(&[
+            "--backend",
+            "qemu",
+            "--image",
+            &spec,
+            "--state",
+            state,
+        ]))
+        .unwrap();
+        assert_eq!(cli.opts.backend, Backend::Qemu);
+        assert_eq!(cli.opts.images[0].0, "debian-12-x64");
+        assert_eq!(cli.opts.images[0].1, img.canonicalize().unwrap());
+        for bad in ["Debian=x", "debian", &format!("ok={}/nope", dir.display())] {
+            assert!(
+                parse(&args(&["--image", bad, "--state", state])).is_err(),
+                "{bad}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
