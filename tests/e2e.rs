@@ -14,6 +14,7 @@ mod e2e {
     mod conformance;
     mod digitalocean_clients;
     mod digitalocean_faults;
+    mod digitalocean_qemu;
     mod digitalocean_sim;
     mod examples;
     mod install;

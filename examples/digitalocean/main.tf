@@ -63,6 +63,14 @@ resource "golden_image" "ubuntu" {
   }
 
   rebuild_after = "720h"
+
+  # A build waits up to power_off_timeout (30m) for the droplet and, with
+  # `regions`, up to transfer_timeout (2h) for the transfers: the default
+  # create timeout (1h) is too short for both.
+  timeouts {
+    create = "3h"
+    update = "3h"
+  }
 }
 
 # Consumers pick the newest validated snapshot of the family by its id.
