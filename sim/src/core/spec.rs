@@ -6,9 +6,10 @@
 //! violation (both), for tests to fail on.
 //!
 //! Loaders implement `SpecChecker`: the PVE apidoc schema
-//! (`proxmox::schema::Schema`) and OpenAPI 3 descriptions
-//! (`core::openapi::OpenApi`, for DigitalOcean); Google discovery documents
-//! (GCE) are to come, behind the same trait.
+//! (`proxmox::schema::Schema`), OpenAPI 3 descriptions
+//! (`core::openapi::OpenApi`, for DigitalOcean) and Google API discovery
+//! documents (`core::discovery::Discovery`, for GCE; paths are relative to
+//! the document's `servicePath`, with or without it).
 
 use std::collections::BTreeMap;
 
