@@ -23,7 +23,9 @@ use crate::lifecycle::image::Image;
 use crate::lifecycle::metadata::{Metadata, Status};
 use crate::lifecycle::recipe::{BuildInput, Provision, Source};
 use crate::platforms::kit::poll::{self, Progress};
+use crate::platforms::registry::RecipeProblem;
 use crate::platforms::{Error, ErrorKind, Result};
+use tf_provider::AttributePath;
 
 /// DO's limit on `user_data`.
 pub const MAX_USER_DATA: usize = 64 * 1024;
@@ -51,6 +53,19 @@ pub(crate) struct Reserved {
 /// droplet keeps running). DO shows no serial console, so a guest that stays
 /// up is how a failed provisioning shows.
 pub fn user_data(provision: &Provision) -> Result<String> {
+    let ud = user_data_without_host_key(provision)?;
+    check_user_data_size(&ud)?;
+    Ok(ud)
+}
+
+/// The build's cloud-config before any key made at apply is added: what the
+/// plan-time size check measures.
+fn user_data_without_host_key(provision: &Provision) -> Result<String> {
+    let doc = build_doc(provision)?;
+    Ok(render(&doc))
+}
+
+fn build_doc(provision: &Provision) -> Result<Value> {
     let rendered = build_user_data(provision);
     let mut doc: Value = rendered
         .strip_prefix("#cloud-config\n")
@@ -62,12 +77,14 @@ pub fn user_data(provision: &Provision) -> Result<String> {
             )
         })?;
     doc["power_state"]["condition"] = json!(["sh", "-c", "test ! -e /var/lib/golden/provision.sh"]);
-    let ud = format!(
+    Ok(doc)
+}
+
+fn render(doc: &Value) -> String {
+    format!(
         "#cloud-config\n{}\n",
-        serde_json::to_string_pretty(&doc).unwrap_or_default()
-    );
-    check_user_data_size(&ud)?;
-    Ok(ud)
+        serde_json::to_string_pretty(doc).unwrap_or_default()
+    )
 }
 
 /// DO refuses user-data over 64 KiB; say so before anything is created.
@@ -84,6 +101,78 @@ pub fn check_user_data_size(ud: &str) -> Result<()> {
             ud.len()
         ),
     ))
+}
+
+/// Room the build's user-data keeps for the host key made at apply
+/// (an ed25519 pair in cloud-config `ssh_keys` takes about 600 bytes).
+const HOST_KEY_ROOM: usize = 1024;
+
+/// The plan-time form of [`check_user_data_size`]: the user-data the recipe
+/// makes (with room for the host key) must fit DO's 64 KiB, else the problem
+/// points at the biggest part of `provision`, so the fix is obvious.
+pub fn check_provision(provision: &Provision) -> Option<RecipeProblem> {
+    let size = user_data_without_host_key(provision).ok()?.len() + HOST_KEY_ROOM;
+    if size <= MAX_USER_DATA {
+        return None;
+    }
+    let mut parts = provision_parts(provision);
+    parts.sort_by_key(|p| std::cmp::Reverse(p.1));
+    let listed: Vec<String> = parts
+        .iter()
+        .take(3)
+        .map(|(what, bytes, _)| format!("{what}: about {bytes} bytes"))
+        .collect();
+    let at = parts
+        .first()
+        .map(|(_, _, at)| at.clone())
+        .unwrap_or_else(|| AttributePath::new("provision"));
+    Some(RecipeProblem {
+        at,
+        summary: "Provisioning Too Big for DigitalOcean user_data",
+        detail: format!(
+            "the build's user_data would be about {size} bytes; DigitalOcean takes at most \
+             {MAX_USER_DATA} (64 KiB). provision.files and provision.commands travel inside it, \
+             base64-encoded (4 bytes for every 3). Biggest parts: {}. Ship large files another \
+             way (a package, or a download in provision.commands)",
+            listed.join(", ")
+        ),
+    })
+}
+
+/// Each part of `provision` with roughly the bytes it adds to the user-data
+/// and where terraform points for it.
+fn provision_parts(p: &Provision) -> Vec<(String, usize, AttributePath)> {
+    let b64 = |n: usize| n.div_ceil(3) * 4;
+    let block = || AttributePath::new("provision").index(0);
+    let mut parts = Vec::new();
+    for (path, content) in &p.files {
+        parts.push((
+            format!("provision.files[{path:?}]"),
+            b64(content.len()) + path.len(),
+            block().attribute("files").key(path.clone()),
+        ));
+    }
+    for (i, cmd) in p.commands.iter().enumerate() {
+        // In the provisioning script (quoted, with its step line), base64.
+        parts.push((
+            format!("provision.commands[{i}]"),
+            b64(cmd.len() + 40),
+            block().attribute("commands").index(i as i64),
+        ));
+    }
+    let packages: usize = p
+        .packages
+        .iter()
+        .map(|k| b64(k.len() + 110) + k.len())
+        .sum();
+    if packages > 0 {
+        parts.push((
+            format!("packages ({})", p.packages.len()),
+            packages,
+            AttributePath::new("packages"),
+        ));
+    }
+    parts
 }
 
 pub async fn reserve(
@@ -404,7 +493,7 @@ pub async fn run(p: &DoPlatform, candidate: &Image, cx: &Cx) -> Result<Image> {
     let image_id = snapshot_id(p, r.droplet, &snapshot, cx).await?;
     p.add_tags(
         image_id,
-        &encoding::tags_for(&candidate.meta, Some(p.deadline(cx))),
+        &super::golden_tags(&candidate.meta, Some(p.deadline(cx)))?,
         cx,
     )
     .await?;
@@ -667,6 +756,32 @@ mod tests {
         let e = user_data(&big).unwrap_err();
         assert!(e.to_string().contains("64 KiB"), "{e}");
         assert!(check_user_data_size(&"x".repeat(MAX_USER_DATA)).is_ok());
+        // The same limit at plan, pointing at the part to move out.
+        assert!(check_provision(&small).is_none());
+        let p = check_provision(&big).expect("over the limit at plan");
+        assert_eq!(
+            p.at,
+            AttributePath::new("provision")
+                .index(0)
+                .attribute("files")
+                .key("/opt/blob".to_owned())
+        );
+        assert!(
+            p.detail
+                .contains("provision.files[\"/opt/blob\"]: about 65545 bytes"),
+            "{}",
+            p.detail
+        );
+        // Just under the limit without the host key's room is over with it.
+        let edge = Provision {
+            files: BTreeMap::from([("/opt/blob".into(), "x".repeat(47 * 1024))]),
+            ..Provision::default()
+        };
+        let without = user_data_without_host_key(&edge).unwrap().len();
+        assert_eq!(
+            check_provision(&edge).is_some(),
+            without + HOST_KEY_ROOM > MAX_USER_DATA
+        );
         assert!(check_user_data_size(&"x".repeat(MAX_USER_DATA + 1)).is_err());
     }
 }
