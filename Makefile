@@ -79,7 +79,8 @@ sim-proxmox:
 	cargo run --locked -p golden-sim -- proxmox $(if $(wildcard $(PVE_SCHEMA)),--schema $(PVE_SCHEMA)) $(SIM_ARGS)
 
 ## make sim-digitalocean: the DigitalOcean API simulator in the foreground; prints endpoint,
-## token and ssh port (see docs/guides/digitalocean-simulator.md).
+## token and ssh port (see docs/guides/digitalocean-simulator.md). Real QEMU droplets:
+##   make sim-digitalocean SIM_ARGS="--backend qemu --image debian-12-x64=~/.cache/golden/base/debian-12.qcow2"
 DO_SPEC ?= ../shared/specs/digitalocean/specification/DigitalOcean-public.v2.yaml
 sim-digitalocean:
 	cargo run --locked -p golden-sim -- digitalocean $(if $(wildcard $(DO_SPEC)),--spec $(DO_SPEC)) $(SIM_ARGS)

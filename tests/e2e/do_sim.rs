@@ -60,7 +60,7 @@ impl Answer {
 
 pub struct DoSim {
     child: Child,
-    _stdin: ChildStdin,
+    stdin: Option<ChildStdin>,
     pub endpoint: String,
     pub token: String,
     pub ssh_port: u16,
@@ -124,7 +124,7 @@ impl DoSim {
         let http = http.build().unwrap();
         DoSim {
             child,
-            _stdin: stdin,
+            stdin: Some(stdin),
             endpoint: v["endpoint"].as_str().unwrap().to_owned(),
             token: v["token"].as_str().unwrap().to_owned(),
             ssh_port: v["ssh_port"].as_u64().unwrap() as u16,
@@ -288,32 +288,75 @@ impl DoSim {
 
     /// Waits (up to 10 s) until the action is no longer in progress; its status.
     pub fn wait_action(&self, id: u64) -> String {
-        for _ in 0..200 {
+        self.wait_action_for(id, Duration::from_secs(10))
+    }
+
+    /// Waits up to `limit` until the action is no longer in progress; its status.
+    pub fn wait_action_for(&self, id: u64, limit: Duration) -> String {
+        let end = std::time::Instant::now() + limit;
+        loop {
             let a = self.expect(200, "GET", &format!("/v2/actions/{id}"), None);
             let s = a["action"]["status"].as_str().unwrap().to_owned();
             if s != "in-progress" {
                 return s;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                std::time::Instant::now() < end,
+                "action {id} still in progress after {limit:?}"
+            );
+            std::thread::sleep(poll_interval(limit));
         }
-        panic!("action {id} still in progress after 10 s");
     }
 
     /// Waits (up to 10 s) until the droplet has this status.
     pub fn wait_status(&self, id: u64, status: &str) -> Value {
-        for _ in 0..200 {
+        self.wait_status_for(id, status, Duration::from_secs(10))
+    }
+
+    /// Waits up to `limit` until the droplet has this status.
+    pub fn wait_status_for(&self, id: u64, status: &str, limit: Duration) -> Value {
+        let end = std::time::Instant::now() + limit;
+        loop {
             let d = self.expect(200, "GET", &format!("/v2/droplets/{id}"), None)["droplet"].clone();
             if d["status"] == status {
                 return d;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                std::time::Instant::now() < end,
+                "droplet {id} never became {status} within {limit:?}: {}",
+                d["status"]
+            );
+            std::thread::sleep(poll_interval(limit));
         }
-        panic!("droplet {id} never became {status}");
+    }
+
+    /// The simulator's process id (its QEMU guests are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Short waits poll fast; long ones (real guests) once a second, well
+/// inside DO's 250 requests a minute, which the simulator enforces.
+fn poll_interval(limit: Duration) -> Duration {
+    if limit > Duration::from_secs(30) {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_millis(50)
     }
 }
 
 impl Drop for DoSim {
+    /// Closing stdin asks it to stop (`--exit-on-stdin-eof`): it kills its
+    /// sshds and QEMU guests and removes their files; a kill if it lingers.
     fn drop(&mut self) {
+        drop(self.stdin.take());
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

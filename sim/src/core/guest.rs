@@ -57,19 +57,43 @@ pub struct Launched {
 pub async fn launch(spec: GuestSpec) -> Result<Launched, String> {
     std::fs::create_dir_all(&spec.workdir)
         .map_err(|e| format!("creating {}: {e}", spec.workdir.display()))?;
-    let seed_iso = seed::make_seed(&spec.workdir, &spec.user_data, &spec.meta_data)
-        .await
-        .map_err(|e| format!("making the cloud-init drive: {e:#}"))?;
-    let accel = accel::resolve(AccelChoice::Auto)?;
-    let vm_spec = VmSpec {
+    let seed_iso = make_seed(&spec.workdir, &spec.user_data, &spec.meta_data, None).await?;
+    boot(Boot {
         name: spec.name,
         disk: spec.disk,
-        seed: Some(seed_iso),
+        seed: seed_iso,
         workdir: spec.workdir,
         memory_mib: spec.memory_mib,
         cpus: spec.cpus,
-        accel,
         forward_ssh: spec.forward_ssh,
+    })
+    .await
+}
+
+/// A guest to boot from a disk and a seed made beforehand (a platform that
+/// keeps its seed across power cycles, as a cloud's metadata service does).
+pub struct Boot {
+    pub name: String,
+    pub disk: PathBuf,
+    pub seed: PathBuf,
+    /// Where the serial log goes.
+    pub workdir: PathBuf,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub forward_ssh: bool,
+}
+
+pub async fn boot(b: Boot) -> Result<Launched, String> {
+    let accel = accel::resolve(AccelChoice::Auto)?;
+    let vm_spec = VmSpec {
+        name: b.name,
+        disk: b.disk,
+        seed: Some(b.seed),
+        workdir: b.workdir,
+        memory_mib: b.memory_mib,
+        cpus: b.cpus,
+        accel,
+        forward_ssh: b.forward_ssh,
         scratch_disk: false,
     };
     let vm = QemuVm::launch(&vm_spec)
@@ -81,6 +105,55 @@ pub async fn launch(spec: GuestSpec) -> Result<Launched, String> {
         ssh_port: vm.ssh_port,
         guest: QemuGuest::new(vm),
     })
+}
+
+/// A NoCloud seed in `dir`: `user-data` and `meta-data`, and `vendor-data`
+/// when given (cloud-init's NoCloud reads all three; vendor data is what a
+/// cloud adds under the user's own, and the user's wins).
+pub async fn make_seed(
+    dir: &Path,
+    user_data: &str,
+    meta_data: &str,
+    vendor_data: Option<&str>,
+) -> Result<PathBuf, String> {
+    let Some(vendor) = vendor_data else {
+        return seed::make_seed(dir, user_data, meta_data)
+            .await
+            .map_err(|e| format!("making the cloud-init drive: {e:#}"));
+    };
+    let src = dir.join("seed");
+    std::fs::create_dir_all(&src).map_err(|e| format!("creating {}: {e}", src.display()))?;
+    let files = [
+        ("user-data", user_data),
+        ("meta-data", meta_data),
+        ("vendor-data", vendor),
+    ];
+    for (name, text) in files {
+        std::fs::write(src.join(name), text).map_err(|e| format!("writing {name}: {e}"))?;
+    }
+    let iso = dir.join("seed.iso");
+    let tool = ["genisoimage", "mkisofs", "xorrisofs"]
+        .into_iter()
+        .find(|t| seed::which(t))
+        .ok_or("no ISO tool found: install Debian's genisoimage")?;
+    let out = tokio::process::Command::new(tool)
+        .arg("-quiet")
+        .arg("-output")
+        .arg(&iso)
+        .args(["-volid", "cidata", "-joliet", "-rock"])
+        .args(files.iter().map(|(n, _)| src.join(n)))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("running {tool}: {e}"))?;
+    let _ = std::fs::remove_dir_all(&src);
+    if !out.status.success() {
+        return Err(format!(
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(iso)
 }
 
 /// A real guest: its QEMU process and a cached agent connection (the agent's
@@ -176,6 +249,33 @@ impl QemuGuest {
         false
     }
 
+    /// Forwards `ip:port` on the host to the guest's `guest_port` (QEMU's
+    /// user networking, `hostfwd_add` on the monitor: the same forward as
+    /// `-netdev user,hostfwd=tcp:IP:PORT-:22`, on an address of our choice).
+    pub async fn hostfwd_add(&self, ip: &str, port: u16, guest_port: u16) -> Result<(), String> {
+        let line = format!("hostfwd_add n0 tcp:{ip}:{port}-:{guest_port}");
+        let out = hmp(&self.qmp_socket, &line).await?;
+        // The monitor answers errors as text ("Could not set up host forwarding rule ...").
+        if out.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{line}: {}", out.trim()))
+        }
+    }
+
+    /// The ACPI power button (QMP `system_powerdown`); the guest decides.
+    pub async fn acpi_powerdown(&self) -> Result<(), String> {
+        qmp::command(&self.qmp_socket, "system_powerdown")
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// Waits up to `timeout` for QEMU to exit (the guest powered off).
+    pub async fn wait_exit(&self, timeout: Duration) -> bool {
+        self.vm.lock().await.wait_exit(timeout).await
+    }
+
     pub async fn kill(&self) {
         *self.qga.lock().await = None;
         self.vm.lock().await.kill().await;
@@ -222,4 +322,49 @@ async fn blank(path: &Path, size: u64) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
+}
+
+/// A human monitor command over QMP (`human-monitor-command`): its text output.
+async fn hmp(socket: &Path, command_line: &str) -> Result<String, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let talk = async {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|e| format!("connecting to QMP socket {}: {e}", socket.display()))?;
+        let (r, mut w) = stream.into_split();
+        let mut lines = BufReader::new(r).lines();
+        let mut next = async || -> Result<Value, String> {
+            loop {
+                let line = lines
+                    .next_line()
+                    .await
+                    .map_err(|e| format!("QMP: {e}"))?
+                    .ok_or("QMP closed the connection")?;
+                let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                if v.get("event").is_none() {
+                    return Ok(v);
+                }
+            }
+        };
+        next().await?; // the greeting
+        let cmds = [
+            serde_json::json!({"execute": "qmp_capabilities"}),
+            serde_json::json!({"execute": "human-monitor-command",
+                "arguments": {"command-line": command_line}}),
+        ];
+        let mut last = Value::Null;
+        for c in cmds {
+            w.write_all(format!("{c}\n").as_bytes())
+                .await
+                .map_err(|e| format!("QMP: {e}"))?;
+            last = next().await?;
+            if let Some(err) = last.get("error") {
+                return Err(format!("QMP {}: {err}", c["execute"]));
+            }
+        }
+        Ok(last["return"].as_str().unwrap_or("").to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), talk)
+        .await
+        .map_err(|_| format!("QMP {command_line}: no answer within 5s"))?
 }

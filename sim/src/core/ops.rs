@@ -62,6 +62,10 @@ impl<M> Operations<M> {
         self.ops.get(id)
     }
 
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Operation<M>> {
+        self.ops.get_mut(id)
+    }
+
     /// Every operation's id.
     pub fn ids(&self) -> impl Iterator<Item = &String> {
         self.ops.keys()

@@ -192,6 +192,7 @@ fn plant(shared: &Shared, body: &[u8]) -> Result<Value, AdminError> {
             tags: r.tags,
             status,
             fs: crate::core::guestfs::debian_fs("localhost"),
+            path: None,
         };
         out.push(img.json());
         a.images.insert(id, img);

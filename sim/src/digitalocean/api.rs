@@ -1,17 +1,19 @@
 //! DO's `/v2` handlers. Each modelled fact names its source: a path in the
 //! OpenAPI description (`resources/...`), DO's docs, or a public client.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
 
 use super::page::page;
+use super::state::Backend;
 use super::state::{
     now, region_json, size_json, Account, ActionMeta, Droplet, Image, Key, ResourceType, Shared,
     Status, REGIONS, SIZES,
 };
-use super::{cloudinit, ssh, ApiError, ApiResult};
+use super::{cloudinit, qemu, ssh, ApiError, ApiResult};
 use crate::core::ops::{self, Armed, Start};
 use crate::core::spec::Params;
 
@@ -96,7 +98,9 @@ pub async fn dispatch(
                 .map(|d| d.id)
                 .collect();
             for id in ids {
-                a.droplets.remove(&id);
+                if let Some(d) = a.droplets.remove(&id) {
+                    qemu::droplet_removed(&mut a, d);
+                }
             }
             no_content()
         }
@@ -108,9 +112,11 @@ pub async fn dispatch(
             ok(200, json!({"droplet": a.droplet_json(d)}))
         }
         ("DELETE", ["droplets", id]) => {
-            a.droplets
+            let d = a
+                .droplets
                 .remove(&id_of(id)?)
                 .ok_or_else(ApiError::not_found)?;
+            qemu::droplet_removed(&mut a, d);
             no_content()
         }
         ("GET", ["droplets", id, "snapshots"]) => {
@@ -171,7 +177,9 @@ pub async fn dispatch(
                 return Err(forbidden());
             }
             let id = img.id;
-            a.images.remove(&id);
+            if let Some(img) = a.images.remove(&id) {
+                qemu::image_removed(&mut a, &img);
+            }
             for d in a.droplets.values_mut() {
                 d.snapshot_ids.retain(|s| *s != id);
             }
@@ -333,6 +341,13 @@ fn create_droplet(shared: &Shared, a: &mut Account, body: &Value) -> ApiResult {
             "The image is not available in the region {region}."
         )));
     }
+    if a.opts.backend == Backend::Qemu {
+        if let Err(why) = qemu::image_file(image) {
+            return Err(ApiError::unprocessable(format!(
+                "You specified an invalid image for Droplet creation. ({why})"
+            )));
+        }
+    }
     let (image_id, fs) = (image.id, image.fs.clone());
     let mut keys = Vec::new();
     for k in body["ssh_keys"].as_array().into_iter().flatten() {
@@ -379,6 +394,9 @@ fn create_droplet(shared: &Shared, a: &mut Account, body: &Value) -> ApiResult {
             action_ids: Vec::new(),
             fs,
             sshd: None,
+            guest: None,
+            disk: None,
+            backing: None,
         },
     );
     let act = start_action(
@@ -454,6 +472,17 @@ fn droplet_action(shared: &Shared, a: &mut Account, id: u64, body: &Value) -> Ap
         }
     };
     let region = d.region.clone();
+    if matches!(work, DropletWork::Snapshot(_))
+        && a.opts.backend == Backend::Qemu
+        && d.guest.is_some()
+    {
+        // DO snapshots running droplets too; a running QEMU guest's overlay
+        // cannot be copied consistently from outside, so power off first
+        // (what DO recommends and golden does).
+        return Err(ApiError::unprocessable(
+            "The simulator's QEMU backend snapshots powered-off droplets only: power the droplet off first.",
+        ));
+    }
     if matches!(work, DropletWork::Snapshot(_)) {
         // `locked` while the snapshot is taken (droplet.yml `locked`).
         if let Some(d) = a.droplets.get_mut(&id) {
@@ -516,7 +545,18 @@ fn start_action(
         fault,
     };
     let sh = shared.clone();
-    let work_fut = async move { run_droplet_work(&sh, resource_id, work).await };
+    let work_fut = async move {
+        let backend = sh.lock().opts.backend;
+        let result = match backend {
+            Backend::Instant => run_droplet_work(&sh, resource_id, work).await,
+            Backend::Qemu => run_qemu_work(&sh, resource_id, work).await,
+        };
+        // Real work takes its own time: the action ends when it is done.
+        if let Some(op) = sh.lock().actions.get_mut(&id.to_string()) {
+            op.meta.ends_at = now();
+        }
+        result
+    };
     ops::spawn(shared, a, start, work_fut, move |a: &mut Account| {
         if let Some(d) = a.droplets.get_mut(&resource_id) {
             d.locked = false;
@@ -545,7 +585,24 @@ async fn run_droplet_work(shared: &Shared, id: u64, work: DropletWork) -> Result
             Ok(())
         }
         DropletWork::Snapshot(name) => {
-            snapshot(shared, id, name);
+            snapshot(shared, id, name, None);
+            Ok(())
+        }
+    }
+}
+
+/// The QEMU backend's droplet work (`super::qemu`).
+async fn run_qemu_work(shared: &Shared, id: u64, work: DropletWork) -> Result<(), String> {
+    match work {
+        DropletWork::Boot => qemu::create(shared, id).await,
+        DropletWork::PowerOn => qemu::start(shared, id).await,
+        DropletWork::PowerOff => qemu::power_off(shared, id).await,
+        DropletWork::Shutdown => qemu::shutdown(shared, id).await,
+        DropletWork::Snapshot(name) => {
+            let image_id = shared.lock().next_id();
+            let path = qemu::snapshot_file(shared, id, image_id).await?;
+            let size = qemu::size_gigabytes(&path);
+            snapshot(shared, id, name, Some((image_id, path, size)));
             Ok(())
         }
     }
@@ -655,10 +712,18 @@ async fn start_sshd(shared: &Shared, id: u64) -> Result<(), String> {
 /// (`/run`, `/tmp`), private, in the droplet's region, with no tags (a
 /// snapshot does not inherit its droplet's tags and the action takes none:
 /// digitalocean/openapi #854).
-fn snapshot(shared: &Shared, id: u64, name: String) {
+/// With the QEMU backend, `file` is the image's id, its flattened qcow2
+/// and that file's size.
+fn snapshot(shared: &Shared, id: u64, name: String, file: Option<(u64, PathBuf, f64)>) {
     let mut a = shared.lock();
-    let image_id = a.next_id();
+    let (image_id, path, size_gigabytes) = match file {
+        Some((i, p, s)) => (i, Some(p), s),
+        None => (a.next_id(), None, 2.36),
+    };
     let Some(d) = a.droplets.get_mut(&id) else {
+        if let Some(p) = path {
+            let _ = std::fs::remove_file(p);
+        }
         return;
     };
     let mut fs = d.fs.clone();
@@ -687,11 +752,12 @@ fn snapshot(shared: &Shared, id: u64, name: String) {
             regions: vec![region],
             created_at: now(),
             min_disk_size: disk,
-            size_gigabytes: 2.36,
+            size_gigabytes,
             description: String::new(),
             tags: Vec::new(),
             status: "available",
             fs,
+            path,
         },
     );
 }

@@ -15,7 +15,7 @@ use crate::core::openapi::OpenApi;
 use crate::core::util;
 
 pub const USAGE: &str = "usage: golden-sim digitalocean [--listen 127.0.0.1:0] [--spec PATH] \
-[--backend instant] [--ssh-port 2222] [--token dop_v1_...] [--action-ms 300] [--state DIR] \
+[--backend instant|qemu] [--image SLUG=PATH]... [--ssh-port 2222] [--token dop_v1_...] [--action-ms 300] [--state DIR] \
 [--tls] [--exit-on-stdin-eof]\n       golden-sim digitalocean-relay ADMIN_URL DROPLET_ID (sshd's ForceCommand)";
 
 /// The description beside the repository (`../shared/specs/digitalocean`),
@@ -54,6 +54,7 @@ pub fn parse(args: &[String]) -> Result<Cli> {
     let mut token = None;
     let mut action_ms = 300;
     let mut state_dir: Option<PathBuf> = None;
+    let mut images: Vec<(String, PathBuf)> = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -80,8 +81,8 @@ pub fn parse(args: &[String]) -> Result<Cli> {
             "--backend" => {
                 backend = match value()?.as_str() {
                     "instant" => Backend::Instant,
-                    "qemu" => bail!("--backend qemu is not built yet; use instant"),
-                    other => bail!("--backend {other}: use instant"),
+                    "qemu" => Backend::Qemu,
+                    other => bail!("--backend {other}: use instant or qemu"),
                 }
             }
             "--ssh-port" => ssh_port = value()?.parse().context("--ssh-port wants a port")?,
@@ -90,12 +91,16 @@ pub fn parse(args: &[String]) -> Result<Cli> {
                 action_ms = value()?.parse().context("--action-ms wants milliseconds")?
             }
             "--state" | "--state-dir" => state_dir = Some(PathBuf::from(value()?)),
+            "--image" => images.push(image_arg(&value()?)?),
             other => bail!("unknown option {other}\n{USAGE}"),
         }
     }
     let token = token.unwrap_or_else(new_token);
     if token.trim().is_empty() || token.contains(char::is_whitespace) {
         bail!("--token must be one word");
+    }
+    if backend == Backend::Qemu && images.is_empty() {
+        bail!("--backend qemu needs a disk file for an image: --image SLUG=PATH (e.g. debian-12-x64=~/.cache/golden/base/debian-12.qcow2)");
     }
     let temp_state = state_dir.is_none();
     let state_dir = state_dir.unwrap_or_else(|| {
@@ -121,8 +126,33 @@ pub fn parse(args: &[String]) -> Result<Cli> {
             ssh_port,
             action_ms,
             state_dir,
+            images,
         },
     })
+}
+
+/// `--image SLUG=PATH`: a public image backed by a qcow2 or raw file, which
+/// the simulator only reads (droplets overlay it).
+fn image_arg(v: &str) -> Result<(String, PathBuf)> {
+    let (slug, path) = v
+        .split_once('=')
+        .with_context(|| format!("--image {v}: want SLUG=PATH"))?;
+    let valid = !slug.is_empty()
+        && slug
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !valid {
+        bail!("--image {v}: a slug is lower case letters, digits, '-' and '.'");
+    }
+    let path = match path.strip_prefix("~/") {
+        Some(rest) => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(rest),
+        None => PathBuf::from(path),
+    };
+    if !path.is_file() {
+        bail!("--image {v}: {} is not a file", path.display());
+    }
+    let path = path.canonicalize().unwrap_or(path);
+    Ok((slug.to_owned(), path))
 }
 
 /// The default description: relative to the working directory, else to the
@@ -207,6 +237,53 @@ async fn serve(cli: Cli) -> Result<()> {
     );
     util::wait_for_exit(term, int, cli.exit_on_stdin_eof).await;
     eprintln!("golden-sim: stopping");
-    super::stop_all(&started.shared);
+    super::stop_all(&started.shared).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn qemu_backend_wants_image_files() {
+        let dir = std::env::temp_dir().join(format!(
+            "golden-sim-cli-test-{}-{}",
+            std::process::id(),
+            &util::random_secret()[..8]
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = dir.join("state");
+        let state = state.to_str().unwrap();
+        let err = parse(&args(&["--backend", "qemu", "--state", state]))
+            .err()
+            .unwrap();
+        assert!(format!("{err}").contains("--image SLUG=PATH"), "{err}");
+        let img = dir.join("disk.qcow2");
+        std::fs::write(&img, b"").unwrap();
+        let spec = format!("debian-12-x64={}", img.display());
+        let cli = parse(&args(&[
+            "--backend",
+            "qemu",
+            "--image",
+            &spec,
+            "--state",
+            state,
+        ]))
+        .unwrap();
+        assert_eq!(cli.opts.backend, Backend::Qemu);
+        assert_eq!(cli.opts.images[0].0, "debian-12-x64");
+        assert_eq!(cli.opts.images[0].1, img.canonicalize().unwrap());
+        for bad in ["Debian=x", "debian", &format!("ok={}/nope", dir.display())] {
+            assert!(
+                parse(&args(&["--image", bad, "--state", state])).is_err(),
+                "{bad}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

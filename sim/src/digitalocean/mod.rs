@@ -14,6 +14,7 @@ pub mod cli;
 mod cloudinit;
 mod md5;
 mod page;
+mod qemu;
 pub mod ratelimit;
 pub mod ssh;
 pub mod state;
@@ -375,8 +376,9 @@ pub async fn start(
     })
 }
 
-/// Stops every droplet's sshd (the simulator is exiting).
-pub fn stop_all(shared: &Shared) {
+/// Stops every droplet's sshd and QEMU guest and removes their files (the
+/// simulator is exiting).
+pub async fn stop_all(shared: &Shared) {
     let sshds: Vec<_> = shared
         .lock()
         .droplets
@@ -384,4 +386,5 @@ pub fn stop_all(shared: &Shared) {
         .filter_map(|d| d.sshd.take())
         .collect();
     drop(sshds);
+    qemu::stop_all(shared).await;
 }

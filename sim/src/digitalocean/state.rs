@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::admin::DoFault;
 use super::ratelimit::RateBook;
 use super::ssh::Sshd;
+use crate::core::guest::QemuGuest;
 use crate::core::guestfs::GuestFs;
 use crate::core::ops::{OperationState, Operations};
 use crate::core::state::{Records, SimState};
@@ -22,6 +23,8 @@ pub type Shared = crate::core::state::Shared<Account>;
 pub enum Backend {
     /// Droplets are a file map, a tiny shell and a real sshd.
     Instant,
+    /// Droplets are QEMU guests booted from `--image` files (`super::qemu`).
+    Qemu,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +36,8 @@ pub struct Options {
     /// How long an action runs.
     pub action_ms: u64,
     pub state_dir: PathBuf,
+    /// `--image SLUG=PATH`: public images backed by a disk file.
+    pub images: Vec<(String, PathBuf)>,
 }
 
 /// `GET /v2/account/keys` entries (resources/ssh_keys/models/sshKeys.yml).
@@ -93,6 +98,18 @@ pub struct Droplet {
     pub fs: GuestFs,
     /// The instant backend's sshd, while the droplet is active.
     pub sshd: Option<Sshd>,
+    /// The QEMU backend's guest, while it runs.
+    pub guest: Option<Arc<QemuGuest>>,
+    /// The QEMU backend's overlay, once made, and the image file under it.
+    pub disk: Option<PathBuf>,
+    pub backing: Option<PathBuf>,
+}
+
+impl Droplet {
+    /// Where the QEMU backend keeps its overlay, seed and serial log.
+    pub fn workdir(&self, opts: &Options) -> PathBuf {
+        opts.state_dir.join(format!("droplet-{}", self.id))
+    }
 }
 
 /// An image: public distribution images and private snapshots.
@@ -115,6 +132,9 @@ pub struct Image {
     pub status: &'static str,
     /// What a droplet made from it starts with (instant backend).
     pub fs: GuestFs,
+    /// Its disk file (QEMU backend): `--image` for a public image, a
+    /// flattened qcow2 the simulator owns for a snapshot.
+    pub path: Option<PathBuf>,
 }
 
 impl Image {
@@ -187,6 +207,10 @@ pub struct Account {
     pub actions: Operations<ActionMeta>,
     pub rate: RateBook,
     pub behaviour: Behaviour,
+    /// Deleted snapshots' files that live droplets' overlays still stand on:
+    /// removed when the last such droplet goes (DO's droplets do not depend
+    /// on the snapshot they came from).
+    pub retired_files: Vec<PathBuf>,
 }
 
 impl SimState for Account {
@@ -287,6 +311,7 @@ impl Account {
             actions: Operations::default(),
             rate: RateBook::default(),
             behaviour: Behaviour::default(),
+            retired_files: Vec::new(),
         };
         a.seed_public_images();
         a
@@ -299,23 +324,47 @@ impl Account {
         self.next_id - 1
     }
 
-    /// The contract's public images, and `--image SLUG=PATH` ones.
+    /// The contract's public images, and `--image SLUG=PATH` ones: a known
+    /// slug gets the file, another slug is a new public image.
     fn seed_public_images(&mut self) {
-        let slugs = [
+        let mut slugs: Vec<(String, String, String)> = [
             ("ubuntu-24-04-x64", "24.04 (LTS) x64", "Ubuntu"),
             ("debian-12-x64", "12 x64", "Debian"),
-        ];
+        ]
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect();
+        for (slug, _) in &self.opts.images {
+            if !slugs.iter().any(|s| &s.0 == slug) {
+                let distribution = match slug.split('-').next() {
+                    Some("ubuntu") => "Ubuntu",
+                    Some("debian") => "Debian",
+                    Some("fedora") => "Fedora",
+                    Some("centos") => "CentOS",
+                    Some("rockylinux") => "Rocky Linux",
+                    _ => "Unknown",
+                };
+                slugs.push((slug.clone(), slug.clone(), distribution.to_owned()));
+            }
+        }
         for (slug, name, distribution) in slugs {
+            let path = self
+                .opts
+                .images
+                .iter()
+                .rev()
+                .find(|(s, _)| *s == slug)
+                .map(|(_, p)| p.clone());
             let id = self.next_id();
             let fs = crate::core::guestfs::debian_fs("localhost");
             self.images.insert(
                 id,
                 Image {
                     id,
-                    name: name.into(),
+                    name,
                     kind: "base",
-                    distribution: distribution.into(),
-                    slug: Some(slug.into()),
+                    distribution,
+                    slug: Some(slug),
                     public: true,
                     regions: REGIONS.iter().map(|r| r.0.to_owned()).collect(),
                     created_at: "2024-04-25T00:00:00Z".into(),
@@ -325,6 +374,7 @@ impl Account {
                     tags: Vec::new(),
                     status: "available",
                     fs,
+                    path,
                 },
             );
         }
