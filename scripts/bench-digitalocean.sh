@@ -200,7 +200,10 @@ calls
 
 if [ "${BENCH_QEMU:-0}" = 1 ]; then
   echo "== digitalocean, QEMU backend (a real guest): one build + smoke test through terraform"
-  if ! "$sim" digitalocean --help 2>&1 | grep -q -- '--image'; then
+  # Captured first: under pipefail, grep -q closing the pipe early would
+  # fail the check.
+  help=$("$sim" digitalocean --help 2>&1 || true)
+  if ! grep -q -- '--image' <<<"$help"; then
     echo "  skipped: this golden-sim has no QEMU backend (--backend qemu --image SLUG=PATH)"
   else
     base=$("$root/scripts/make-base-image.sh" | tail -n1)
