@@ -5,7 +5,7 @@ GOLDEN_CACHE_DIR ?= $(HOME)/.cache/golden
 BIN := $(CARGO_TARGET_DIR)/debug/terraform-provider-golden
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/terraform-provider-golden
 
-.PHONY: demo test deps base-image build release release-bin install lint unit e2e bench bench-plan bench-proxmox clean-demo sim-proxmox sim-digitalocean
+.PHONY: demo test deps base-image build release release-bin install lint unit e2e bench bench-plan bench-proxmox bench-digitalocean clean-demo sim-proxmox sim-digitalocean
 
 deps:
 	@scripts/install-deps.sh
@@ -71,6 +71,11 @@ clean-demo:
 ## make bench-proxmox: the Proxmox figures (API calls and time per build, lookups over 5000 VMs, QEMU backend).
 bench-proxmox: release-bin base-image
 	@scripts/bench-proxmox.sh
+
+## make bench-digitalocean: the DigitalOcean figures (API calls, time and the peak minute per build,
+## lookups over 5000 snapshots; BENCH_QEMU=1 adds a build on the simulator's QEMU backend).
+bench-digitalocean: release-bin
+	@scripts/bench-digitalocean.sh
 
 ## make sim-proxmox: the PVE API simulator in the foreground (see docs/guides/proxmox-simulator.md).
 PVE_SCHEMA ?= ../shared/specs/proxmox/PVE-schema.json

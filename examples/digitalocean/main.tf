@@ -50,7 +50,8 @@ resource "golden_image" "ubuntu" {
     commands = ["systemctl mask apt-daily.timer apt-daily-upgrade.timer"]
   }
 
-  tags = { os = "ubuntu-24.04", type = "minimal", team = "platform" }
+  # DigitalOcean tags hold lower-case letters, digits, _, - and : only.
+  tags = { os = "ubuntu-24-04", type = "minimal", team = "platform" }
 
   smoke_test {
     checks   = ["boot", "cloud_init", "guest_agent", "ssh"]

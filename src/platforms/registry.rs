@@ -15,7 +15,7 @@ use tf_provider::{AttributePath, Diagnostics};
 
 use super::Platform;
 use crate::lifecycle::naming::{Family, NamingRules};
-use crate::lifecycle::recipe::{Checksum, Source};
+use crate::lifecycle::recipe::{Checksum, Provision, Source};
 
 /// `configure`'s answer: `None` on error (in the diagnostics), `Some(None)`
 /// when the platform is not configured, else the platform.
@@ -45,6 +45,34 @@ pub struct PlatformSpec {
     /// `source` attribute at fault and why. Plans that build nothing, and
     /// `terraform validate`, do not ask.
     pub check_source: fn(&Source) -> Result<(), SourceProblem>,
+    /// What the platform cannot store or send exactly as configured (DO's
+    /// tag charset, its 64 KiB user-data): checked at `terraform validate`
+    /// and plan, on whatever is known, so apply never rewrites or refuses it.
+    /// Each problem names its attribute.
+    pub check_recipe: fn(&RecipeParts) -> Vec<RecipeProblem>,
+}
+
+/// The parts of a `golden_image` config a platform's `check_recipe` sees;
+/// `None` while unknown (known only at apply).
+#[derive(Debug, Clone, Copy)]
+pub struct RecipeParts<'a> {
+    pub family: Option<&'a Family>,
+    pub tags: Option<&'a BTreeMap<String, String>>,
+    pub provision: Option<&'a Provision>,
+}
+
+/// Config the platform cannot honour as written, found before any apply.
+#[derive(Debug, Clone)]
+pub struct RecipeProblem {
+    /// Where terraform points: `tags["team"]`, `provision[0].files["/x"]`.
+    pub at: AttributePath,
+    pub summary: &'static str,
+    pub detail: String,
+}
+
+/// For platforms that store and send every valid config as it is.
+pub fn recipe_needs_no_check(_: &RecipeParts) -> Vec<RecipeProblem> {
+    Vec::new()
 }
 
 /// A `source` a build cannot use, found at plan.

@@ -138,6 +138,25 @@ fn bad_configs_fail_at_plan_naming_the_attribute() {
             at: At::Line("path = \"/nonexistent/base.qcow2\""),
         },
         Case {
+            what: "digitalocean tag value with a space",
+            body: "  platform = \"digitalocean\"\n  family   = \"bad-config\"\n  source {\n    slug = \"debian-12-x64\"\n  }\n  tags = {\n    team = \"platform infra\"\n  }\n",
+            summary: "Tag Not Storable on DigitalOcean",
+            at: At::Line("team = \"platform infra\""),
+        },
+        Case {
+            what: "digitalocean tag value with a dot",
+            body: "  platform = \"digitalocean\"\n  family   = \"bad-config\"\n  source {\n    slug = \"debian-12-x64\"\n  }\n  tags = {\n    os = \"debian-12.5\"\n  }\n",
+            summary: "Tag Not Storable on DigitalOcean",
+            at: At::Line("os = \"debian-12.5\""),
+        },
+        Case {
+            what: "digitalocean provision.files over 64 KiB of user_data",
+            body: "  platform = \"digitalocean\"\n  family   = \"bad-config\"\n  source {\n    slug = \"debian-12-x64\"\n  }\n  provision {\n    files = {\n      \"/etc/motd\" = \"hello\"\n      \"/opt/blob\" = format(\"%070000d\", 0)\n    }\n  }\n",
+            summary: "Provisioning Too Big for DigitalOcean user_data",
+            // The biggest part, the one to ship another way.
+            at: At::Line("\"/opt/blob\" = format("),
+        },
+        Case {
             what: "no source",
             body: "",
             summary: "Missing source Block",
@@ -252,6 +271,28 @@ fn data_sources_on_an_empty_family() {
     let out = tf.fails(&["plan", "-no-color", "-input=false"]);
     assert!(
         out.contains("Image Not Found") && out.contains("no validated image"),
+        "{out}"
+    );
+}
+
+/// The DigitalOcean tag rule is a config rule, not a plan one: `terraform
+/// validate` (no provider configuration, no API) already names the tag.
+#[test]
+fn digitalocean_tag_rule_fails_terraform_validate() {
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    tf.write(
+        &store,
+        "resource \"golden_image\" \"x\" {\n  platform = \"digitalocean\"\n  family   = \"bad-config\"\n  source {\n    slug = \"debian-12-x64\"\n  }\n  tags = {\n    Team = \"infra\"\n  }\n}\n",
+    );
+    let out = tf.fails(&["validate", "-no-color"]);
+    // terraform wraps the detail: compare with the line breaks undone.
+    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        out.contains("Tag Not Storable on DigitalOcean")
+            && out.contains("tags[\"Team\"]")
+            && out.contains("the key has 'T'")
+            && out.contains(": Team = \"infra\""),
         "{out}"
     );
 }

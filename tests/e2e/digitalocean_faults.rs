@@ -342,6 +342,53 @@ fn a_guest_that_never_powers_off_is_shut_down_and_reported() {
     end_clean(&sim);
 }
 
+/// A failing provisioning step ends the build when golden sees its marker
+/// over SSH, not at `power_off_timeout`: no shutdown, no snapshot, the step
+/// named, nothing left behind (as on the local and Proxmox platforms).
+#[test]
+fn a_failed_provisioning_step_ends_the_build_without_waiting_for_the_timeout() {
+    let sim = DoSim::start();
+    let body = image("broken").replace(
+        r#"commands = ["true"]"#,
+        r#"commands = ["echo about to fail; exit 3", "true"]"#,
+    );
+    let tf = dir(&sim, "    power_off_timeout = \"10m\"\n", &body);
+    let started = Instant::now();
+    let out = apply(&tf);
+    let took = started.elapsed();
+    let msg = text(&out);
+    assert!(!out.status.success(), "{msg}");
+    // One probe period (20 s) and the polls around it, far from 10 minutes.
+    assert!(took < Duration::from_secs(120), "took {took:?}: {msg}");
+    let flat = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains(r#"provisioning step "commands[0]" exited with 3"#),
+        "{msg}"
+    );
+    assert!(flat.contains("about to fail"), "the log tail: {msg}");
+    let calls = sim.requests();
+    let actions: Vec<String> = calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/actions"))
+        .map(|c| c.request_body["type"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(
+        actions.is_empty(),
+        "no shutdown, power_off or snapshot after a failed step: {actions:?}"
+    );
+    // The droplet went as soon as the failure was seen; the one build
+    // droplet was its only one.
+    let creates = statuses(&sim.calls_to("POST", "/v2/droplets"));
+    assert_eq!(creates, [202], "{creates:?}");
+    let deletes = calls
+        .iter()
+        .filter(|c| c.method == "DELETE" && c.path.starts_with("/v2/droplets/"))
+        .count();
+    assert_eq!(deletes, 1, "the build droplet, deleted once");
+    assert!(family_images(&sim, "broken").is_empty(), "no image is kept");
+    end_clean(&sim);
+}
+
 #[test]
 fn a_transfer_that_outlives_its_timeout_fails_the_build() {
     let sim = DoSim::start();

@@ -16,7 +16,10 @@
 //!   images log there); a failing module makes `cloud-init status` say
 //!   `error` (`/run/cloud-init/result.json`).
 //! - `ssh_keys.ed25519_private`/`_public` become the host key (`cc_ssh`).
-//! - `power_state: {mode: poweroff}` powers the droplet off after it all.
+//! - `power_state: {mode: poweroff}` powers the droplet off after it all,
+//!   unless its `condition` (a bool, or a command run like a runcmd item)
+//!   is false (`cc_power_state_change`): golden's build makes the power-off
+//!   depend on provisioning having succeeded.
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -174,11 +177,26 @@ fn run_config(fs: &mut GuestFs, doc: &Value, log: &mut Log, out: &mut Outcome) {
             );
         }
     }
-    out.power_off = doc
-        .get("power_state")
+    let power_state = doc.get("power_state");
+    out.power_off = power_state
         .and_then(|p| p.get("mode"))
         .and_then(Value::as_str)
-        .is_some_and(|m| m == "poweroff" || m == "halt");
+        .is_some_and(|m| m == "poweroff" || m == "halt")
+        && condition_holds(fs, power_state.and_then(|p| p.get("condition")), log);
+}
+
+/// `power_state.condition`: absent or `true` holds, `false` does not, a
+/// command holds when it exits 0 (cloud-init logs when it does not).
+fn condition_holds(fs: &mut GuestFs, condition: Option<&Value>, log: &mut Log) -> bool {
+    let holds = match condition {
+        None | Some(Value::Bool(true)) => true,
+        Some(Value::Bool(false)) => false,
+        Some(cmd) => run_item(fs, cmd, log) == 0,
+    };
+    if !holds {
+        log.append(fs, b"Condition was false. Will not perform state change.\n");
+    }
+    holds
 }
 
 fn item_text(item: &Value) -> String {
@@ -292,6 +310,36 @@ mod tests {
             (o.exitcode, o.stdout.as_slice()),
             (1, &b"status: error\n"[..])
         );
+    }
+
+    /// golden's build powers off only after provisioning succeeded: a
+    /// failing step leaves the droplet up, its marker in the output log.
+    #[test]
+    fn a_failed_provisioning_step_is_logged_and_keeps_the_droplet_up() {
+        let p = golden::lifecycle::recipe::Provision {
+            commands: vec!["echo half-way; exit 7".into()],
+            ..Default::default()
+        };
+        let mut doc: Value =
+            cloud_config(&golden::lifecycle::cloudinit::build_user_data(&p)).unwrap();
+        doc["power_state"]["condition"] =
+            json!(["sh", "-c", "test ! -e /var/lib/golden/provision.sh"]);
+        let ud = format!("#cloud-config\n{doc}\n");
+        let mut fs = debian_fs("x");
+        let out = first_boot(&mut fs, "build-1", Some(&ud));
+        assert!(!out.power_off, "the condition is false");
+        let log = String::from_utf8_lossy(&fs[OUTPUT_LOG]).into_owned();
+        assert!(
+            log.contains("half-way\n") && log.contains("GOLDEN-PROVISION rc=7 step=commands[0]"),
+            "{log}"
+        );
+        // Without the failure the same condition holds.
+        let mut fs = debian_fs("x");
+        let ok = format!(
+            "#cloud-config\n{}\n",
+            json!({"power_state": doc["power_state"]})
+        );
+        assert!(first_boot(&mut fs, "build-2", Some(&ok)).power_off);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! name, reads the image id back from the droplet's snapshots, tags it,
 //! deletes droplet and key, and transfers the image to the extra regions.
 
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -17,13 +19,16 @@ use super::api::{Droplet, NewDroplet};
 use super::spec::SourceRef;
 use super::{encoding, retry_after_lookup, DoPlatform, Undo, POLL};
 use crate::lifecycle::allocation::{earliest_claim_wins, Rival};
-use crate::lifecycle::cloudinit::build_user_data;
+use crate::lifecycle::cloudinit::{build_user_data, parse_provision_marker};
 use crate::lifecycle::context::Cx;
 use crate::lifecycle::image::Image;
 use crate::lifecycle::metadata::{Metadata, Status};
 use crate::lifecycle::recipe::{BuildInput, Provision, Source};
+use crate::lifecycle::report::tail_lines;
 use crate::platforms::kit::poll::{self, Progress};
-use crate::platforms::{Error, ErrorKind, Result};
+use crate::platforms::registry::RecipeProblem;
+use crate::platforms::{Context as _, Error, ErrorKind, Result};
+use tf_provider::AttributePath;
 
 /// DO's limit on `user_data`.
 pub const MAX_USER_DATA: usize = 64 * 1024;
@@ -43,14 +48,36 @@ pub(crate) struct Reserved {
     pub create_action: Option<u64>,
     pub key: u64,
     pub run_tag: String,
+    /// The throwaway account key's files and the pinned host key: the
+    /// provisioning watch logs in with them.
+    pub keydir: PathBuf,
+    pub host_public: String,
 }
 
 /// The build's user-data: the shared provisioning document, except that the
 /// guest powers off only once provisioning succeeded (the provisioning
 /// script removes itself as its last step; a failing step leaves it, and the
-/// droplet keeps running). DO shows no serial console, so a guest that stays
-/// up is how a failed provisioning shows.
-pub fn user_data(provision: &Provision) -> Result<String> {
+/// droplet keeps running), plus a host key made here (cc_ssh `ssh_keys`) so
+/// golden can log in with it pinned and read the provisioning marker: DO
+/// shows no serial console. The key does not outlive the build in the
+/// image: the script's `cloud-init clean` makes the next boot a new
+/// instance, whose cloud-init replaces the host keys (`ssh_deletekeys`).
+pub fn user_data(provision: &Provision, host_private: &str, host_public: &str) -> Result<String> {
+    let mut doc = build_doc(provision)?;
+    doc["ssh_keys"] = super::smoke::host_key_config(host_private, host_public);
+    let ud = render(&doc);
+    check_user_data_size(&ud)?;
+    Ok(ud)
+}
+
+/// The build's cloud-config before any key made at apply is added: what the
+/// plan-time size check measures.
+fn user_data_without_host_key(provision: &Provision) -> Result<String> {
+    let doc = build_doc(provision)?;
+    Ok(render(&doc))
+}
+
+fn build_doc(provision: &Provision) -> Result<Value> {
     let rendered = build_user_data(provision);
     let mut doc: Value = rendered
         .strip_prefix("#cloud-config\n")
@@ -62,12 +89,14 @@ pub fn user_data(provision: &Provision) -> Result<String> {
             )
         })?;
     doc["power_state"]["condition"] = json!(["sh", "-c", "test ! -e /var/lib/golden/provision.sh"]);
-    let ud = format!(
+    Ok(doc)
+}
+
+fn render(doc: &Value) -> String {
+    format!(
         "#cloud-config\n{}\n",
-        serde_json::to_string_pretty(&doc).unwrap_or_default()
-    );
-    check_user_data_size(&ud)?;
-    Ok(ud)
+        serde_json::to_string_pretty(doc).unwrap_or_default()
+    )
 }
 
 /// DO refuses user-data over 64 KiB; say so before anything is created.
@@ -86,17 +115,95 @@ pub fn check_user_data_size(ud: &str) -> Result<()> {
     ))
 }
 
+/// Room the build's user-data keeps for the host key made at apply
+/// (an ed25519 pair in cloud-config `ssh_keys` takes about 600 bytes).
+const HOST_KEY_ROOM: usize = 1024;
+
+/// The plan-time form of [`check_user_data_size`]: the user-data the recipe
+/// makes (with room for the host key) must fit DO's 64 KiB, else the problem
+/// points at the biggest part of `provision`, so the fix is obvious.
+pub fn check_provision(provision: &Provision) -> Option<RecipeProblem> {
+    let size = user_data_without_host_key(provision).ok()?.len() + HOST_KEY_ROOM;
+    if size <= MAX_USER_DATA {
+        return None;
+    }
+    let mut parts = provision_parts(provision);
+    parts.sort_by_key(|p| std::cmp::Reverse(p.1));
+    let listed: Vec<String> = parts
+        .iter()
+        .take(3)
+        .map(|(what, bytes, _)| format!("{what}: about {bytes} bytes"))
+        .collect();
+    let at = parts
+        .first()
+        .map(|(_, _, at)| at.clone())
+        .unwrap_or_else(|| AttributePath::new("provision"));
+    Some(RecipeProblem {
+        at,
+        summary: "Provisioning Too Big for DigitalOcean user_data",
+        detail: format!(
+            "the build's user_data would be about {size} bytes; DigitalOcean takes at most \
+             {MAX_USER_DATA} (64 KiB). provision.files and provision.commands travel inside it, \
+             base64-encoded (4 bytes for every 3). Biggest parts: {}. Ship large files another \
+             way (a package, or a download in provision.commands)",
+            listed.join(", ")
+        ),
+    })
+}
+
+/// Each part of `provision` with roughly the bytes it adds to the user-data
+/// and where terraform points for it.
+fn provision_parts(p: &Provision) -> Vec<(String, usize, AttributePath)> {
+    let b64 = |n: usize| n.div_ceil(3) * 4;
+    let block = || AttributePath::new("provision").index(0);
+    let mut parts = Vec::new();
+    for (path, content) in &p.files {
+        parts.push((
+            format!("provision.files[{path:?}]"),
+            b64(content.len()) + path.len(),
+            block().attribute("files").key(path.clone()),
+        ));
+    }
+    for (i, cmd) in p.commands.iter().enumerate() {
+        // In the provisioning script (quoted, with its step line), base64.
+        parts.push((
+            format!("provision.commands[{i}]"),
+            b64(cmd.len() + 40),
+            block().attribute("commands").index(i as i64),
+        ));
+    }
+    let packages: usize = p
+        .packages
+        .iter()
+        .map(|k| b64(k.len() + 110) + k.len())
+        .sum();
+    if packages > 0 {
+        parts.push((
+            format!("packages ({})", p.packages.len()),
+            packages,
+            AttributePath::new("packages"),
+        ));
+    }
+    parts
+}
+
 pub async fn reserve(
     p: &DoPlatform,
     meta: &Metadata,
     input: &BuildInput<'_>,
     cx: &Cx,
 ) -> Result<Image> {
-    let ud = user_data(&input.recipe.provision)?;
+    let keydir = super::smoke::temp_dir("build", cx)?;
+    let (host_private, host_public) = cx
+        .run(
+            "creating the build droplet's host key",
+            super::smoke::host_key(&keydir),
+        )
+        .await?;
+    let ud = user_data(&input.recipe.provision, &host_private, &host_public)?;
     let (image, what) = resolve_source(p, &input.recipe.source, input.parent, cx).await?;
     info!(source = %what, region = %p.config.region, "source resolved");
 
-    let keydir = super::smoke::temp_dir("build", cx)?;
     let public_key = cx
         .run(
             "creating a throwaway SSH key",
@@ -105,7 +212,6 @@ pub async fn reserve(
         .await?;
     let run = super::new_run_id();
     let key = p.create_key(&run, &public_key, cx).await?;
-    let _ = std::fs::remove_dir_all(&keydir);
 
     let run_tag = encoding::run_tag(&run);
     let deadline = encoding::tag(encoding::KEY_DEADLINE, &encoding::tag_time(p.deadline(cx)));
@@ -141,6 +247,7 @@ pub async fn reserve(
         p.drop_droplet(droplet.id, Some(&snapshot), &clean).await?;
         cx.forget(&drop_undo(&run_tag, Some(&snapshot)));
         p.delete_key(key, &clean).await?;
+        let _ = std::fs::remove_dir_all(&keydir);
         return Err(Error::already_exists(meta.name.to_string()));
     }
     p.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(
@@ -150,6 +257,8 @@ pub async fn reserve(
             create_action,
             key,
             run_tag,
+            keydir,
+            host_public,
         },
     );
     Ok(Image {
@@ -382,7 +491,15 @@ pub async fn run(p: &DoPlatform, candidate: &Image, cx: &Cx) -> Result<Image> {
         "build droplet running; provisioning through user-data"
     );
 
-    if !wait_off(p, r.droplet, p.config.power_off_timeout, cx).await? {
+    let watched = watch_provisioning(p, &r, cx).await;
+    let watched = match watched {
+        Ok(Provisioning::Failed(e)) | Err(e) => {
+            discard_build(p, &r, &snapshot, cx).await;
+            return Err(e);
+        }
+        Ok(w) => w,
+    };
+    if watched == Provisioning::StillUp {
         let why = format!(
             "the build droplet did not power itself off within {} (power_off_timeout): provisioning did not finish, or a step failed \
              (its output is in /var/log/cloud-init-output.log inside this image); golden shut it down and kept the snapshot for inspection",
@@ -404,7 +521,7 @@ pub async fn run(p: &DoPlatform, candidate: &Image, cx: &Cx) -> Result<Image> {
     let image_id = snapshot_id(p, r.droplet, &snapshot, cx).await?;
     p.add_tags(
         image_id,
-        &encoding::tags_for(&candidate.meta, Some(p.deadline(cx))),
+        &super::golden_tags(&candidate.meta, Some(p.deadline(cx)))?,
         cx,
     )
     .await?;
@@ -414,6 +531,7 @@ pub async fn run(p: &DoPlatform, candidate: &Image, cx: &Cx) -> Result<Image> {
     p.drop_droplet(r.droplet, None, cx).await?;
     cx.forget(&drop_undo(&r.run_tag, Some(&snapshot)));
     p.delete_key(r.key, cx).await?;
+    let _ = std::fs::remove_dir_all(&r.keydir);
 
     transfer(p, image_id, cx).await?;
     let img = p.api(cx).image(image_id).await?;
@@ -429,6 +547,159 @@ pub async fn run(p: &DoPlatform, candidate: &Image, cx: &Cx) -> Result<Image> {
             .map(|g| (g * 1024.0 * 1024.0 * 1024.0) as u64),
         ..candidate.clone()
     })
+}
+
+/// How the wait for the build droplet to power itself off ended.
+#[derive(Debug)]
+enum Provisioning {
+    /// Off: provisioning succeeded.
+    Off,
+    /// Still up at `power_off_timeout` with no failure seen: a hung guest.
+    StillUp,
+    /// A provisioning step failed (the error names it, with the log tail).
+    Failed(Error),
+}
+
+impl PartialEq for Provisioning {
+    fn eq(&self, other: &Self) -> bool {
+        matches!(
+            (self, other),
+            (Provisioning::Off, Provisioning::Off) | (Provisioning::StillUp, Provisioning::StillUp)
+        )
+    }
+}
+
+/// How often the running build droplet is asked over SSH whether a
+/// provisioning step failed.
+const PROBE_EVERY: Duration = Duration::from_secs(20);
+/// One probe's SSH login and command.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+const OUTPUT_LOG: &str = "/var/log/cloud-init-output.log";
+
+/// Waits up to `power_off_timeout` for the droplet to be `off`; meanwhile,
+/// once it is active with an address, looks every [`PROBE_EVERY`] for the
+/// provisioning marker over SSH, so a failed step ends the wait at once
+/// instead of at the timeout (the local and Proxmox builds read the same
+/// marker from the console and the agent).
+async fn watch_provisioning(p: &DoPlatform, r: &Reserved, cx: &Cx) -> Result<Provisioning> {
+    let sub = within(cx, p.config.power_off_timeout);
+    let api = p.api(&sub);
+    let probe = Probe {
+        droplet: r.droplet,
+        dir: &r.keydir,
+        host_public: &r.host_public,
+        port: p.config.ssh_port,
+        next: Mutex::new(tokio::time::Instant::now()),
+    };
+    let outcome = poll::until_done(
+        "waiting for the build droplet to power off",
+        &sub,
+        POLL,
+        || async {
+            let d = api.droplet(r.droplet).await?;
+            if d.status == "off" {
+                return Ok(Progress::Done(Provisioning::Off));
+            }
+            let failed = match (d.status.as_str(), d.public_ipv4()) {
+                ("active", Some(ip)) => probe.failed_step(ip).await?,
+                _ => None,
+            };
+            Ok(failed.map_or(Progress::Pending, |e| {
+                Progress::Done(Provisioning::Failed(e))
+            }))
+        },
+    )
+    .await;
+    match outcome {
+        Err(e) if e.is_timeout() && cx.check("waiting for power-off").is_ok() => {
+            Ok(Provisioning::StillUp)
+        }
+        r => r,
+    }
+}
+
+/// A look at the build droplet's provisioning over SSH: root with the
+/// throwaway key, the host key made for this build pinned.
+struct Probe<'a> {
+    droplet: u64,
+    dir: &'a Path,
+    host_public: &'a str,
+    port: u16,
+    /// When the next look is due (the poll runs more often).
+    next: Mutex<tokio::time::Instant>,
+}
+
+impl Probe<'_> {
+    /// The failed step, when the log shows one. SSH failures are not
+    /// errors: sshd may not be up yet, and the log not written.
+    async fn failed_step(&self, ip: &str) -> Result<Option<Error>> {
+        let now = tokio::time::Instant::now();
+        {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            if now < *next {
+                return Ok(None);
+            }
+            *next = now + PROBE_EVERY;
+        }
+        std::fs::write(
+            self.dir.join("known_hosts"),
+            super::smoke::known_hosts_line(ip, self.port, self.host_public),
+        )
+        .ctx("writing known_hosts for the build droplet")?;
+        let grep = format!("grep GOLDEN-PROVISION {OUTPUT_LOG}");
+        let out = super::smoke::ssh(self.dir, ip, self.port, &grep, PROBE_TIMEOUT).await?;
+        let marker = parse_provision_marker(&out.stdout).filter(|_| out.success());
+        let Some(m) = marker.filter(|m| !m.ok()) else {
+            tracing::debug!(
+                droplet = self.droplet,
+                exit = out.exit_code,
+                "no failed provisioning step yet"
+            );
+            return Ok(None);
+        };
+        warn!(droplet = self.droplet, step = %m.step, rc = m.rc, "a provisioning step failed; not waiting for the power-off timeout");
+        let log = super::smoke::ssh(
+            self.dir,
+            ip,
+            self.port,
+            &format!("cat {OUTPUT_LOG}"),
+            PROBE_TIMEOUT,
+        )
+        .await?;
+        let tail = if log.success() {
+            tail_lines(&log.stdout, 30)
+        } else {
+            out.stdout
+        };
+        Ok(Some(
+            Error::new(
+                ErrorKind::Other,
+                format!("provisioning step {:?} exited with {}", m.step, m.rc),
+            )
+            .with_detail(format!(
+                "{OUTPUT_LOG} of build droplet {} (last lines):\n{tail}",
+                self.droplet
+            )),
+        ))
+    }
+}
+
+/// After a failed build: the droplet and the key go now, with nothing
+/// snapshotted (as on the other platforms, a build that failed leaves no
+/// image; the pipeline's discard finds no candidate). Failures here are
+/// left to the ledger, which still holds both.
+async fn discard_build(p: &DoPlatform, r: &Reserved, snapshot: &str, cx: &Cx) {
+    let clean = cx.for_cleanup(crate::lifecycle::pipeline::CLEANUP_TIMEOUT);
+    match p.drop_droplet(r.droplet, None, &clean).await {
+        Ok(()) => clean.forget(&drop_undo(&r.run_tag, Some(snapshot))),
+        Err(e) => {
+            warn!(droplet = r.droplet, error = %e, "could not delete the build droplet; the ledger will retry")
+        }
+    }
+    if let Err(e) = p.delete_key(r.key, &clean).await {
+        warn!(key = r.key, error = %e, "could not delete the throwaway key; the ledger will retry");
+    }
+    let _ = std::fs::remove_dir_all(&r.keydir);
 }
 
 /// `cx` with a nearer deadline.
@@ -636,7 +907,7 @@ mod tests {
 
     #[test]
     fn the_guest_powers_off_only_after_provisioning_succeeded() {
-        let ud = user_data(&Provision::default()).unwrap();
+        let ud = user_data(&Provision::default(), HOST_PRIVATE, HOST_PUBLIC).unwrap();
         assert!(ud.starts_with("#cloud-config\n"));
         let doc: Value = serde_json::from_str(ud.strip_prefix("#cloud-config\n").unwrap()).unwrap();
         assert_eq!(doc["power_state"]["mode"], "poweroff");
@@ -650,7 +921,14 @@ mod tests {
             .unwrap()
             .iter()
             .any(|f| f["path"] == "/var/lib/golden/provision.sh"));
+        // The host key golden pins when it looks in on provisioning.
+        assert_eq!(doc["ssh_keys"]["ed25519_public"], HOST_PUBLIC);
+        assert_eq!(doc["ssh_keys"]["ed25519_private"], HOST_PRIVATE);
     }
+
+    const HOST_PRIVATE: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZWQyNTUxOQAAACBzZWNyZXQtbm90LXJlYWxseS1hLWtleQAAAJhob3N0a2V5aG9zdGtleQAAAAtzc2gtZWQyNTUxOQAAACBzZWNyZXQtbm90LXJlYWxseS1hLWtleQAAAEBzZWNyZXQtbm90LXJlYWxseS1hLWtleXNlY3JldC1ub3QtcmVhbGx5LWEta2V5AAAAEWdvbGRlbi1zbW9rZS1ob3N0AQIDBAUG\n-----END OPENSSH PRIVATE KEY-----\n";
+    const HOST_PUBLIC: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNlY3JldC1ub3QtcmVhbGx5LWEta2V5 golden-smoke-host";
 
     #[test]
     fn user_data_over_64_kib_is_refused_before_anything_is_created() {
@@ -658,15 +936,49 @@ mod tests {
             files: BTreeMap::from([("/etc/motd".into(), "x".repeat(1000))]),
             ..Provision::default()
         };
-        assert!(user_data(&small).is_ok());
+        assert!(user_data(&small, HOST_PRIVATE, HOST_PUBLIC).is_ok());
         // base64 grows 3 bytes to 4: 48 KiB of file content is over the limit.
         let big = Provision {
             files: BTreeMap::from([("/opt/blob".into(), "x".repeat(48 * 1024))]),
             ..Provision::default()
         };
-        let e = user_data(&big).unwrap_err();
+        let e = user_data(&big, HOST_PRIVATE, HOST_PUBLIC).unwrap_err();
         assert!(e.to_string().contains("64 KiB"), "{e}");
         assert!(check_user_data_size(&"x".repeat(MAX_USER_DATA)).is_ok());
+        // The same limit at plan, pointing at the part to move out.
+        assert!(check_provision(&small).is_none());
+        let p = check_provision(&big).expect("over the limit at plan");
+        assert_eq!(
+            p.at,
+            AttributePath::new("provision")
+                .index(0)
+                .attribute("files")
+                .key("/opt/blob".to_owned())
+        );
+        assert!(
+            p.detail
+                .contains("provision.files[\"/opt/blob\"]: about 65545 bytes"),
+            "{}",
+            p.detail
+        );
+        // Just under the limit without the host key's room is over with it.
+        let edge = Provision {
+            files: BTreeMap::from([("/opt/blob".into(), "x".repeat(47 * 1024))]),
+            ..Provision::default()
+        };
+        let without = user_data_without_host_key(&edge).unwrap().len();
+        // The room kept covers a real host key's share.
+        let with = user_data(&Provision::default(), HOST_PRIVATE, HOST_PUBLIC)
+            .unwrap()
+            .len();
+        let bare = user_data_without_host_key(&Provision::default())
+            .unwrap()
+            .len();
+        assert!(with - bare < HOST_KEY_ROOM, "{}", with - bare);
+        assert_eq!(
+            check_provision(&edge).is_some(),
+            without + HOST_KEY_ROOM > MAX_USER_DATA
+        );
         assert!(check_user_data_size(&"x".repeat(MAX_USER_DATA + 1)).is_err());
     }
 }

@@ -4,10 +4,14 @@
 //! Every tag is `golden-<key>:<value>`, lower case, within DO's charset
 //! `^[a-zA-Z0-9_\-\:]+$` and at most 255 characters. golden's own keys
 //! (`golden-family`, `golden-status`, ...) keep their names; the user's
-//! `tags` become `golden-tag-<key>:<value>`. Values are lower-cased and every
-//! character outside the charset becomes `_` (`Debian 12` reads back as
-//! `debian_12`); times are written `20250101t120000z`; the builder version's
-//! dots become `_` and are restored on reading. A candidate (and a failed
+//! `tags` become `golden-tag-<key>:<value>` exactly as written, so they read
+//! back unchanged: a user tag that cannot be stored so (a character outside
+//! the charset, upper case, too long) is refused at plan by [`user_tag`],
+//! never rewritten. Upper case is refused because DO matches tag names
+//! case-insensitively and keeps the spelling of whoever created a tag first
+//! ("case stable"), so `Prod` could read back as `prod`. golden's own values
+//! are lower-cased; times are written `20250101t120000z`; the builder
+//! version's dots become `_` and are restored on reading. A candidate (and a failed
 //! image) carries `candidate-<name>` so that no name-based lookup of the
 //! family (a regex on `^<family>-`) ever matches it, plus a
 //! `golden-deadline` after which the sweep removes it.
@@ -44,6 +48,60 @@ pub fn is_valid_tag(tag: &str) -> bool {
         && tag
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':'))
+}
+
+/// What a user's tag key may hold: no `:` (the first one separates key and
+/// value) and no upper case (see the module note).
+fn user_key_char(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-')
+}
+
+fn user_value_char(b: u8) -> bool {
+    user_key_char(b) || b == b':'
+}
+
+/// The characters of `s` that `ok` refuses, each once, quoted for a message.
+fn refused_chars(s: &str, ok: fn(u8) -> bool) -> Vec<String> {
+    let mut seen = Vec::new();
+    for c in s.chars() {
+        let bad = !c.is_ascii() || !ok(c as u8);
+        if bad && !seen.contains(&format!("{c:?}")) {
+            seen.push(format!("{c:?}"));
+        }
+    }
+    seen
+}
+
+/// The tag that stores the user's tag `key = value` exactly
+/// (`golden-tag-<key>:<value>`), or why DigitalOcean cannot hold it.
+pub fn user_tag(key: &str, value: &str) -> Result<String, String> {
+    let mut why = Vec::new();
+    let bad_key = refused_chars(key, user_key_char);
+    if !bad_key.is_empty() {
+        why.push(format!("the key has {}", bad_key.join(", ")));
+    }
+    let bad_value = refused_chars(value, user_value_char);
+    if !bad_value.is_empty() {
+        why.push(format!("the value has {}", bad_value.join(", ")));
+    }
+    let tag = format!("{USER_PREFIX}{key}:{value}");
+    if tag.len() > MAX_TAG {
+        why.push(format!(
+            "it is stored as a {}-character tag (golden-tag-<key>:<value>)",
+            tag.len()
+        ));
+    }
+    if why.is_empty() {
+        return Ok(tag);
+    }
+    Err(format!(
+        "DigitalOcean cannot store this tag exactly: {}. golden keeps it as the image tag \
+         golden-tag-<key>:<value>; DO tags allow only letters, digits, _, - and : (at most \
+         {MAX_TAG} characters) and match names case-insensitively, so use lower-case letters, \
+         digits, _ and - (and : in values), with key and value together at most {} characters",
+        why.join("; "),
+        MAX_TAG - USER_PREFIX.len() - 1
+    ))
 }
 
 /// Maps text into the tag charset, lower case.
@@ -133,8 +191,13 @@ pub fn image_name(name: &ImageName, status: Status) -> String {
     }
 }
 
-/// The tags of an image with `meta` (plus a deadline for a candidate).
-pub fn tags_for(meta: &Metadata, deadline: Option<OffsetDateTime>) -> BTreeSet<String> {
+/// The tags of an image with `meta` (plus a deadline for a candidate); the
+/// error names a user tag that cannot be stored exactly (plan refuses those,
+/// so this is the net under it, not a second rule).
+pub fn tags_for(
+    meta: &Metadata,
+    deadline: Option<OffsetDateTime>,
+) -> Result<BTreeSet<String>, String> {
     let mut out = BTreeSet::new();
     for (k, v) in meta.encode() {
         let t = if k == metadata::KEY_VALIDATED_AT {
@@ -147,14 +210,14 @@ pub fn tags_for(meta: &Metadata, deadline: Option<OffsetDateTime>) -> BTreeSet<S
         } else if k.starts_with("golden-") {
             tag(&k, &v)
         } else {
-            tag(&format!("{USER_PREFIX}{}", sanitize_key(&k)), &v)
+            user_tag(&k, &v).map_err(|e| format!("tags[{k:?}]: {e}"))?
         };
         out.insert(t);
     }
     if let Some(d) = deadline {
         out.insert(tag(KEY_DEADLINE, &tag_time(d)));
     }
-    out
+    Ok(out)
 }
 
 /// What golden's tags on an image say.
@@ -222,7 +285,8 @@ mod tests {
             status,
             validated_at: (status == Status::Validated).then(|| "2026-01-02T03:04:05Z".into()),
             tags: BTreeMap::from([
-                ("os".into(), "ubuntu-24.04".into()),
+                ("os".into(), "ubuntu-24-04".into()),
+                ("url".into(), "https:_x".into()),
                 ("team".into(), "platform-infra".into()),
             ]),
         }
@@ -236,23 +300,21 @@ mod tests {
     fn tags_round_trip_and_stay_within_dos_charset() {
         for status in [Status::Candidate, Status::Validated, Status::Failed] {
             let m = meta(status);
-            let tags = tags_for(&m, None);
+            let tags = tags_for(&m, None).unwrap();
             for t in &tags {
                 assert!(is_valid_tag(t), "{t}");
                 assert_eq!(t, &t.to_ascii_lowercase());
             }
             let name = image_name(&m.name, status);
             let back = decode(&list(&tags), &name, &family()).unwrap();
-            let mut want = m.clone();
-            // The only lossy part: characters outside the charset.
-            want.tags.insert("os".into(), "ubuntu-24_04".into());
-            assert_eq!(back.meta, want);
+            // Exactly: the user's tags included, `:` in a value too.
+            assert_eq!(back.meta, m);
         }
     }
 
     #[test]
     fn the_exact_tags_golden_writes() {
-        let tags = tags_for(&meta(Status::Validated), None);
+        let tags = tags_for(&meta(Status::Validated), None).unwrap();
         for t in [
             "golden-family:ubuntu-2404-minimal",
             "golden-status:validated",
@@ -261,8 +323,9 @@ mod tests {
             "golden-builder-version:0_1_0",
             "golden-recipe-hash:0123456789abcdef",
             "golden-validated-at:20260102t030405z",
-            "golden-os:ubuntu-24_04",
-            "golden-tag-os:ubuntu-24_04",
+            "golden-os:ubuntu-24-04",
+            "golden-tag-os:ubuntu-24-04",
+            "golden-tag-url:https:_x",
             "golden-tag-team:platform-infra",
         ] {
             assert!(tags.contains(t), "{t} missing from {tags:?}");
@@ -270,20 +333,32 @@ mod tests {
     }
 
     #[test]
-    fn user_tags_are_sanitized_and_cut_to_dos_limit() {
+    fn user_tags_that_cannot_be_stored_exactly_are_refused_not_rewritten() {
+        assert_eq!(
+            user_tag("team", "infra:eu").unwrap(),
+            "golden-tag-team:infra:eu"
+        );
+        let longest = "x".repeat(MAX_TAG - "golden-tag-k:".len());
+        assert_eq!(user_tag("k", &longest).unwrap().len(), MAX_TAG);
+        for (k, v, says) in [
+            ("team", "platform infra", "the value has ' '"),
+            ("os", "debian-12.5", "the value has '.'"),
+            ("Team", "x", "the key has 'T'"),
+            ("a:b", "x", "the key has ':'"),
+            ("team", "Platform", "the value has 'P'"),
+            ("k", "é", "the value has 'é'"),
+        ] {
+            let e = user_tag(k, v).unwrap_err();
+            assert!(e.contains(says), "{k}={v}: {e}");
+            assert!(e.contains("letters, digits, _, - and :"), "{e}");
+        }
+        let e = user_tag("k", &format!("{longest}x")).unwrap_err();
+        assert!(e.contains("256-character tag"), "{e}");
+        // The net under the plan check: tags_for refuses, naming the tag.
         let mut m = meta(Status::Candidate);
-        m.tags = BTreeMap::from([
-            ("Team".into(), "Platform/Infra".into()),
-            ("a:b".into(), "x".repeat(400)),
-        ]);
-        let tags = tags_for(&m, None);
-        assert!(tags.contains("golden-tag-team:platform_infra"));
-        let long = tags
-            .iter()
-            .find(|t| t.starts_with("golden-tag-a_b:"))
-            .unwrap();
-        assert_eq!(long.len(), MAX_TAG);
-        assert!(tags.iter().all(|t| is_valid_tag(t)));
+        m.tags.insert("team".into(), "Platform/Infra".into());
+        let e = tags_for(&m, None).unwrap_err();
+        assert!(e.starts_with("tags[\"team\"]"), "{e}");
     }
 
     #[test]
@@ -292,7 +367,7 @@ mod tests {
         assert_eq!(tag_time(t), "20250101t120000z");
         assert_eq!(parse_tag_time("20250101t120000z"), Some(t));
         assert_eq!(parse_tag_time("2025-01-01"), None);
-        let deadline = tags_for(&meta(Status::Candidate), Some(t));
+        let deadline = tags_for(&meta(Status::Candidate), Some(t)).unwrap();
         let back = decode(
             &list(&deadline),
             "candidate-ubuntu-2404-minimal-20260102-007",
@@ -305,7 +380,7 @@ mod tests {
     #[test]
     fn validated_wins_while_publish_swaps_the_status() {
         let m = meta(Status::Validated);
-        let mut tags = list(&tags_for(&m, None));
+        let mut tags = list(&tags_for(&m, None).unwrap());
         tags.push(status_tag(Status::Candidate));
         let back = decode(
             &tags,
@@ -319,7 +394,7 @@ mod tests {
     #[test]
     fn foreign_images_are_not_ours() {
         let m = meta(Status::Validated);
-        let tags = list(&tags_for(&m, None));
+        let tags = list(&tags_for(&m, None).unwrap());
         // Renamed by someone, another family, or missing keys.
         assert!(decode(&tags, "my-copy", &family()).is_none());
         let other = Family::parse("ubuntu-2404", NamingRules { allow_dot: false }).unwrap();

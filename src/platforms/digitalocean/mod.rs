@@ -119,6 +119,14 @@ pub(crate) fn new_run_id() -> String {
     )
 }
 
+/// golden's tags for an image with `meta`, as a platform error.
+fn golden_tags(
+    meta: &Metadata,
+    deadline: Option<time::OffsetDateTime>,
+) -> Result<BTreeSet<String>> {
+    encoding::tags_for(meta, deadline).map_err(|e| Error::new(ErrorKind::Other, e))
+}
+
 fn now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
@@ -404,7 +412,7 @@ impl Platform for DoPlatform {
         let current = self.api(cx).image(id).await?;
         // Validated first (our lookups switch over), then the name a
         // name-based lookup matches, then the candidate tags go.
-        let want = encoding::tags_for(&meta, None);
+        let want = golden_tags(&meta, None)?;
         let have: BTreeSet<String> = current.tags.iter().cloned().collect();
         let add: BTreeSet<String> = want.difference(&have).cloned().collect();
         self.add_tags(id, &add, cx).await?;
@@ -431,7 +439,7 @@ impl Platform for DoPlatform {
         meta.status = Status::Failed;
         let current = self.api(cx).image(id).await?;
         // No deadline: a failed image is kept for inspection until retention.
-        self.set_golden_tags(id, &current.tags, &encoding::tags_for(&meta, None), cx)
+        self.set_golden_tags(id, &current.tags, &golden_tags(&meta, None)?, cx)
             .await
     }
 
@@ -446,7 +454,7 @@ impl Platform for DoPlatform {
         self.set_golden_tags(
             id,
             &current.tags,
-            &encoding::tags_for(&meta, decoded.deadline),
+            &golden_tags(&meta, decoded.deadline)?,
             cx,
         )
         .await

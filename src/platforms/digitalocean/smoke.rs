@@ -38,8 +38,9 @@ pub(crate) fn temp_dir(what: &str, cx: &Cx) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// An ed25519 host key for the smoke droplet: (private PEM, public line).
-async fn host_key(dir: &Path) -> anyhow::Result<(String, String)> {
+/// An ed25519 host key for a droplet golden logs in to (build and smoke):
+/// (private PEM, public line), made here so the first login can pin it.
+pub(crate) async fn host_key(dir: &Path) -> anyhow::Result<(String, String)> {
     let key = dir.join("host_ed25519");
     let out = tokio::process::Command::new("ssh-keygen")
         .args([
@@ -71,14 +72,17 @@ async fn host_key(dir: &Path) -> anyhow::Result<(String, String)> {
     ))
 }
 
+/// The cloud-config `ssh_keys` that installs a host key (cloud-init's cc_ssh).
+pub fn host_key_config(private: &str, public: &str) -> serde_json::Value {
+    json!({
+        "ed25519_private": private,
+        "ed25519_public": public.trim(),
+    })
+}
+
 /// The smoke droplet's user-data: only the host key (cloud-init's cc_ssh).
 pub fn smoke_user_data(private: &str, public: &str) -> String {
-    let doc = json!({
-        "ssh_keys": {
-            "ed25519_private": private,
-            "ed25519_public": public.trim(),
-        },
-    });
+    let doc = json!({ "ssh_keys": host_key_config(private, public) });
     format!(
         "#cloud-config\n{}\n",
         serde_json::to_string_pretty(&doc).unwrap_or_default()
@@ -217,57 +221,69 @@ fn remaining(deadline: Instant) -> Duration {
 }
 
 impl DoTarget<'_> {
-    /// Runs `script` as root over SSH. Exit 255 is SSH's own failure; its
-    /// message is in stderr.
     async fn run_ssh(&self, script: &str, timeout: Duration) -> Result<GuestOutput> {
         let ip = self
             .ip
             .as_deref()
             .ok_or_else(|| Error::new(ErrorKind::Other, "the smoke droplet has no address yet"))?;
-        let known = self.dir.join("known_hosts");
-        let mut cmd = tokio::process::Command::new("ssh");
-        cmd.arg("-i")
-            .arg(self.dir.join("id_ed25519"))
-            .args(["-p", &self.port.to_string()])
-            .args(["-o", "StrictHostKeyChecking=yes"])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", known.display()))
-            .args([
-                "-o",
-                "GlobalKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "ConnectTimeout=10",
-                "-o",
-                "ServerAliveInterval=15",
-                "-o",
-                "LogLevel=ERROR",
-                "-F",
-                "/dev/null",
-            ])
-            .arg(format!("root@{ip}"))
-            .arg("--")
-            .arg(script)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let out = match tokio::time::timeout(timeout, cmd.output()).await {
-            Err(_) => return Ok(GuestOutput::timed_out(format!("{}s", timeout.as_secs()))),
-            Ok(r) => r.map_err(|e| {
-                Error::new(
-                    ErrorKind::Other,
-                    format!("running ssh (install Debian's openssh-client): {e}"),
-                )
-            })?,
-        };
-        Ok(GuestOutput {
-            exit_code: out.status.code().map(i64::from).unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        ssh(&self.dir, ip, self.port, script, timeout).await
     }
+}
+
+/// Runs `script` as root on the droplet at `ip:port` over SSH, with the
+/// throwaway account key `dir/id_ed25519` and the host key pinned by
+/// `dir/known_hosts`. Exit 255 is SSH's own failure; its message is in
+/// stderr. The build's provisioning watch and the smoke test share it.
+pub(crate) async fn ssh(
+    dir: &Path,
+    ip: &str,
+    port: u16,
+    script: &str,
+    timeout: Duration,
+) -> Result<GuestOutput> {
+    let known = dir.join("known_hosts");
+    let mut cmd = tokio::process::Command::new("ssh");
+    cmd.arg("-i")
+        .arg(dir.join("id_ed25519"))
+        .args(["-p", &port.to_string()])
+        .args(["-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known.display()))
+        .args([
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "LogLevel=ERROR",
+            "-F",
+            "/dev/null",
+        ])
+        .arg(format!("root@{ip}"))
+        .arg("--")
+        .arg(script)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = match tokio::time::timeout(timeout, cmd.output()).await {
+        Err(_) => return Ok(GuestOutput::timed_out(format!("{}s", timeout.as_secs()))),
+        Ok(r) => r.map_err(|e| {
+            Error::new(
+                ErrorKind::Other,
+                format!("running ssh (install Debian's openssh-client): {e}"),
+            )
+        })?,
+    };
+    Ok(GuestOutput {
+        exit_code: out.status.code().map(i64::from).unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
 }
 
 #[async_trait]

@@ -28,7 +28,9 @@ use crate::lifecycle::duration;
 use crate::lifecycle::naming::NamingRules;
 use crate::lifecycle::recipe::Source;
 use crate::platforms::kit::http::Secret;
-use crate::platforms::registry::{self, Configured, PlatformSpec, SourceFields};
+use crate::platforms::registry::{
+    self, Configured, PlatformSpec, RecipeParts, RecipeProblem, SourceFields,
+};
 use crate::platforms::Platform;
 use crate::tfschema::{attr, block, secret};
 
@@ -41,7 +43,30 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     source_attributes,
     parse_source,
     check_source: registry::source_needs_no_check,
+    check_recipe,
 };
+
+/// What DO cannot store or send as written: a user tag outside what an
+/// image tag can hold exactly, and provisioning bigger than DO's 64 KiB
+/// user-data.
+fn check_recipe(parts: &RecipeParts) -> Vec<RecipeProblem> {
+    let mut problems = Vec::new();
+    for (k, v) in parts.tags.into_iter().flatten() {
+        if k.starts_with("golden-") {
+            // The shared reserved-key error covers it.
+            continue;
+        }
+        if let Err(detail) = encoding::user_tag(k, v) {
+            problems.push(RecipeProblem {
+                at: AttributePath::new("tags").key(k.clone()),
+                summary: "Tag Not Storable on DigitalOcean",
+                detail: format!("tags[{k:?}] = {v:?}: {detail}"),
+            });
+        }
+    }
+    problems.extend(parts.provision.and_then(super::build::check_provision));
+    problems
+}
 
 pub const ENV_TOKEN: &str = "DIGITALOCEAN_TOKEN";
 pub const ENV_ACCESS_TOKEN: &str = "DIGITALOCEAN_ACCESS_TOKEN";

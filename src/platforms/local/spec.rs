@@ -26,6 +26,9 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     source_attributes,
     parse_source,
     check_source,
+    // Metadata lives in a JSON sidecar and user-data on a seed ISO: no limit
+    // of the platform's own to check.
+    check_recipe: registry::recipe_needs_no_check,
 };
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -13,7 +13,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::metadata::{Metadata, Status};
-use crate::lifecycle::naming::ImageName;
+use crate::lifecycle::naming::{BuildDate, Family, ImageName};
 use crate::lifecycle::packages::PackageManifest;
 use crate::lifecycle::report::Report;
 
@@ -359,6 +359,32 @@ fn tail_chars(s: &str, n: usize) -> String {
     format!("…{}", s.chars().skip(skip).collect::<String>())
 }
 
+/// The description a candidate of `family` with the user's `tags` would
+/// get, at its largest (highest build number, every optional field, no
+/// report): the metadata in it is never shortened, so when this is over
+/// PVE's 8 KiB the VM cannot carry the tags and the plan must say so.
+/// `Err` holds the size.
+pub fn check_tags_fit(family: &Family, tags: &BTreeMap<String, String>) -> Result<(), usize> {
+    let widest = "2000-01-01T00:00:00.000000000+00:00";
+    let meta = Metadata {
+        name: ImageName::new(family.clone(), BuildDate::today(), 999),
+        builder_version: crate::lifecycle::recipe::BUILDER_VERSION.to_owned(),
+        recipe_hash: "0".repeat(64),
+        status: Status::Candidate,
+        validated_at: Some(widest.into()),
+        tags: tags.clone(),
+    };
+    let mut note = Note::image(&meta, 999_999_999, Some(widest.into()), None);
+    note.created = Some(widest.into());
+    note.claim = Some("f".repeat(48));
+    let len = note.to_description().len();
+    if len <= MAX_DESCRIPTION {
+        Ok(())
+    } else {
+        Err(len)
+    }
+}
+
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
@@ -384,6 +410,22 @@ mod tests {
                 ("Team".to_owned(), "platform/infra".to_owned()),
             ]),
         }
+    }
+
+    #[test]
+    fn tags_that_overflow_the_description_are_caught_before_apply() {
+        let family = Family::parse("debian-12", NamingRules { allow_dot: true }).unwrap();
+        let mut tags = BTreeMap::from([("team".to_owned(), "infra".to_owned())]);
+        assert_eq!(check_tags_fit(&family, &tags), Ok(()));
+        tags.insert("notes".into(), "x".repeat(MAX_DESCRIPTION));
+        let len = check_tags_fit(&family, &tags).unwrap_err();
+        assert!(len > MAX_DESCRIPTION);
+        // The check measures what a real candidate note holds.
+        let m = Metadata {
+            tags: tags.clone(),
+            ..meta(Status::Candidate)
+        };
+        assert!(Note::image(&m, 100, None, None).to_description().len() > MAX_DESCRIPTION);
     }
 
     #[test]

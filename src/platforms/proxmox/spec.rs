@@ -16,7 +16,9 @@ use crate::lifecycle::naming::NamingRules;
 use crate::lifecycle::recipe::Source;
 use crate::platforms::proxmox::client::{normalise_endpoint, ApiToken, ClientBuilder};
 use crate::platforms::proxmox::{ProxmoxConfig, ProxmoxPlatform};
-use crate::platforms::registry::{self, Configured, PlatformSpec, SourceFields};
+use crate::platforms::registry::{
+    self, Configured, PlatformSpec, RecipeParts, RecipeProblem, SourceFields,
+};
 use crate::platforms::Platform;
 use crate::tfschema::{attr, block, secret};
 
@@ -29,7 +31,32 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     source_attributes,
     parse_source,
     check_source: registry::source_needs_no_check,
+    check_recipe,
 };
+
+/// User tags read back exactly from the VM's description (the JSON note;
+/// the PVE tag `key.value` is only a label for people and filters, mapped
+/// into PVE's charset `[a-z0-9_][a-z0-9_+.-]*`), so no charset rule applies.
+/// What can fail is size: the note's metadata is never shortened and PVE
+/// takes at most 8 KiB of description.
+fn check_recipe(parts: &RecipeParts) -> Vec<RecipeProblem> {
+    let (Some(family), Some(tags)) = (parts.family, parts.tags) else {
+        return Vec::new();
+    };
+    match super::encoding::check_tags_fit(family, tags) {
+        Ok(()) => Vec::new(),
+        Err(len) => vec![RecipeProblem {
+            at: AttributePath::new("tags"),
+            summary: "Tags Too Big for Proxmox",
+            detail: format!(
+                "golden keeps an image's metadata, these tags included, in the VM's description, \
+                 which Proxmox VE limits to {} bytes; with these tags it would be {len}. \
+                 Shorten or drop some tags",
+                super::encoding::MAX_DESCRIPTION
+            ),
+        }],
+    }
+}
 
 #[derive(Clone, Default, Deserialize)]
 pub struct ProxmoxBlock {

@@ -13,7 +13,7 @@ use crate::lifecycle::duration;
 use crate::lifecycle::naming::Family;
 use crate::lifecycle::recipe::{Check, Provision, Recipe, SmokeSpec, Source};
 use crate::lifecycle::retention::RetentionPolicy;
-use crate::platforms::registry::{self, PlatformSpec, SourceFields};
+use crate::platforms::registry::{self, PlatformSpec, RecipeParts, SourceFields};
 use crate::resources::values::{string_list, string_map, Known};
 
 pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -148,6 +148,15 @@ pub fn desired(
         }
     }
     let triggers = known(string_map(&cfg.triggers));
+    if let Some(spec) = spec {
+        check_recipe(
+            spec,
+            family.as_ref(),
+            tags.as_ref(),
+            provision.as_ref(),
+            diags,
+        );
+    }
 
     if diags.errors.len() > errors_before {
         return Err(InvalidConfig);
@@ -182,6 +191,24 @@ pub fn desired(
         on_destroy,
         timeouts,
     }))
+}
+
+/// The platform's own plan-time rules (`check_recipe`) on what is known.
+fn check_recipe(
+    spec: &PlatformSpec,
+    family: Option<&Family>,
+    tags: Option<&BTreeMap<String, String>>,
+    provision: Option<&Provision>,
+    diags: &mut Diagnostics,
+) {
+    let parts = RecipeParts {
+        family,
+        tags,
+        provision,
+    };
+    for p in (spec.check_recipe)(&parts) {
+        diags.error(p.summary, p.detail, p.at);
+    }
 }
 
 /// `Some(Some(_))` known, `Some(None)` invalid/missing (error reported),
