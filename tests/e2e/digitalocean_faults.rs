@@ -191,10 +191,16 @@ fn a_nearly_spent_hourly_budget_spreads_the_calls() {
         })
     };
     let out = apply(&tf);
-    stop.store(true, Ordering::SeqCst);
-    watcher.join().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let lists = sim.calls_to("GET", "/v2/images");
+    // Stop watching only once it saw every listing (it looks every 100 ms),
+    // so the last page's time is when it came, not when apply returned.
+    let until = Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().last().map(|l| l.1) < Some(lists.len()) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
     assert!(lists.len() >= 3, "three pages: {lists:?}");
     assert!(lists.iter().all(|c| c.status == 200), "no 429: {lists:?}");
     let seen = seen.lock().unwrap();
