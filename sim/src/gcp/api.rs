@@ -386,10 +386,18 @@ fn list_images(st: &Project, p: &str, params: &Params) -> ApiResult {
     let text = param(params, "filter").unwrap_or("");
     let terms = filter::parse(text)
         .map_err(|()| ApiError::invalid("filter", text, "Invalid list filter expression."))?;
+    // "Acceptable values are 0 to 500, inclusive. (Default: 500)"
+    // (images.list `maxResults`; the document states no maximum).
     let max = match param(params, "maxResults").map(str::parse::<usize>) {
-        Some(Ok(0)) | None => 500,
-        Some(Ok(n)) => n.min(500),
-        Some(Err(_)) => 500,
+        Some(Ok(0)) | None | Some(Err(_)) => 500,
+        Some(Ok(n)) if n > 500 => {
+            return Err(ApiError::invalid(
+                "maxResults",
+                &n.to_string(),
+                "Must be less than or equal to 500",
+            ))
+        }
+        Some(Ok(n)) => n,
     };
     let mut items: Vec<&Image> = st
         .images
