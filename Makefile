@@ -5,7 +5,7 @@ GOLDEN_CACHE_DIR ?= $(HOME)/.cache/golden
 BIN := $(CARGO_TARGET_DIR)/debug/terraform-provider-golden
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/terraform-provider-golden
 
-.PHONY: demo test deps base-image build release release-bin install lint unit e2e bench bench-plan bench-proxmox bench-digitalocean clean-demo sim-proxmox sim-digitalocean
+.PHONY: demo test deps base-image build release release-bin install lint unit e2e bench bench-plan bench-proxmox bench-digitalocean clean-demo sim-proxmox sim-digitalocean sim-gcp
 
 deps:
 	@scripts/install-deps.sh
@@ -89,3 +89,9 @@ sim-proxmox:
 DO_SPEC ?= ../shared/specs/digitalocean/specification/DigitalOcean-public.v2.yaml
 sim-digitalocean:
 	cargo run --locked -p golden-sim -- digitalocean $(if $(wildcard $(DO_SPEC)),--spec $(DO_SPEC)) $(SIM_ARGS)
+
+## make sim-gcp: the Compute Engine API simulator in the foreground; prints endpoint, project,
+## zone and the service-account key file it issued (see docs/guides/gcp-simulator.md).
+GCP_SPEC ?= ../shared/specs/gcp/compute.v1.json
+sim-gcp:
+	cargo run --locked -p golden-sim -- gcp $(if $(wildcard $(GCP_SPEC)),--spec $(GCP_SPEC)) $(SIM_ARGS)

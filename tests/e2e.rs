@@ -7,6 +7,7 @@
 
 mod e2e {
     pub mod do_sim;
+    pub mod gcp_sim;
     pub mod sim;
     pub mod util;
 
@@ -17,6 +18,7 @@ mod e2e {
     mod digitalocean_qemu;
     mod digitalocean_sim;
     mod examples;
+    mod gcp_sim_tests;
     mod install;
     mod plugin_socket;
     mod proxmox;

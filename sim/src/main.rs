@@ -1,7 +1,8 @@
 //! golden-sim: simulators of the platform APIs golden talks to, for tests and
 //! for trying golden without an account. `golden-sim proxmox` serves the
 //! Proxmox VE API (see docs/guides/proxmox-simulator.md), `golden-sim
-//! digitalocean` DigitalOcean's (docs/guides/digitalocean-simulator.md).
+//! digitalocean` DigitalOcean's (docs/guides/digitalocean-simulator.md), `golden-sim
+//! gcp` Compute Engine's (docs/guides/gcp-simulator.md).
 //!
 //! When ready it prints one JSON line to stdout (endpoint, token, admin URL)
 //! so a test can start it and read where it listens; everything else goes to
@@ -13,13 +14,19 @@
 
 mod core;
 mod digitalocean;
+mod gcp;
 mod proxmox;
 
 use std::process::ExitCode;
 
 /// Every simulator's usage, one per line.
 fn usage() -> String {
-    format!("{}\n{}", proxmox::cli::USAGE, digitalocean::cli::USAGE)
+    format!(
+        "{}\n{}\n{}",
+        proxmox::cli::USAGE,
+        digitalocean::cli::USAGE,
+        gcp::cli::USAGE
+    )
 }
 
 fn main() -> ExitCode {
@@ -28,6 +35,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("proxmox") => proxmox::cli::main(&args[1..]),
         Some("digitalocean") => digitalocean::cli::main(&args[1..]),
+        Some("gcp") => gcp::cli::main(&args[1..]),
         Some("digitalocean-relay") => {
             return match digitalocean::ssh::relay(&args[1..]) {
                 Ok(code) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(255)),

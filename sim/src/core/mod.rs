@@ -13,16 +13,15 @@
 //!   descriptions (DigitalOcean) and `discovery`: Google API discovery
 //!   documents (GCE), as spec checkers.
 //! - `ops`: the operation engine (PVE tasks, DO actions, GCE operations).
-//! - `guestfs`, `shell`, `dpkg`: the instant backends' guest: a file map,
-//!   a tiny shell over it and a dpkg/apt database in it.
+//! - `guestfs`, `shell`, `dpkg`, `cloudinit`: the instant backends' guest: a
+//!   file map, a tiny shell over it, a dpkg/apt database in it and
+//!   cloud-init's first boot (DigitalOcean and GCE droplets/instances).
 //! - `guest`: the QEMU guest backend (a real guest: serial log, agent
 //!   channel, optional SSH port forward) over `golden::qemu`.
 
 pub mod admin;
 pub mod auth;
-// Its first user is the GCP simulator (issue 11, next); until then only its
-// tests use it. `expect` fails the build once that is no longer true.
-#[cfg_attr(not(test), expect(dead_code, reason = "the GCP simulator will use it"))]
+pub mod cloudinit;
 pub mod discovery;
 pub mod dpkg;
 pub mod faults;

@@ -35,6 +35,8 @@ pub type HttpResponse = Response<Full<Bytes>>;
 /// A request, read whole.
 pub struct HttpRequest {
     pub method: String,
+    /// The request path as sent (not percent-decoded).
+    pub path: String,
     pub query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -202,6 +204,7 @@ async fn handle<Sim: Simulator>(sim: &Sim, req: Request<Incoming>) -> HttpRespon
     }
     let req = HttpRequest {
         method,
+        path: path.clone(),
         query,
         headers: parts.headers,
         body,

@@ -9,6 +9,11 @@ use super::dpkg;
 /// Where cloud-init keeps its outcome (cloud-init `cmd/main.py`,
 /// `status_wrapper`): `{"v1": {"datasource": ..., "errors": [...]}}`.
 pub const CLOUD_INIT_RESULT: &str = "/run/cloud-init/result.json";
+
+/// Where the shell notes that the guest asked to power off (`poweroff`,
+/// `shutdown -h now`, `systemctl poweroff`, ...): the simulator powers the
+/// instance off once the script is done.
+pub const POWEROFF_REQUESTED: &str = "/run/golden-sim/poweroff";
 use super::guestfs::GuestFs;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -371,9 +376,12 @@ impl<'a> State<'a> {
         }
         match r.stdout {
             Some((f, _)) if f == "/dev/null" => {}
+            // A character device (`/dev/ttyS0`, `/dev/console`) is written
+            // to, never truncated.
             Some((f, append)) => {
+                let device = f.starts_with("/dev/");
                 let entry = self.fs.entry(f).or_default();
-                if !append {
+                if !append && !device {
                     entry.clear();
                 }
                 entry.extend(stdout);
@@ -482,6 +490,8 @@ impl<'a> State<'a> {
                     ["-f", f] => self.fs.contains_key(*f),
                     ["-e", f] | ["-d", f] => self.exists(f),
                     ["-s", f] => self.fs.get(*f).is_some_and(|b| !b.is_empty()),
+                    // Everything is root's here: writable if it exists.
+                    ["-w", f] | ["-r", f] => self.exists(f),
                     ["-n", s] => !s.is_empty(),
                     ["-z", s] => s.is_empty(),
                     [a, "=", b] | [a, "==", b] => a == b,
@@ -499,6 +509,12 @@ impl<'a> State<'a> {
                     format!("GOLDEN-PROVISION rc={} step={}\n", args[0], args[1]).as_bytes(),
                 );
                 0
+            }
+            "poweroff" | "halt" => self.power_off(),
+            "shutdown" if !args.iter().any(|a| a == "-r" || a == "-c") => self.power_off(),
+            "init" if args.first().is_some_and(|a| a == "0") => self.power_off(),
+            "systemctl" if args.first().is_some_and(|a| a == "poweroff" || a == "halt") => {
+                self.power_off()
             }
             "systemctl" => {
                 match args.first().map(String::as_str) {
@@ -632,6 +648,12 @@ impl<'a> State<'a> {
             // apt-get, mkdir, chmod, useradd, ... and anything else: a quiet success.
             _ => 0,
         }
+    }
+
+    /// The guest asked to power off: noted for the simulator.
+    fn power_off(&mut self) -> i64 {
+        self.fs.insert(POWEROFF_REQUESTED.into(), Vec::new());
+        0
     }
 
     fn is_script(&self, path: &str) -> bool {

@@ -13,7 +13,8 @@ use super::state::{
     now, region_json, size_json, Account, ActionMeta, Droplet, Image, Key, ResourceType, Shared,
     Status, REGIONS, SIZES,
 };
-use super::{cloudinit, qemu, ssh, ApiError, ApiResult};
+use super::{qemu, ssh, ApiError, ApiResult};
+use crate::core::cloudinit;
 use crate::core::ops::{self, Armed, Start};
 use crate::core::spec::Params;
 
@@ -617,8 +618,12 @@ async fn boot(shared: &Shared, id: u64) -> Result<(), String> {
         let Some(d) = a.droplets.get_mut(&id) else {
             return Err("the droplet was deleted".into());
         };
-        let outcome =
-            cloudinit::first_boot(&mut d.fs, &d.name.clone(), d.user_data.clone().as_deref());
+        let outcome = cloudinit::first_boot(
+            &mut d.fs,
+            &d.name.clone(),
+            d.user_data.clone().as_deref(),
+            "DataSourceDigitalOcean",
+        );
         d.host_key = outcome.host_key;
         outcome.power_off
     };

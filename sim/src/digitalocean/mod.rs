@@ -11,7 +11,6 @@
 pub mod admin;
 mod api;
 pub mod cli;
-mod cloudinit;
 mod md5;
 mod page;
 mod qemu;

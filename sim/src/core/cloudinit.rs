@@ -1,6 +1,6 @@
-//! cloud-init on the instant backend: what a DO droplet's cloud-init does
-//! with the create's `user_data` on first boot, run in the droplet's file
-//! map and tiny shell (`core::shell`), in cloud-init's module order
+//! cloud-init on the instant backends: what a DO droplet's or a GCE
+//! instance's cloud-init does with its user data on first boot, run in the
+//! guest's file map and tiny shell (`core::shell`), in cloud-init's module order
 //! (cloud-init `config/cloud.cfg`: init stage `bootcmd`, `write_files`,
 //! `ssh`; final stage `package-update-upgrade-install`, `scripts-user`
 //! (runcmd), `power-state-change`).
@@ -13,8 +13,10 @@
 //! - `write_files`: `content` plain or `encoding: b64|base64`, `append`.
 //! - `packages`: names or `[name, version]`, into the dpkg database.
 //! - everything's output goes to `/var/log/cloud-init-output.log` (DO's
-//!   images log there); a failing module makes `cloud-init status` say
-//!   `error` (`/run/cloud-init/result.json`).
+//!   images log there) and to the console (cloud-init's default `output`
+//!   setting, `{all: '| tee -a /var/log/cloud-init-output.log'}`, tees to
+//!   its stdout, the console); a failing module makes `cloud-init status`
+//!   say `error` (`/run/cloud-init/result.json`).
 //! - `ssh_keys.ed25519_private`/`_public` become the host key (`cc_ssh`).
 //! - `power_state: {mode: poweroff}` powers the droplet off after it all,
 //!   unless its `condition` (a bool, or a command run like a runcmd item)
@@ -39,6 +41,8 @@ pub struct Outcome {
     /// `power_state.mode` was `poweroff` (or `halt`).
     pub power_off: bool,
     pub errors: Vec<String>,
+    /// What cloud-init wrote to the console.
+    pub console: Vec<u8>,
 }
 
 /// The user data as a cloud-config document, if it is one.
@@ -63,10 +67,17 @@ pub fn host_key(doc: &Value) -> Option<(String, String)> {
     Some((private, public))
 }
 
-/// First boot: runs the user data in `fs` (hostname `name`).
-pub fn first_boot(fs: &mut GuestFs, name: &str, user_data: Option<&str>) -> Outcome {
+/// First boot: runs the user data in `fs` (hostname `name`); `datasource`
+/// is cloud-init's name for the platform (`DataSourceDigitalOcean`,
+/// `DataSourceGCE`).
+pub fn first_boot(
+    fs: &mut GuestFs,
+    name: &str,
+    user_data: Option<&str>,
+    datasource: &str,
+) -> Outcome {
     fs.insert("/etc/hostname".into(), format!("{name}\n").into_bytes());
-    let mut log = Log::start(fs);
+    let mut log = Log::start(fs, datasource);
     let mut out = Outcome::default();
     match user_data {
         Some(ud) if ud.starts_with("#cloud-config") => match cloud_config(ud) {
@@ -92,34 +103,36 @@ pub fn first_boot(fs: &mut GuestFs, name: &str, user_data: Option<&str>) -> Outc
     };
     log.append(
         fs,
-        format!(
-            "Cloud-init v. {VERSION} finished. Datasource DataSourceDigitalOcean. Status {status}\n"
-        )
-        .as_bytes(),
+        format!("Cloud-init v. {VERSION} finished. Datasource {datasource}. Status {status}\n")
+            .as_bytes(),
     );
-    let result = json!({"v1": {"datasource": "DataSourceDigitalOcean", "errors": out.errors}});
+    let result = json!({"v1": {"datasource": datasource, "errors": out.errors}});
     fs.insert(CLOUD_INIT_RESULT.into(), result.to_string().into_bytes());
+    out.console = log.console;
     out
 }
 
 /// The output log, appended to while it exists: a step that deletes it
 /// (`cloud-init clean --logs`) leaves it deleted, as cloud-init's open
 /// log file is then unlinked.
+/// The console gets everything, deleted log or not.
 struct Log {
     live: bool,
+    console: Vec<u8>,
 }
 
 impl Log {
-    fn start(fs: &mut GuestFs) -> Log {
-        fs.insert(
-            OUTPUT_LOG.into(),
-            format!("Cloud-init v. {VERSION} running 'init' (DataSourceDigitalOcean)\n")
-                .into_bytes(),
-        );
-        Log { live: true }
+    fn start(fs: &mut GuestFs, datasource: &str) -> Log {
+        let first = format!("Cloud-init v. {VERSION} running 'init' ({datasource})\n");
+        fs.insert(OUTPUT_LOG.into(), first.clone().into_bytes());
+        Log {
+            live: true,
+            console: first.into_bytes(),
+        }
     }
 
     fn append(&mut self, fs: &mut GuestFs, bytes: &[u8]) {
+        self.console.extend_from_slice(bytes);
         if !self.live {
             return;
         }
@@ -271,9 +284,14 @@ mod tests {
         };
         let ud = golden::lifecycle::cloudinit::build_user_data(&p);
         let mut fs = debian_fs("x");
-        let out = first_boot(&mut fs, "build-1", Some(&ud));
+        let out = first_boot(&mut fs, "build-1", Some(&ud), "DataSourceDigitalOcean");
         assert!(out.errors.is_empty(), "{:?}", out.errors);
         assert!(out.power_off);
+        let console = String::from_utf8_lossy(&out.console).into_owned();
+        assert!(
+            console.contains("GOLDEN-PROVISION rc=0 step=done\n"),
+            "the console has the marker: {console}"
+        );
         assert_eq!(fs["/etc/motd"], b"hello\n");
         assert_eq!(fs["/etc/built"], b"built\n");
         assert!(
@@ -299,7 +317,7 @@ mod tests {
     fn a_failing_runcmd_is_a_cloud_init_error_and_is_logged() {
         let ud = "#cloud-config\n{\"runcmd\": [\"echo one\", [\"sh\", \"-c\", \"echo two >&2; exit 3\"]],\n \"write_files\": [{\"path\": \"/etc/x\", \"content\": \"plain\"}]}\n";
         let mut fs = debian_fs("x");
-        let out = first_boot(&mut fs, "d", Some(ud));
+        let out = first_boot(&mut fs, "d", Some(ud), "DataSourceDigitalOcean");
         assert_eq!(out.errors, vec!["scripts-user: runcmd exited 3".to_owned()]);
         assert!(!out.power_off);
         let log = String::from_utf8_lossy(&fs[OUTPUT_LOG]).into_owned();

@@ -1,0 +1,156 @@
+//! The GCE simulator's own `/_sim` endpoints (the core serves `/violations`,
+//! `/requests`, `/faults`):
+//!
+//! - `GET /instances`, `/images` (this project's), `/disks`, `/operations`
+//! - `PUT /behaviour {"wait_cap_ms": n, "never_power_off": b}`
+//! - `POST /instances/{name}/serial {"text": "..."}`: bytes on its serial port
+//!
+//! Fault kinds beside the core's `http` and `latency`:
+//! `{"kind": "operation", "operation_type": "insert", "target": "global/images/",
+//!   "code": "QUOTA_EXCEEDED", "message": "...", "http_status": 403, "times": 1}`:
+//! the next matching operation ends `DONE` with `error.errors[]`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::state::{Project, Shared};
+use crate::core::admin::{bad_json, AdminError};
+use crate::core::faults::{path_matches, FaultKind};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum GcpFault {
+    Operation {
+        /// `insert`, `delete`, `stop`, `setLabels`, `patch`; none: any.
+        operation_type: Option<String>,
+        /// A substring or regex of the target's path.
+        target: Option<String>,
+        #[serde(default = "quota")]
+        code: String,
+        message: Option<String>,
+        http_status: Option<u16>,
+        times: Option<u32>,
+    },
+}
+
+fn quota() -> String {
+    "QUOTA_EXCEEDED".into()
+}
+
+impl FaultKind for GcpFault {
+    fn times(&mut self) -> Option<&mut Option<u32>> {
+        match self {
+            GcpFault::Operation { times, .. } => Some(times),
+        }
+    }
+}
+
+/// An injected operation failure: code, message, HTTP status.
+pub struct OpFailure {
+    pub code: String,
+    pub message: String,
+    pub http_status: u16,
+}
+
+impl Project {
+    /// The failure armed for this operation, if any (one use taken).
+    pub fn take_op_fault(&mut self, op_type: &str, target: &str) -> Option<OpFailure> {
+        let region = self.opts.region().to_owned();
+        self.sim.faults.take(|f| match f {
+            GcpFault::Operation {
+                operation_type,
+                target: t,
+                code,
+                message,
+                http_status,
+                ..
+            } if operation_type.as_deref().is_none_or(|o| o == op_type)
+                && t.as_deref().is_none_or(|t| path_matches(t, target)) =>
+            {
+                // QUOTA_EXCEEDED's message and status as GCE words them
+                // (operations failing on quota answer 403 FORBIDDEN).
+                let quota = code == "QUOTA_EXCEEDED";
+                Some(OpFailure {
+                    code: code.clone(),
+                    message: message.clone().unwrap_or_else(|| {
+                        if quota {
+                            format!("Quota 'CPUS' exceeded.  Limit: 24.0 in region {region}.")
+                        } else {
+                            format!("simulated {code}")
+                        }
+                    }),
+                    http_status: http_status.unwrap_or(if quota { 403 } else { 400 }),
+                })
+            }
+            _ => None,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct BehaviourReq {
+    wait_cap_ms: Option<u64>,
+    never_power_off: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct SerialReq {
+    text: String,
+}
+
+pub fn handle(
+    shared: &Shared,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Option<Result<Value, AdminError>> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    Some(match (method, segs.as_slice()) {
+        ("GET", ["instances"]) => {
+            let p = shared.lock();
+            Ok(Value::Array(
+                p.instances.values().map(|i| i.json(&p.opts)).collect(),
+            ))
+        }
+        ("GET", ["images"]) => Ok(shared.lock().images_json()),
+        ("GET", ["disks"]) => {
+            let p = shared.lock();
+            Ok(Value::Array(
+                p.disks.values().map(|d| d.json(&p.opts)).collect(),
+            ))
+        }
+        ("GET", ["operations"]) => {
+            let p = shared.lock();
+            Ok(Value::Array(
+                p.ops.ids().filter_map(|id| p.op_json(id)).collect(),
+            ))
+        }
+        ("PUT", ["behaviour"]) => serde_json::from_slice::<BehaviourReq>(body)
+            .map_err(bad_json)
+            .map(|r| {
+                let mut p = shared.lock();
+                if let Some(ms) = r.wait_cap_ms {
+                    p.behaviour.wait_cap = Duration::from_millis(ms);
+                }
+                if let Some(b) = r.never_power_off {
+                    p.behaviour.never_power_off = b;
+                }
+                json!({"wait_cap_ms": p.behaviour.wait_cap.as_millis() as u64,
+                           "never_power_off": p.behaviour.never_power_off})
+            }),
+        ("POST", ["instances", name, "serial"]) => serde_json::from_slice::<SerialReq>(body)
+            .map_err(bad_json)
+            .and_then(|r| {
+                let mut p = shared.lock();
+                let inst = p
+                    .instances
+                    .get_mut(*name)
+                    .ok_or_else(|| AdminError::new(404, format!("no instance {name}")))?;
+                inst.serial.write(r.text.as_bytes());
+                Ok(json!({"written": r.text.len()}))
+            }),
+        _ => return None,
+    })
+}
