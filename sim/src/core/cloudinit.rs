@@ -344,7 +344,7 @@ mod tests {
             json!(["sh", "-c", "test ! -e /var/lib/golden/provision.sh"]);
         let ud = format!("#cloud-config\n{doc}\n");
         let mut fs = debian_fs("x");
-        let out = first_boot(&mut fs, "build-1", Some(&ud));
+        let out = first_boot(&mut fs, "build-1", Some(&ud), "DataSourceDigitalOcean");
         assert!(!out.power_off, "the condition is false");
         let log = String::from_utf8_lossy(&fs[OUTPUT_LOG]).into_owned();
         assert!(
@@ -357,7 +357,7 @@ mod tests {
             "#cloud-config\n{}\n",
             json!({"power_state": doc["power_state"]})
         );
-        assert!(first_boot(&mut fs, "build-2", Some(&ok)).power_off);
+        assert!(first_boot(&mut fs, "build-2", Some(&ok), "DataSourceDigitalOcean").power_off);
     }
 
     #[test]
