@@ -118,7 +118,10 @@ fn digitalocean_client_waits_out_an_hourly_429_until_ratelimit_reset() {
     // One 429, then the call after the reset: no short backoffs in between.
     assert_eq!(statuses(&calls), [429, 200], "{calls:?}");
     assert_eq!(calls[0].response_body["id"], "too_many_requests");
-    assert!(took >= Duration::from_secs(3), "the reset was not waited: {took:?}");
+    assert!(
+        took >= Duration::from_secs(3),
+        "the reset was not waited: {took:?}"
+    );
 
     // Spent again, the reset two minutes away, the caller's deadline in 10 s.
     sim.admin_delete("/requests");
@@ -130,7 +133,10 @@ fn digitalocean_client_waits_out_an_hourly_429_until_ratelimit_reset() {
     let msg = err.to_string();
     assert!(started.elapsed() < Duration::from_secs(3), "{msg}");
     assert!(err.is_timeout(), "{msg}");
-    assert!(msg.contains("hourly budget of 5000 calls is spent"), "{msg}");
+    assert!(
+        msg.contains("hourly budget of 5000 calls is spent"),
+        "{msg}"
+    );
     assert!(msg.contains("past this operation's deadline"), "{msg}");
     assert_eq!(statuses(&sim.calls_to("GET", "/v2/account")), [429]);
     sim.assert_schema_clean();
@@ -219,8 +225,10 @@ resource "golden_image" "x" {
 #[test]
 fn digitalocean_a_503_after_the_create_was_done_makes_no_second_droplet() {
     let sim = DoSim::start();
-    sim.fault(json!({"kind": "http", "method": "POST", "path": "^/v2/droplets$",
-        "status": 503, "after": true, "times": 1}));
+    sim.fault(
+        json!({"kind": "http", "method": "POST", "path": "^/v2/droplets$",
+        "status": 503, "after": true, "times": 1}),
+    );
     let tf = TfDir::with_env(&env(&sim));
     tf.write_with_provider(&provider(&sim), IMAGE);
     let out = tf.run(&["apply", "-auto-approve", "-no-color", "-input=false"]);
@@ -236,7 +244,12 @@ fn digitalocean_a_503_after_the_create_was_done_makes_no_second_droplet() {
         .collect();
     let create_log: Vec<(u16, String)> = creates
         .iter()
-        .map(|c| (c.status, c.request_body["name"].as_str().unwrap_or("").to_owned()))
+        .map(|c| {
+            (
+                c.status,
+                c.request_body["name"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     assert!(out.status.success(), "{text}\ncreates: {create_log:?}");
     // The build's create answered 503 (done all the same), then only the

@@ -840,7 +840,10 @@ fn rand_suffix() -> u128 {
 #[test]
 fn digitalocean_user_data_over_64_kib_and_name_with_tag_name_are_refused() {
     let sim = DoSim::start();
-    let big = format!("#cloud-config\n{{\"write_files\": [{{\"path\": \"/x\", \"content\": \"{}\"}}]}}", "a".repeat(64 * 1024));
+    let big = format!(
+        "#cloud-config\n{{\"write_files\": [{{\"path\": \"/x\", \"content\": \"{}\"}}]}}",
+        "a".repeat(64 * 1024)
+    );
     let body = json!({"name": "big", "region": "nyc3", "size": "s-1vcpu-1gb",
         "image": "ubuntu-24-04-x64", "user_data": big});
     let e = sim.expect(422, "POST", "/v2/droplets", Some(body));
@@ -867,8 +870,10 @@ fn digitalocean_user_data_over_64_kib_and_name_with_tag_name_are_refused() {
 #[test]
 fn digitalocean_an_after_fault_does_the_work_then_answers_5xx() {
     let sim = DoSim::start();
-    sim.fault(json!({"kind": "http", "method": "POST", "path": "^/v2/droplets$",
-        "status": 503, "after": true, "times": 1}));
+    sim.fault(
+        json!({"kind": "http", "method": "POST", "path": "^/v2/droplets$",
+        "status": 503, "after": true, "times": 1}),
+    );
     let body = json!({"name": "ghost", "region": "nyc3", "size": "s-1vcpu-1gb",
         "image": "ubuntu-24-04-x64", "tags": ["run-1"]});
     let e = sim.expect(503, "POST", "/v2/droplets", Some(body.clone()));
@@ -888,11 +893,19 @@ fn digitalocean_an_after_fault_does_the_work_then_answers_5xx() {
 /// through a proxy), not the simulator's address.
 #[test]
 fn digitalocean_public_url_is_the_origin_of_links() {
-    let sim = DoSim::start_with(&["--action-ms", "100", "--public-url", "https://api.digitalocean.com"]);
+    let sim = DoSim::start_with(&[
+        "--action-ms",
+        "100",
+        "--public-url",
+        "https://api.digitalocean.com",
+    ]);
     let planted: Vec<_> = (0..25).map(|i| json!({"name": format!("p-{i}")})).collect();
     sim.admin_post("/images", json!(planted));
     let v = sim.expect(200, "GET", "/v2/images?private=true", None);
     let next = v["links"]["pages"]["next"].as_str().unwrap();
-    assert!(next.starts_with("https://api.digitalocean.com/v2/images?"), "{next}");
+    assert!(
+        next.starts_with("https://api.digitalocean.com/v2/images?"),
+        "{next}"
+    );
     sim.assert_schema_clean();
 }

@@ -138,7 +138,9 @@ pub fn parse(args: &[String]) -> Result<Cli> {
 fn public_url_arg(v: &str) -> Result<String> {
     let t = v.trim().trim_end_matches('/');
     let ok = (t.starts_with("https://") || t.starts_with("http://"))
-        && !t.split_once("://").is_some_and(|(_, rest)| rest.is_empty() || rest.contains(['/', '?', '#']));
+        && !t
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.is_empty() || rest.contains(['/', '?', '#']));
     if !ok {
         bail!("--public-url {v}: want an origin such as https://api.digitalocean.com");
     }
@@ -308,7 +310,12 @@ mod tests {
             "https://api.digitalocean.com"
         );
         assert!(public_url_arg("http://127.0.0.1:9").is_ok());
-        for bad in ["api.digitalocean.com", "https://", "https://x/v2", "ftp://x"] {
+        for bad in [
+            "api.digitalocean.com",
+            "https://",
+            "https://x/v2",
+            "ftp://x",
+        ] {
             assert!(public_url_arg(bad).is_err(), "{bad}");
         }
     }

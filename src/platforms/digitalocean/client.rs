@@ -710,7 +710,10 @@ mod tests {
         let body = json!({"id": "too_many_requests", "message": "API Rate limit exceeded."});
         let burst = reply(
             429,
-            &[("retry-after", "29".into()), ("ratelimit-remaining", "0".into())],
+            &[
+                ("retry-after", "29".into()),
+                ("ratelimit-remaining", "0".into()),
+            ],
             body.clone(),
         );
         assert_eq!(d.retry_after(&burst), Some(Duration::from_secs(29)));
@@ -730,9 +733,16 @@ mod tests {
             "{wait:?}"
         );
         let (_, text) = d.failure(&call, &hourly);
-        assert!(text.contains("hourly budget of 5000 calls is spent"), "{text}");
+        assert!(
+            text.contains("hourly budget of 5000 calls is spent"),
+            "{text}"
+        );
         assert_eq!(d.pacer.lock().unwrap().hourly, Some((0, reset)));
-        let e503 = reply(503, &[], json!({"id": "service_unavailable", "message": "x"}));
+        let e503 = reply(
+            503,
+            &[],
+            json!({"id": "service_unavailable", "message": "x"}),
+        );
         assert!(!d.not_processed(&call, &e503));
         assert_eq!(d.retry_after(&e503), None);
     }
@@ -756,7 +766,10 @@ mod tests {
             &json!({"id": "not_found", "message": "gone", "request_id": "r1"}),
             "",
         );
-        assert_eq!((text.as_str(), message.as_str()), ("not_found: gone (request id r1)", "gone"));
+        assert_eq!(
+            (text.as_str(), message.as_str()),
+            ("not_found: gone (request id r1)", "gone")
+        );
         assert_eq!(error_text(&Value::Null, "Bad Gateway").0, "Bad Gateway");
     }
 
@@ -766,10 +779,22 @@ mod tests {
             page_number("https://api.digitalocean.com/v2/images?page=2&per_page=200&private=true&tag_name=golden-family%3Ab"),
             Some(2)
         );
-        assert_eq!(page_number("http://127.0.0.1:4000/v2/droplets?per_page=20&page=13"), Some(13));
-        assert_eq!(page_number("https://api.digitalocean.com/v2/images?per_page=2"), None);
-        assert_eq!(page_number("https://api.digitalocean.com/v2/images?page=0"), None);
-        assert_eq!(page_number("https://api.digitalocean.com/v2/images?mypage=4"), None);
+        assert_eq!(
+            page_number("http://127.0.0.1:4000/v2/droplets?per_page=20&page=13"),
+            Some(13)
+        );
+        assert_eq!(
+            page_number("https://api.digitalocean.com/v2/images?per_page=2"),
+            None
+        );
+        assert_eq!(
+            page_number("https://api.digitalocean.com/v2/images?page=0"),
+            None
+        );
+        assert_eq!(
+            page_number("https://api.digitalocean.com/v2/images?mypage=4"),
+            None
+        );
         assert_eq!(page_number("page=3"), None);
     }
 
