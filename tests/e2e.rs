@@ -13,6 +13,7 @@ mod e2e {
 
     mod bad_config;
     mod conformance;
+    mod digitalocean_client;
     mod digitalocean_clients;
     mod digitalocean_faults;
     mod digitalocean_qemu;

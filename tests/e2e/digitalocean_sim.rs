@@ -529,7 +529,8 @@ fn digitalocean_build_power_off_snapshot_and_ssh_into_a_droplet_from_it() {
 }
 
 /// A guest that never powers off: power_state does nothing and `shutdown`
-/// ends errored; `power_off` still works.
+/// ends `completed` with the droplet still `active`, as DO's best-effort
+/// shutdown does (digitalocean/api-v2 #79); `power_off` still works.
 #[test]
 fn digitalocean_a_guest_that_never_powers_off() {
     let sim = DoSim::start();
@@ -546,7 +547,9 @@ fn digitalocean_a_guest_that_never_powers_off() {
         &format!("/v2/droplets/{d}/actions"),
         Some(json!({"type": "shutdown"})),
     );
-    assert_eq!(sim.wait_action(id(&act["action"]["id"])), "errored");
+    assert_eq!(sim.wait_action(id(&act["action"]["id"])), "completed");
+    let got = sim.expect(200, "GET", &format!("/v2/droplets/{d}"), None);
+    assert_eq!(got["droplet"]["status"], "active", "shutdown was ignored");
     let act = sim.expect(
         201,
         "POST",
@@ -829,4 +832,80 @@ fn rand_suffix() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos()
+}
+
+/// DO's limits and filters the simulator enforces: `user_data` over 64 KiB
+/// (droplet_create.yml) is refused with nothing created; `tag_name` with
+/// `name` on `GET /v2/droplets` (droplets/parameters.yml) is refused.
+#[test]
+fn digitalocean_user_data_over_64_kib_and_name_with_tag_name_are_refused() {
+    let sim = DoSim::start();
+    let big = format!(
+        "#cloud-config\n{{\"write_files\": [{{\"path\": \"/x\", \"content\": \"{}\"}}]}}",
+        "a".repeat(64 * 1024)
+    );
+    let body = json!({"name": "big", "region": "nyc3", "size": "s-1vcpu-1gb",
+        "image": "ubuntu-24-04-x64", "user_data": big});
+    let e = sim.expect(422, "POST", "/v2/droplets", Some(body));
+    assert_eq!(e["id"], "unprocessable_entity");
+    assert!(e["message"].as_str().unwrap().contains("64 KiB"), "{e}");
+    assert!(sim.droplets().is_empty());
+    // Exactly 64 KiB is allowed.
+    let ud = format!("#cloud-config\n{}", " ".repeat(64 * 1024 - 14));
+    assert_eq!(ud.len(), 64 * 1024);
+    let d = create_droplet(&sim, "edge", json!("ubuntu-24-04-x64"), None, &ud);
+    let e = sim.expect(400, "GET", "/v2/droplets?name=edge&tag_name=x", None);
+    assert_eq!(e["id"], "bad_request");
+    assert!(e["message"].as_str().unwrap().contains("tag_name"), "{e}");
+    sim.expect(200, "GET", "/v2/droplets?name=edge", None);
+    sim.expect(200, "GET", "/v2/droplets?tag_name=x", None);
+    sim.wait_status(d, "active");
+    sim.expect(204, "DELETE", &format!("/v2/droplets/{d}"), None);
+    sim.assert_schema_clean();
+    sim.assert_nothing_left();
+}
+
+/// The `"after": true` fault: the request is served (the droplet exists),
+/// then answered with the 5xx: the "created after all" case.
+#[test]
+fn digitalocean_an_after_fault_does_the_work_then_answers_5xx() {
+    let sim = DoSim::start();
+    sim.fault(
+        json!({"kind": "http", "method": "POST", "path": "^/v2/droplets$",
+        "status": 503, "after": true, "times": 1}),
+    );
+    let body = json!({"name": "ghost", "region": "nyc3", "size": "s-1vcpu-1gb",
+        "image": "ubuntu-24-04-x64", "tags": ["run-1"]});
+    let e = sim.expect(503, "POST", "/v2/droplets", Some(body.clone()));
+    assert_eq!(e["id"], "service_unavailable");
+    let listed = sim.expect(200, "GET", "/v2/droplets?tag_name=run-1", None);
+    assert_eq!(listed["droplets"].as_array().unwrap().len(), 1, "{listed}");
+    // Spent: the next create is served normally.
+    sim.expect(202, "POST", "/v2/droplets", Some(body));
+    for d in sim.droplets() {
+        sim.wait_status(id(&d["id"]), "active");
+        sim.expect(204, "DELETE", &format!("/v2/droplets/{}", d["id"]), None);
+    }
+    sim.assert_nothing_left();
+}
+
+/// `--public-url`: the absolute URLs name that origin (DO's own, as seen
+/// through a proxy), not the simulator's address.
+#[test]
+fn digitalocean_public_url_is_the_origin_of_links() {
+    let sim = DoSim::start_with(&[
+        "--action-ms",
+        "100",
+        "--public-url",
+        "https://api.digitalocean.com",
+    ]);
+    let planted: Vec<_> = (0..25).map(|i| json!({"name": format!("p-{i}")})).collect();
+    sim.admin_post("/images", json!(planted));
+    let v = sim.expect(200, "GET", "/v2/images?private=true", None);
+    let next = v["links"]["pages"]["next"].as_str().unwrap();
+    assert!(
+        next.starts_with("https://api.digitalocean.com/v2/images?"),
+        "{next}"
+    );
+    sim.assert_schema_clean();
 }

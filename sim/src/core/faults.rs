@@ -1,7 +1,10 @@
 //! The fault book: rules a test arms through `POST /_sim/faults` (JSON, one
 //! rule or an array, each with a `kind`). Two kinds are every simulator's:
-//! `http` (the matching request gets this status instead of being served)
-//! and `latency` (every API response is delayed); a simulator adds its own
+//! `http` (the matching request gets this status instead of being served;
+//! with `"after": true` it is served first and then answered with the
+//! status: a gateway error after the work was done, for simulators that
+//! honour it, the DigitalOcean one) and `latency` (every API response is
+//! delayed); a simulator adds its own
 //! kinds (PVE: `task`, `agent`, `exec`) as a `FaultKind`.
 
 use std::fmt;
@@ -38,6 +41,8 @@ pub enum Fault<K> {
         status: u16,
         message: Option<String>,
         times: Option<u32>,
+        /// Served first, then answered with `status` (the work done).
+        after: bool,
     },
     /// Every API response is delayed.
     Latency { ms: u64 },
@@ -54,6 +59,8 @@ enum CoreFault {
         status: u16,
         message: Option<String>,
         times: Option<u32>,
+        #[serde(default)]
+        after: bool,
     },
     Latency {
         ms: u64,
@@ -72,12 +79,14 @@ impl<'de, K: FaultKind> Deserialize<'de> for Fault<K> {
                         status,
                         message,
                         times,
+                        after,
                     } => Fault::Http {
                         method,
                         path,
                         status,
                         message,
                         times,
+                        after,
                     },
                     CoreFault::Latency { ms } => Fault::Latency { ms },
                 })
@@ -98,6 +107,7 @@ impl<K: fmt::Debug> fmt::Debug for Fault<K> {
                 status,
                 message,
                 times,
+                after,
             } => f
                 .debug_struct("Http")
                 .field("method", method)
@@ -105,6 +115,7 @@ impl<K: fmt::Debug> fmt::Debug for Fault<K> {
                 .field("status", status)
                 .field("message", message)
                 .field("times", times)
+                .field("after", after)
                 .finish(),
             Fault::Latency { ms } => f.debug_struct("Latency").field("ms", ms).finish(),
             Fault::Platform(k) => k.fmt(f),
@@ -173,8 +184,19 @@ impl<K: FaultKind> FaultBook<K> {
         self.rules.len()
     }
 
-    /// The `http` rule that intercepts this request, if any.
+    /// The `http` rule that intercepts this request before it is served,
+    /// if any.
     pub fn take_http(&mut self, method: &str, path: &str) -> Option<HttpFault> {
+        self.take_http_rule(method, path, false)
+    }
+
+    /// The `"after": true` rule that answers this request with an error
+    /// once it was served, if any.
+    pub fn take_http_after(&mut self, method: &str, path: &str) -> Option<HttpFault> {
+        self.take_http_rule(method, path, true)
+    }
+
+    fn take_http_rule(&mut self, method: &str, path: &str, when_after: bool) -> Option<HttpFault> {
         let mut out = None;
         for f in &mut self.rules {
             if let Fault::Http {
@@ -183,11 +205,12 @@ impl<K: FaultKind> FaultBook<K> {
                 status,
                 message,
                 times,
+                after,
             } = f
             {
                 let method_ok = m.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method));
                 let path_ok = p.as_deref().is_none_or(|p| path_matches(p, path));
-                if method_ok && path_ok && consume(times) {
+                if *after == when_after && method_ok && path_ok && consume(times) {
                     out = Some(HttpFault {
                         status: *status,
                         message: message.clone(),
@@ -272,6 +295,26 @@ mod tests {
         assert_eq!(book.take_http("POST", "/nodes/pve/qemu/9000/clone"), None);
         assert_eq!(book.len(), 2, "the spent rule is dropped");
         assert!(serde_json::from_value::<Fault<NoFaults>>(json!({"kind": "task"})).is_err());
+    }
+
+    #[test]
+    fn after_rules_fire_only_after_the_request_was_served() {
+        let rules: Vec<Fault<NoFaults>> = serde_json::from_value(json!([
+            {"kind": "http", "method": "POST", "path": "^/v2/droplets$", "status": 503, "after": true, "times": 1}
+        ]))
+        .unwrap();
+        let mut book = FaultBook::default();
+        book.arm(rules);
+        assert_eq!(book.take_http("POST", "/v2/droplets"), None);
+        assert_eq!(
+            book.take_http_after("POST", "/v2/droplets"),
+            Some(HttpFault {
+                status: 503,
+                message: None
+            })
+        );
+        assert_eq!(book.take_http_after("POST", "/v2/droplets"), None);
+        assert_eq!(book.len(), 0);
     }
 
     #[test]

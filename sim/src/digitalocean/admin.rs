@@ -2,7 +2,9 @@
 //! `/requests`, `/faults`):
 //!
 //! - `GET /droplets`, `/keys`, `/images` (public ones too), `/tags`
-//! - `PUT /ratelimit {"remaining_hour": N, "remaining_minute": M, "token"?}`
+//! - `PUT /ratelimit {"remaining_hour": N, "remaining_minute": M,
+//!   "reset_in": S, "token"?}` (`reset_in`: the hour's counted calls
+//!   expire S seconds from now, so `ratelimit-reset` is that close)
 //! - `POST /images` (one or an array): plant private snapshots
 //! - `PUT /behaviour {"snapshot_errors": n, "never_power_off": b, "transfer_ms": n}`
 //! - `POST /droplets/{id}/exec {"command", "stdin" (base64)}`: the ssh relay's
@@ -58,6 +60,9 @@ impl Account {
 struct RateReq {
     remaining_hour: Option<usize>,
     remaining_minute: Option<usize>,
+    /// Seconds until the hour's counted calls (those older than the
+    /// minute) expire: `ratelimit-reset` this close.
+    reset_in: Option<u64>,
     /// Whose budget (default: the start-up token).
     token: Option<String>,
 }
@@ -120,7 +125,8 @@ pub fn handle(
         ("PUT", ["ratelimit"]) => parse::<RateReq>(body).map(|r| {
             let mut a = shared.lock();
             let token = r.token.unwrap_or_else(|| a.opts.token.clone());
-            a.rate.set_remaining(&token, r.remaining_hour, r.remaining_minute);
+            a.rate
+                .set_remaining(&token, r.remaining_hour, r.remaining_minute, r.reset_in);
             json!({})
         }),
         ("PUT", ["behaviour"]) => parse::<BehaviourReq>(body).map(|r| {

@@ -16,7 +16,7 @@ use crate::core::util;
 
 pub const USAGE: &str = "usage: golden-sim digitalocean [--listen 127.0.0.1:0] [--spec PATH] \
 [--backend instant|qemu] [--image SLUG=PATH]... [--ssh-port 2222] [--token dop_v1_...] [--action-ms 300] [--state DIR] \
-[--tls] [--exit-on-stdin-eof]\n       golden-sim digitalocean-relay ADMIN_URL DROPLET_ID (sshd's ForceCommand)";
+[--public-url https://api.digitalocean.com] [--tls] [--exit-on-stdin-eof]\n       golden-sim digitalocean-relay ADMIN_URL DROPLET_ID (sshd's ForceCommand)";
 
 /// The description beside the repository (`../shared/specs/digitalocean`),
 /// as the proxmox sim finds its schema: from the working directory or the
@@ -55,6 +55,7 @@ pub fn parse(args: &[String]) -> Result<Cli> {
     let mut action_ms = 300;
     let mut state_dir: Option<PathBuf> = None;
     let mut images: Vec<(String, PathBuf)> = Vec::new();
+    let mut public_url: Option<String> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -92,6 +93,7 @@ pub fn parse(args: &[String]) -> Result<Cli> {
             }
             "--state" | "--state-dir" => state_dir = Some(PathBuf::from(value()?)),
             "--image" => images.push(image_arg(&value()?)?),
+            "--public-url" => public_url = Some(public_url_arg(&value()?)?),
             other => bail!("unknown option {other}\n{USAGE}"),
         }
     }
@@ -127,8 +129,22 @@ pub fn parse(args: &[String]) -> Result<Cli> {
             action_ms,
             state_dir,
             images,
+            public_url,
         },
     })
+}
+
+/// `--public-url`: an origin (scheme, host, port), without a path.
+fn public_url_arg(v: &str) -> Result<String> {
+    let t = v.trim().trim_end_matches('/');
+    let ok = (t.starts_with("https://") || t.starts_with("http://"))
+        && !t
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.is_empty() || rest.contains(['/', '?', '#']));
+    if !ok {
+        bail!("--public-url {v}: want an origin such as https://api.digitalocean.com");
+    }
+    Ok(t.to_owned())
 }
 
 /// `--image SLUG=PATH`: a public image backed by a qcow2 or raw file, which
@@ -285,5 +301,22 @@ mod tests {
             );
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn public_url_is_an_origin() {
+        assert_eq!(
+            public_url_arg("https://api.digitalocean.com/").unwrap(),
+            "https://api.digitalocean.com"
+        );
+        assert!(public_url_arg("http://127.0.0.1:9").is_ok());
+        for bad in [
+            "api.digitalocean.com",
+            "https://",
+            "https://x/v2",
+            "ftp://x",
+        ] {
+            assert!(public_url_arg(bad).is_err(), "{bad}");
+        }
     }
 }

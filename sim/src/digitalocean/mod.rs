@@ -218,14 +218,33 @@ impl Ctx {
                 return Err(self.refuse(method, &decoded, e));
             }
         }
-        api::dispatch(
+        let served = api::dispatch(
             &self.shared,
             method,
             &decoded,
             &params,
             body.unwrap_or(Value::Null),
         )
-        .await
+        .await;
+        // `"after": true`: the work is done (whatever it answered), then a
+        // 5xx comes back instead, as from a gateway in front of the API
+        // whose upstream answer was lost: the client cannot tell it from a
+        // call that did nothing, and must look before sending it again.
+        if let Some(f) = self.shared.lock().sim.faults.take_http_after(method, path) {
+            eprintln!(
+                "golden-sim: injected fault after serving: {method} {path} -> {} (served: {})",
+                f.status,
+                match &served {
+                    Ok((s, _)) => s.to_string(),
+                    Err(e) => e.status.to_string(),
+                }
+            );
+            let message = f
+                .message
+                .unwrap_or_else(|| "Unexpected server-side error".into());
+            return Err(ApiError::new(f.status, ApiError::id_for(f.status), message));
+        }
+        served
     }
 
     /// A request the description does not allow: recorded, and refused as

@@ -208,10 +208,13 @@ pub async fn shutdown(shared: &Shared, id: u64) -> Result<(), String> {
     };
     g.acpi_powerdown().await?;
     if !g.wait_exit(SHUTDOWN_WAIT).await {
-        return Err(format!(
-            "the guest did not shut down within {}s",
+        // Best effort, as DO's: the action completes and the droplet stays
+        // `active` (digitalocean/api-v2 #79).
+        eprintln!(
+            "golden-sim: droplet {id}: the guest ignored shutdown for {}s; the action completes, the droplet stays active",
             SHUTDOWN_WAIT.as_secs()
-        ));
+        );
+        return Ok(());
     }
     mark_off(shared, id, &g);
     Ok(())

@@ -122,7 +122,16 @@ impl RateBook {
 
     /// `PUT /_sim/ratelimit`: makes `token`'s budget show these remaining
     /// counts, with requests that really count (and expire) like any other.
-    pub fn set_remaining(&mut self, token: &str, hour: Option<usize>, minute: Option<usize>) {
+    /// `reset_in`: the hour's requests (those outside the minute) were made
+    /// so long ago that they expire in this many seconds (default 3539:
+    /// a minute and a second ago).
+    pub fn set_remaining(
+        &mut self,
+        token: &str,
+        hour: Option<usize>,
+        minute: Option<usize>,
+        reset_in: Option<u64>,
+    ) {
         let now = SystemTime::now();
         let b = self.tokens.entry(token.to_owned()).or_default();
         b.expire(now);
@@ -132,7 +141,11 @@ impl RateBook {
         let hour_used = hour_used.max(minute_used);
         b.hour.clear();
         // Older than a minute (out of the burst window), then the burst.
-        let older = now - Duration::from_secs(61);
+        let age = reset_in
+            .map(|s| HOUR.saturating_sub(Duration::from_secs(s)))
+            .unwrap_or(Duration::from_secs(61))
+            .max(Duration::from_secs(61));
+        let older = now - age;
         b.hour
             .extend(std::iter::repeat_n(older, hour_used - minute_used));
         b.hour.extend(std::iter::repeat_n(now, minute_used));
@@ -166,11 +179,22 @@ mod tests {
     #[test]
     fn the_hourly_budget_and_the_keys_list_limit() {
         let mut book = RateBook::default();
-        book.set_remaining("t", Some(1), None);
+        book.set_remaining("t", Some(1), None, None);
         let v = book.check("t", false);
         assert_eq!((v.refused, v.remaining), (None, 0));
         let v = book.check("t", false);
         assert_eq!(v.refused, Some(None), "hourly: no retry-after");
+        // Spent, with the oldest expiring in 5 s: the reset says so, and
+        // the budget is back once it passed.
+        let mut book = RateBook::default();
+        book.set_remaining("t", Some(0), None, Some(5));
+        let t0 = SystemTime::now();
+        let v = book.check_at("t", false, t0);
+        assert_eq!(v.refused, Some(None));
+        assert!((unix(t0) + 4..=unix(t0) + 5).contains(&v.reset), "{v:?}");
+        let v = book.check_at("t", false, t0 + Duration::from_secs(6));
+        assert_eq!(v.refused, None);
+        assert_eq!(v.remaining, HOUR_LIMIT - 1);
         let mut book = RateBook::default();
         for _ in 0..KEYS_LIST_LIMIT {
             assert_eq!(book.check("t", true).refused, None);

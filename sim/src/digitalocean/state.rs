@@ -38,6 +38,11 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// `--image SLUG=PATH`: public images backed by a disk file.
     pub images: Vec<(String, PathBuf)>,
+    /// `--public-url URL`: the origin the API's absolute URLs (page links,
+    /// action hrefs, tag URIs) name instead of the simulator's own address,
+    /// as DO's name `https://api.digitalocean.com` whatever proxy a client
+    /// reaches it through.
+    pub public_url: Option<String>,
 }
 
 /// `GET /v2/account/keys` entries (resources/ssh_keys/models/sshKeys.yml).
@@ -453,13 +458,19 @@ impl Account {
         )
     }
 
+    /// The origin of the API's absolute URLs: `--public-url`, else the
+    /// simulator's own address.
+    pub fn public_url(&self) -> &str {
+        self.opts.public_url.as_deref().unwrap_or(&self.endpoint)
+    }
+
     /// `GET /v2/tags/{tag}` (resources/tags/models/tags.yml): counts per kind.
     pub fn tag_json(&self, tag: &str) -> Value {
         let (droplets, images) = self.tagged(tag);
         let meta = |ids: &[u64], kind: &str| {
             let last = ids
                 .last()
-                .map(|id| format!("{}/v2/{kind}/{id}", self.endpoint));
+                .map(|id| format!("{}/v2/{kind}/{id}", self.public_url()));
             json!({"count": ids.len(), "last_tagged_uri": last.unwrap_or_default()})
         };
         let mut all = droplets
@@ -470,7 +481,7 @@ impl Account {
         all.sort();
         let last = all
             .last()
-            .map(|(id, kind)| format!("{}/v2/{kind}/{id}", self.endpoint))
+            .map(|(id, kind)| format!("{}/v2/{kind}/{id}", self.public_url()))
             .unwrap_or_default();
         json!({
             "name": tag,

@@ -9,8 +9,12 @@
 //!   replies are transient: 5xx, a proxy hiccup) is retried only for calls
 //!   that are safe to repeat: GET/HEAD, or calls marked idempotent (a PUT of
 //!   a whole config, a create carrying a request id);
-//! - waits never outlast the `Cx` deadline, and a cancelled `Cx` stops the
-//!   call at once.
+//! - waits never outlast the `Cx` deadline (a wait that would is not
+//!   started: the call fails at once, saying when it could have been sent
+//!   again), and a cancelled `Cx` stops the call at once;
+//! - the platform's [`Dialect`] may say otherwise about what was not
+//!   processed (DO: a 503 may come after the work) and when to try again
+//!   (DO: an hourly 429 names its reset, not a `Retry-After`).
 
 use std::fmt;
 use std::time::Duration;
@@ -82,6 +86,21 @@ pub trait Dialect: Send + Sync {
     /// `call` is what was asked, for messages that depend on it (what a
     /// refused call needs).
     fn failure(&self, call: &Call, reply: &Reply) -> (ErrorKind, String);
+
+    /// Whether the server says it did not act on the call, so that it may
+    /// be sent again whatever its method. Default: 429 and 503. An API
+    /// whose 503 can come from a gateway after the work was done says no.
+    fn not_processed(&self, _call: &Call, reply: &Reply) -> bool {
+        reply.status == StatusCode::TOO_MANY_REQUESTS
+            || reply.status == StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    /// How long to wait before the call is sent again, when the server
+    /// says. Default: `Retry-After` in seconds. An API that says it in
+    /// other headers (a rate limit's reset time) reads them here.
+    fn retry_after(&self, reply: &Reply) -> Option<Duration> {
+        retry_after(&reply.headers)
+    }
 }
 
 /// Form parameters in order; repeated keys encode arrays.
@@ -281,6 +300,17 @@ impl Transport {
                 return Err(failure.error);
             }
             let wait = failure.retry_after.unwrap_or(backoff);
+            if wait > cx.remaining() {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "{}; sending it again would take a wait of {} s, past this operation's deadline (in {} s)",
+                        failure.error,
+                        wait.as_secs_f64().ceil(),
+                        cx.remaining().as_secs()
+                    ),
+                ));
+            }
             tracing::warn!(
                 service = self.service,
                 call = %what,
@@ -347,9 +377,8 @@ impl Transport {
         }
         let (kind, message) = self.dialect.failure(call, &reply);
         Err(Failure {
-            not_processed: status == StatusCode::TOO_MANY_REQUESTS
-                || status == StatusCode::SERVICE_UNAVAILABLE,
-            retry_after: retry_after(&reply.headers),
+            not_processed: self.dialect.not_processed(call, &reply),
+            retry_after: self.dialect.retry_after(&reply),
             error: Error::new(
                 kind,
                 self.redact(&format!(
@@ -512,6 +541,79 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.is_timeout(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_the_deadline_fails_at_once_saying_so() {
+        const E429_LONG: &str = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 60\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow";
+        let (base, hits) = server(vec![E429_LONG]).await;
+        let started = std::time::Instant::now();
+        let err = transport(&base)
+            .send(&Call::get("/x"), &cx(Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+        assert!(err.to_string().contains("wait of 60 s"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    /// A dialect whose 503 may hide done work, and whose 429 names its
+    /// wait in a header of its own.
+    struct Careful;
+    impl Dialect for Careful {
+        fn failure(&self, call: &Call, reply: &Reply) -> (ErrorKind, String) {
+            Plain.failure(call, reply)
+        }
+        fn not_processed(&self, _call: &Call, reply: &Reply) -> bool {
+            reply.status == StatusCode::TOO_MANY_REQUESTS
+        }
+        fn retry_after(&self, reply: &Reply) -> Option<Duration> {
+            reply
+                .headers
+                .get("x-wait-ms")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .map(Duration::from_millis)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_dialect_decides_what_was_not_processed_and_the_wait() {
+        const E503: &str = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy";
+        const E429_MS: &str = "HTTP/1.1 429 Too Many Requests\r\nx-wait-ms: 300\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow";
+        let careful = |base: &str| {
+            TransportBuilder::new("test", base)
+                .with_retry_policy(RetryPolicy {
+                    attempts: 3,
+                    first_backoff: Duration::from_millis(10),
+                    max_backoff: Duration::from_millis(20),
+                })
+                .build(Box::new(Careful))
+                .unwrap()
+        };
+        // The default resends a POST after a 503; this dialect does not.
+        let (base, hits) = server(vec![E503, OK]).await;
+        transport(&base)
+            .send(&Call::new(Method::POST, "/x"), &cx(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        let (base, hits) = server(vec![E503, OK]).await;
+        let err = careful(&base)
+            .send(&Call::new(Method::POST, "/x"), &cx(Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("HTTP 503"), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // Its wait comes from its own header.
+        let (base, hits) = server(vec![E429_MS, OK]).await;
+        let started = std::time::Instant::now();
+        careful(&base)
+            .send(&Call::new(Method::POST, "/x"), &cx(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 
     #[tokio::test]
