@@ -6,8 +6,9 @@
 #  2. golden_latest_image over a family of 5000 snapshots (planted through the
 #     simulator's admin API, 25 pages of 200): plan time and API calls
 #  3. one full build + smoke test on the simulator's QEMU backend (a real
-#     guest) [BENCH_QEMU=1 runs it; it needs the base image from
-#     scripts/make-base-image.sh and KVM to be quick]
+#     guest), then the same recipe on the local platform from the same base
+#     image, for comparison [BENCH_QEMU=1 runs both; they need the base image
+#     from scripts/make-base-image.sh, and KVM to be quick]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$HOME/.cache/golden/target}
@@ -218,5 +219,33 @@ for l in sys.stdin:
     e=json.loads(l[l.index("{"):]); print("  log:", e["@message"], {k:v for k,v in e.items() if "seconds" in k})' || true
     peak "$scratch/qemu.log"
     calls
+
+    echo "== local, the same recipe on the same base image: one build + smoke test through terraform"
+    mkdir -p "$scratch/local"
+    cat > "$scratch/local/main.tf" <<HCL
+terraform {
+  required_providers {
+    golden = { source = "golden/golden" }
+  }
+}
+provider "golden" {
+  local { store_dir = "$scratch/store" }
+}
+resource "golden_image" "x" {
+  platform = "local"
+  family   = "bench-local"
+  source { path = "$base" }
+  provision {
+    files    = { "/etc/golden-bench" = "bench" }
+    commands = ["grep -qx bench /etc/golden-bench"]
+  }
+  smoke_test {
+    checks   = ["boot", "cloud_init", "ssh"]
+    commands = ["test -f /etc/golden-bench"]
+    timeout  = "15m"
+  }
+}
+HCL
+    apply "$scratch/local" "$scratch/local.log"
   fi
 fi
