@@ -19,6 +19,7 @@ mod e2e {
     mod digitalocean_qemu;
     mod digitalocean_sim;
     mod examples;
+    mod gcp_clients;
     mod gcp_sim_tests;
     mod install;
     mod plugin_socket;

@@ -177,7 +177,17 @@ impl ServiceAccount {
         if claims["iss"].as_str() != Some(&self.client_email) {
             return Err(("invalid_grant", "Invalid grant: account not found".into()));
         }
-        if claims["aud"].as_str() != Some(token_uri) {
+        // Google's token endpoint wants `aud` = its own address: "When making
+        // an access token request this value is always
+        // https://oauth2.googleapis.com/token" (Google, "Using OAuth 2.0 for
+        // Server to Server Applications", the JWT claim set). google-auth
+        // (Python) puts that constant there whatever the key file's
+        // `token_uri` says (`service_account._make_authorization_grant_assertion`),
+        // so only it is Google's answer; a client that names the key file's
+        // `token_uri` instead (as golang.org/x/oauth2/jwt does) would send the
+        // same string to Google, where `token_uri` is that address: so both.
+        let aud = claims["aud"].as_str();
+        if aud != Some(GOOGLE_TOKEN_URI) && aud != Some(token_uri) {
             return Err((
                 "invalid_grant",
                 "Invalid JWT: Failed audience check.".into(),
@@ -230,6 +240,10 @@ pub fn new_access_token() -> (String, Instant) {
     );
     (t, Instant::now() + Duration::from_secs(3599))
 }
+
+/// Google's OAuth 2.0 token endpoint, the `aud` of every access-token
+/// assertion (see `check_assertion`).
+pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 
 fn audience_ok(aud: &str, endpoint: &str) -> bool {
     let aud = aud.trim_end_matches('/');
@@ -305,5 +319,28 @@ mod tests {
         let mut tampered = sa.sign(&good);
         tampered.push('A');
         assert!(sa.check_self_signed(&tampered, "http://x").is_err());
+    }
+
+    #[test]
+    fn assertions_name_googles_token_endpoint_or_the_token_uri() {
+        let dir = std::env::temp_dir();
+        let sa = ServiceAccount::generate("p", &dir).unwrap();
+        let now = unix_now() as i64;
+        let token_uri = "http://127.0.0.1:1/token";
+        let with_aud = |aud: &str| {
+            sa.sign(&json!({"iss": sa.client_email, "aud": aud, "scope": SCOPES[0],
+                "iat": now, "exp": now + 3600}))
+        };
+        // google-auth (Python) always names Google's endpoint.
+        assert_eq!(sa.check_assertion(&with_aud(GOOGLE_TOKEN_URI), token_uri), Ok(()));
+        assert_eq!(sa.check_assertion(&with_aud(token_uri), token_uri), Ok(()));
+        let other = sa.check_assertion(&with_aud("https://compute.googleapis.com/"), token_uri);
+        assert_eq!(
+            other,
+            Err((
+                "invalid_grant",
+                "Invalid JWT: Failed audience check.".to_owned()
+            ))
+        );
     }
 }
