@@ -328,11 +328,16 @@ mod tests {
         let now = unix_now() as i64;
         let token_uri = "http://127.0.0.1:1/token";
         let with_aud = |aud: &str| {
-            sa.sign(&json!({"iss": sa.client_email, "aud": aud, "scope": SCOPES[0],
-                "iat": now, "exp": now + 3600}))
+            sa.sign(
+                &json!({"iss": sa.client_email, "aud": aud, "scope": SCOPES[0],
+                "iat": now, "exp": now + 3600}),
+            )
         };
         // google-auth (Python) always names Google's endpoint.
-        assert_eq!(sa.check_assertion(&with_aud(GOOGLE_TOKEN_URI), token_uri), Ok(()));
+        assert_eq!(
+            sa.check_assertion(&with_aud(GOOGLE_TOKEN_URI), token_uri),
+            Ok(())
+        );
         assert_eq!(sa.check_assertion(&with_aud(token_uri), token_uri), Ok(()));
         let other = sa.check_assertion(&with_aud("https://compute.googleapis.com/"), token_uri);
         assert_eq!(
