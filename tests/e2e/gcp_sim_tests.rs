@@ -144,6 +144,20 @@ fn gcp_jwts_signed_by_the_issued_key_are_accepted_and_others_refused() {
         "{:#}",
         a.body
     );
+    // Google's endpoint as the audience, whatever token_uri says: what
+    // google-auth (Python) always sends ("Using OAuth 2.0 for Server to
+    // Server Applications": "always https://oauth2.googleapis.com/token").
+    for (aud, status) in [
+        ("https://oauth2.googleapis.com/token", 200),
+        ("https://compute.googleapis.com/", 400),
+    ] {
+        let jwt = sim.key.sign(
+            &json!({"iss": email, "scope": "https://www.googleapis.com/auth/cloud-platform",
+            "aud": aud, "iat": t, "exp": t + 3600}),
+        );
+        let a = sim.token_call(&[("grant_type", grant), ("assertion", &jwt)]);
+        assert_eq!(a.status, status, "aud {aud}: {:#}", a.body);
+    }
     let a = sim.token_call(&[("grant_type", "password"), ("assertion", &assertion)]);
     assert_eq!(a.body["error"], "unsupported_grant_type");
 
