@@ -241,10 +241,18 @@ pub async fn reserve(
     .await?;
     info!(droplet = droplet.id, %name, "build droplet created");
 
-    if !claim_holds(p, meta, &droplet, cx).await? {
+    if !claim_holds(p, meta, &droplet, &run_tag, cx).await? {
         info!(droplet = droplet.id, image = %meta.name, "another run claimed this build number first; giving way");
         let clean = cx.for_cleanup(crate::lifecycle::pipeline::CLEANUP_TIMEOUT);
-        p.drop_droplet(droplet.id, Some(&snapshot), &clean).await?;
+        let claim = encoding::claim_tag(&meta.name);
+        p.drop_run(
+            Some(droplet.id),
+            &run_tag,
+            Some(&snapshot),
+            Some(&claim),
+            &clean,
+        )
+        .await?;
         cx.forget(&drop_undo(&run_tag, Some(&snapshot)));
         p.delete_key(key, &clean).await?;
         let _ = std::fs::remove_dir_all(&keydir);
@@ -345,20 +353,18 @@ pub(crate) async fn wait_created(
 
 /// The earliest-claim rule among the build droplets claiming the same name
 /// and the family's images already carrying it (those always win).
-async fn claim_holds(p: &DoPlatform, meta: &Metadata, ours: &Droplet, cx: &Cx) -> Result<bool> {
-    let mut rivals = Vec::new();
-    for d in p
+async fn claim_holds(
+    p: &DoPlatform,
+    meta: &Metadata,
+    ours: &Droplet,
+    run_tag: &str,
+    cx: &Cx,
+) -> Result<bool> {
+    let claimants = p
         .api(cx)
         .droplets_tagged(&encoding::claim_tag(&meta.name))
-        .await?
-    {
-        if d.id != ours.id {
-            rivals.push(Rival::Candidate {
-                created: d.created_at.as_deref().and_then(super::api::parse_time),
-                id: d.id,
-            });
-        }
-    }
+        .await?;
+    let mut rivals = droplet_rivals(claimants, ours.id, run_tag);
     for (image, _) in p.family_images(meta.family(), cx).await? {
         if image.meta.name == meta.name {
             rivals.push(Rival::Published);
@@ -366,6 +372,24 @@ async fn claim_holds(p: &DoPlatform, meta: &Metadata, ours: &Droplet, cx: &Cx) -
     }
     let created = ours.created_at.as_deref().and_then(super::api::parse_time);
     Ok(earliest_claim_wins(created, ours.id, rivals))
+}
+
+/// The build droplets claiming the name that are another run's: a droplet
+/// carrying our own run tag is ours (a create sent twice leaves a twin,
+/// which must not count as an earlier rival; it is deleted with the run).
+fn droplet_rivals(
+    claimants: Vec<Droplet>,
+    ours: u64,
+    run_tag: &str,
+) -> Vec<Rival<time::OffsetDateTime>> {
+    claimants
+        .into_iter()
+        .filter(|d| d.id != ours && !d.tags.iter().any(|t| t == run_tag))
+        .map(|d| Rival::Candidate {
+            created: d.created_at.as_deref().and_then(super::api::parse_time),
+            id: d.id,
+        })
+        .collect()
 }
 
 /// The `image` of the droplet create: a slug, or an image id.
@@ -528,7 +552,9 @@ pub async fn run(p: &DoPlatform, candidate: &Image, cx: &Cx) -> Result<Image> {
     info!(image = image_id, name = %snapshot, "candidate snapshot tagged");
 
     // The candidate is visible to the pipeline's DiscardCandidate now.
-    p.drop_droplet(r.droplet, None, cx).await?;
+    let claim = encoding::claim_tag(&candidate.meta.name);
+    p.drop_run(Some(r.droplet), &r.run_tag, None, Some(&claim), cx)
+        .await?;
     cx.forget(&drop_undo(&r.run_tag, Some(&snapshot)));
     p.delete_key(r.key, cx).await?;
     let _ = std::fs::remove_dir_all(&r.keydir);
@@ -690,7 +716,13 @@ impl Probe<'_> {
 /// left to the ledger, which still holds both.
 async fn discard_build(p: &DoPlatform, r: &Reserved, snapshot: &str, cx: &Cx) {
     let clean = cx.for_cleanup(crate::lifecycle::pipeline::CLEANUP_TIMEOUT);
-    match p.drop_droplet(r.droplet, None, &clean).await {
+    let claim = snapshot
+        .strip_prefix("candidate-")
+        .map(|n| encoding::tag(encoding::KEY_CLAIM, n));
+    match p
+        .drop_run(Some(r.droplet), &r.run_tag, None, claim.as_deref(), &clean)
+        .await
+    {
         Ok(()) => clean.forget(&drop_undo(&r.run_tag, Some(snapshot))),
         Err(e) => {
             warn!(droplet = r.droplet, error = %e, "could not delete the build droplet; the ledger will retry")
@@ -924,6 +956,39 @@ mod tests {
         // The host key golden pins when it looks in on provisioning.
         assert_eq!(doc["ssh_keys"]["ed25519_public"], HOST_PUBLIC);
         assert_eq!(doc["ssh_keys"]["ed25519_private"], HOST_PRIVATE);
+    }
+
+    fn droplet(id: u64, created: &str, tags: &[&str]) -> Droplet {
+        serde_json::from_value(json!({
+            "id": id, "name": "golden-build-x", "status": "active",
+            "created_at": created, "tags": tags,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_twin_of_our_own_create_is_no_rival() {
+        let run = "golden-run:ours";
+        let claim = "golden-claim:f-20260101-001";
+        let ours = droplet(20, "2026-01-01T00:00:10Z", &["golden-managed", run, claim]);
+        // The same create sent twice: an earlier droplet with our run tag.
+        let twin = droplet(10, "2026-01-01T00:00:05Z", &["golden-managed", run, claim]);
+        let rivals = droplet_rivals(vec![twin.clone(), ours.clone()], ours.id, run);
+        assert!(rivals.is_empty(), "{rivals:?}");
+        let created = ours
+            .created_at
+            .as_deref()
+            .and_then(super::super::api::parse_time);
+        assert!(earliest_claim_wins(created, ours.id, rivals));
+        // Another run's earlier droplet still wins.
+        let other = droplet(
+            5,
+            "2026-01-01T00:00:01Z",
+            &["golden-managed", "golden-run:theirs", claim],
+        );
+        let rivals = droplet_rivals(vec![twin, other, ours.clone()], ours.id, run);
+        assert_eq!(rivals.len(), 1);
+        assert!(!earliest_claim_wins(created, ours.id, rivals));
     }
 
     const HOST_PRIVATE: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZWQyNTUxOQAAACBzZWNyZXQtbm90LXJlYWxseS1hLWtleQAAAJhob3N0a2V5aG9zdGtleQAAAAtzc2gtZWQyNTUxOQAAACBzZWNyZXQtbm90LXJlYWxseS1hLWtleQAAAEBzZWNyZXQtbm90LXJlYWxseS1hLWtleXNlY3JldC1ub3QtcmVhbGx5LWEta2V5AAAAEWdvbGRlbi1zbW9rZS1ob3N0AQIDBAUG\n-----END OPENSSH PRIVATE KEY-----\n";

@@ -18,6 +18,7 @@ pub mod client;
 pub mod encoding;
 mod smoke;
 pub mod spec;
+mod tags;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -331,9 +332,36 @@ impl DoPlatform {
         Ok(())
     }
 
-    async fn drop_droplets(&self, run_tag: &str, snapshot: Option<&str>, cx: &Cx) -> Result<()> {
+    /// Deletes every droplet of a run: `known` first, then whatever else
+    /// carries `run_tag` (a create that was sent twice, its first answer
+    /// lost, leaves a twin with the same tag), then the run's tag and,
+    /// when nothing carries it any more, its `claim` tag: both were made
+    /// for this run alone. A tag left by a failed delete is harmless.
+    pub(crate) async fn drop_run(
+        &self,
+        known: Option<u64>,
+        run_tag: &str,
+        snapshot: Option<&str>,
+        claim: Option<&str>,
+        cx: &Cx,
+    ) -> Result<()> {
+        if let Some(id) = known {
+            self.drop_droplet(id, snapshot, cx).await?;
+        }
         for d in self.api(cx).droplets_tagged(run_tag).await? {
+            if Some(d.id) != known {
+                tracing::warn!(
+                    droplet = d.id,
+                    run_tag,
+                    "a second droplet of this run (a create sent twice); deleting it"
+                );
+            }
             self.drop_droplet(d.id, snapshot, cx).await?;
+        }
+        for t in std::iter::once(run_tag).chain(claim) {
+            if let Err(e) = tags::delete_if_unused(&self.client, t, cx).await {
+                tracing::warn!(tag = t, error = %e, "could not delete the run's tag");
+            }
         }
         Ok(())
     }
@@ -368,6 +396,13 @@ impl DoPlatform {
         cx.forget(&Undo::DeleteKey { id }.action());
         Ok(())
     }
+}
+
+/// The claim tag of the build that snapshots under `snapshot`
+/// (`candidate-<name>`).
+fn claim_of_snapshot(snapshot: &str) -> Option<String> {
+    let name = snapshot.strip_prefix("candidate-")?;
+    Some(encoding::tag(encoding::KEY_CLAIM, name))
 }
 
 /// A create that failed in a way that may or may not have happened (a 5xx,
@@ -482,7 +517,10 @@ impl Platform for DoPlatform {
         match action {
             UndoAction::Platform { payload } => match Undo::from_payload(payload) {
                 Some(Undo::DropDroplets { run_tag, snapshot }) => {
-                    self.drop_droplets(&run_tag, snapshot.as_deref(), cx).await
+                    // A build's entry names its candidate: its claim tag goes too.
+                    let claim = snapshot.as_deref().and_then(claim_of_snapshot);
+                    self.drop_run(None, &run_tag, snapshot.as_deref(), claim.as_deref(), cx)
+                        .await
                 }
                 Some(Undo::DeleteKey { id }) => self.api(cx).delete_key(id).await,
                 None => Err(Error::new(

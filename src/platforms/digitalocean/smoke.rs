@@ -183,7 +183,10 @@ pub async fn run(p: &DoPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) -> Re
     // Tear down now, so the report's duration is honest and nothing runs
     // while publishing; the ledger entries stay as the safety net until done.
     let clean = cx.for_cleanup(crate::lifecycle::pipeline::CLEANUP_TIMEOUT);
-    match p.drop_droplet(droplet.id, None, &clean).await {
+    match p
+        .drop_run(Some(droplet.id), &run_tag, None, None, &clean)
+        .await
+    {
         Ok(()) => cx.forget(&drop_undo(&run_tag, None)),
         Err(e) => {
             tracing::warn!(droplet = droplet.id, error = %e, "could not delete the smoke-test droplet; the ledger will retry")
