@@ -884,6 +884,7 @@ async fn transfer(p: &DoPlatform, image: u64, cx: &Cx) -> Result<()> {
     let sub = within(cx, limit);
     let api = p.api(&sub);
     let have = api.image(image).await?.regions;
+    let mut seen: Vec<u64> = Vec::new();
     for region in p
         .config
         .regions
@@ -892,22 +893,26 @@ async fn transfer(p: &DoPlatform, image: u64, cx: &Cx) -> Result<()> {
     {
         let what = format!("transfer of image {image} to {region}");
         let r = async {
+            let sent = super::now();
             let action = match api.transfer_image(image, region).await {
                 Ok(a) => a,
                 Err(e) if retry_after_lookup(&e) => {
-                    warn!(error = %e, "the transfer request failed; looking at the image's actions");
-                    match api
-                        .image_actions(image)
-                        .await?
-                        .into_iter()
-                        .find(|a| a.kind == "transfer" && a.region_slug.as_deref() == Some(region))
-                    {
-                        Some(a) => a,
+                    warn!(error = %e, "the transfer request failed; looking at the image and its actions");
+                    if api.image(image).await?.regions.iter().any(|r| r == region) {
+                        info!(image, region, "the image is in the region already");
+                        return Ok(());
+                    }
+                    match newest_transfer_since(api.image_actions(image).await?, sent, &seen) {
+                        Some(a) => {
+                            info!(action = a.id, "the transfer was accepted after all");
+                            a
+                        }
                         None => api.transfer_image(image, region).await?,
                     }
                 }
                 Err(e) => return Err(e),
             };
+            seen.push(action.id);
             info!(image, region, action = action.id, "transferring the image");
             if p.action_completed(&what, action.id, Some(image), &sub).await? {
                 Ok(())
@@ -930,6 +935,32 @@ async fn transfer(p: &DoPlatform, image: u64, cx: &Cx) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How far DO's clock may run behind ours when a transfer action is matched
+/// to the request by its `started_at`.
+const CLOCK_SLACK: Duration = Duration::from_secs(60);
+
+/// The transfer a request whose answer was lost started: the newest
+/// `transfer` action on the image begun after the request was sent (within
+/// [`CLOCK_SLACK`]) that is not an earlier region's (`seen`). Its
+/// `region_slug` is no guide: DO's example transfer to `nyc2` answers
+/// `region_slug: nyc3`, the region it left.
+fn newest_transfer_since(
+    actions: Vec<super::api::Action>,
+    sent: time::OffsetDateTime,
+    seen: &[u64],
+) -> Option<super::api::Action> {
+    let after = sent - CLOCK_SLACK;
+    actions
+        .into_iter()
+        .filter(|a| a.kind == "transfer" && !seen.contains(&a.id))
+        .filter_map(|a| {
+            let t = a.started_at.as_deref().and_then(super::api::parse_time)?;
+            (t >= after).then_some((t, a))
+        })
+        .max_by_key(|(t, a)| (*t, a.id))
+        .map(|(_, a)| a)
 }
 
 #[cfg(test)]
@@ -956,6 +987,31 @@ mod tests {
         // The host key golden pins when it looks in on provisioning.
         assert_eq!(doc["ssh_keys"]["ed25519_public"], HOST_PUBLIC);
         assert_eq!(doc["ssh_keys"]["ed25519_private"], HOST_PRIVATE);
+    }
+
+    #[test]
+    fn a_lost_transfer_answer_is_found_by_time_not_region() {
+        let action =
+            |id: u64, kind: &str, started: &str, region: &str| -> super::super::api::Action {
+                serde_json::from_value(json!({
+                    "id": id, "status": "in-progress", "type": kind,
+                    "started_at": started, "region_slug": region,
+                }))
+                .unwrap()
+            };
+        let sent = super::super::api::parse_time("2026-01-01T12:00:00Z").unwrap();
+        let actions = vec![
+            // An older transfer (before the request), a snapshot, an earlier
+            // region's transfer of this run, and ours naming the source region.
+            action(1, "transfer", "2026-01-01T10:00:00Z", "nyc2"),
+            action(2, "snapshot", "2026-01-01T12:00:02Z", "nyc3"),
+            action(3, "transfer", "2026-01-01T11:59:50Z", "nyc3"),
+            action(4, "transfer", "2026-01-01T12:00:01Z", "nyc3"),
+        ];
+        let found = newest_transfer_since(actions.clone(), sent, &[3]).unwrap();
+        assert_eq!(found.id, 4);
+        // Nothing new since the request: send it again.
+        assert!(newest_transfer_since(actions[..3].to_vec(), sent, &[3]).is_none());
     }
 
     fn droplet(id: u64, created: &str, tags: &[&str]) -> Droplet {
