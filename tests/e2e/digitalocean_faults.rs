@@ -489,3 +489,64 @@ fn every_droplet_of_a_run_goes_with_it_twins_included() {
     assert!(run_tags.is_empty(), "{run_tags:?}");
     end_clean(&sim);
 }
+
+/// The sweep removes only golden's abandoned droplets (its names and tags,
+/// past their deadline) and past deadline tags nothing carries; a failing
+/// list is logged, not a failed build.
+#[test]
+fn the_sweep_takes_only_golden_leftovers_and_a_failing_list_does_not_fail_the_build() {
+    let sim = DoSim::start();
+    let past = "golden-deadline:20200101t000000z";
+    let plant = |name: &str| {
+        sim.expect(
+            202,
+            "POST",
+            "/v2/droplets",
+            Some(
+                json!({"name": name, "region": "nyc3", "size": "s-1vcpu-1gb",
+                         "image": "debian-12-x64", "tags": ["golden-managed", past]}),
+            ),
+        )["droplet"]["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let abandoned = plant("golden-build-old-20200101-001");
+    let users = plant("web-1");
+    sim.expect(
+        201,
+        "POST",
+        "/v2/tags",
+        Some(json!({"name": "golden-deadline:20200101t010000z"})),
+    );
+    sim.fault(json!({"kind": "http", "method": "GET", "path": "^/v2/account/keys$", "status": 500, "times": 1}));
+    let tf = dir(&sim, "", &image("swept"));
+    let out = apply(&tf);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let deleted = |id: u64| {
+        sim.requests()
+            .iter()
+            .any(|c| c.method == "DELETE" && c.path == format!("/v2/droplets/{id}"))
+    };
+    assert!(deleted(abandoned), "the abandoned build droplet stays");
+    assert!(!deleted(users), "a droplet golden did not name was deleted");
+    let tags: Vec<String> = sim
+        .tags()
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect();
+    // The unused past deadline tag went; the one on the user's droplet stays.
+    assert!(
+        !tags.iter().any(|t| t == "golden-deadline:20200101t010000z"),
+        "{tags:?}"
+    );
+    assert!(tags.iter().any(|t| t == past), "{tags:?}");
+    assert!(
+        !tags
+            .iter()
+            .any(|t| t.starts_with("golden-run:") || t.starts_with("golden-claim:")),
+        "{tags:?}"
+    );
+    sim.expect(204, "DELETE", &format!("/v2/droplets/{users}"), None);
+    end_clean(&sim);
+}

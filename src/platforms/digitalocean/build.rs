@@ -214,7 +214,7 @@ pub async fn reserve(
     let key = p.create_key(&run, &public_key, cx).await?;
 
     let run_tag = encoding::run_tag(&run);
-    let deadline = encoding::tag(encoding::KEY_DEADLINE, &encoding::tag_time(p.deadline(cx)));
+    let deadline = encoding::deadline_tag(p.deadline(cx));
     let tags = vec![
         encoding::TAG_MANAGED.to_owned(),
         run_tag.clone(),

@@ -140,7 +140,7 @@ pub async fn run(p: &DoPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) -> Re
         encoding::TAG_MANAGED.to_owned(),
         encoding::TAG_SMOKE.to_owned(),
         run_tag.clone(),
-        encoding::tag(encoding::KEY_DEADLINE, &encoding::tag_time(p.deadline(cx))),
+        encoding::deadline_tag(p.deadline(cx)),
     ];
     let droplet_name = format!("golden-smoke-{name}");
     let (droplet, action) = create_droplet(
