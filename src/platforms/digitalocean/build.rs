@@ -62,12 +62,67 @@ pub(crate) struct Reserved {
 /// shows no serial console. The key does not outlive the build in the
 /// image: the script's `cloud-init clean` makes the next boot a new
 /// instance, whose cloud-init replaces the host keys (`ssh_deletekeys`).
-pub fn user_data(provision: &Provision, host_private: &str, host_public: &str) -> Result<String> {
+///
+/// The throwaway account key DO put in root's `authorized_keys` would stay
+/// in the image (`cloud-init clean` leaves it): once the provisioning script
+/// succeeded, and only then (the probe of a failed provisioning logs in
+/// with it), a script removes exactly that key's line, before the power-off.
+pub fn user_data(
+    provision: &Provision,
+    host_private: &str,
+    host_public: &str,
+    build_key: &str,
+) -> Result<String> {
     let mut doc = build_doc(provision)?;
     doc["ssh_keys"] = super::smoke::host_key_config(host_private, host_public);
+    let blob = build_key.split_whitespace().nth(1).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Other,
+            "the build's throwaway public key has no key data",
+        )
+    })?;
+    doc["write_files"]
+        .as_array_mut()
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Other,
+                "the build's cloud-config has no write_files",
+            )
+        })?
+        .push(json!({
+            "path": FORGET_KEY_SCRIPT, "permissions": "0700", "owner": "root:root",
+            "content": forget_key_script(ROOT_AUTHORIZED_KEYS, blob),
+        }));
+    doc["runcmd"] = json!([[
+        "sh",
+        "-c",
+        format!("{PROVISION_SCRIPT} && sh {FORGET_KEY_SCRIPT}")
+    ]]);
     let ud = render(&doc);
     check_user_data_size(&ud)?;
     Ok(ud)
+}
+
+const PROVISION_SCRIPT: &str = "/var/lib/golden/provision.sh";
+const ROOT_AUTHORIZED_KEYS: &str = "/root/.ssh/authorized_keys";
+/// Outside `/var/lib/golden`, which the provisioning script removes; it
+/// removes itself.
+const FORGET_KEY_SCRIPT: &str = "/run/golden-forget-build-key";
+
+/// Removes the lines of `keys` holding the key data `blob` (base64: no
+/// quote, no `|`), keeping the file's owner and mode; no file, nothing to do.
+fn forget_key_script(keys: &str, blob: &str) -> String {
+    format!(
+        "#!/bin/sh
+         # golden: the build's throwaway key leaves the image
+         rm -f {FORGET_KEY_SCRIPT}
+         test -f {keys} || exit 0
+         grep -vF -e '{blob}' {keys} > {keys}.golden
+         test $? -le 1 || exit 1
+         cat {keys}.golden > {keys}
+         rm -f {keys}.golden
+"
+    )
 }
 
 /// The build's cloud-config before any key made at apply is added: what the
@@ -115,9 +170,10 @@ pub fn check_user_data_size(ud: &str) -> Result<()> {
     ))
 }
 
-/// Room the build's user-data keeps for the host key made at apply
-/// (an ed25519 pair in cloud-config `ssh_keys` takes about 600 bytes).
-const HOST_KEY_ROOM: usize = 1024;
+/// Room the build's user-data keeps for what is made at apply: the host key
+/// (an ed25519 pair in cloud-config `ssh_keys` takes about 600 bytes) and
+/// the removal of the throwaway key (about 600 more).
+const HOST_KEY_ROOM: usize = 2048;
 
 /// The plan-time form of [`check_user_data_size`]: the user-data the recipe
 /// makes (with room for the host key) must fit DO's 64 KiB, else the problem
@@ -200,16 +256,21 @@ pub async fn reserve(
             super::smoke::host_key(&keydir),
         )
         .await?;
-    let ud = user_data(&input.recipe.provision, &host_private, &host_public)?;
-    let (image, what) = resolve_source(p, &input.recipe.source, input.parent, cx).await?;
-    info!(source = %what, region = %p.config.region, "source resolved");
-
     let public_key = cx
         .run(
             "creating a throwaway SSH key",
             crate::sshkey::throwaway_key(&keydir),
         )
         .await?;
+    let ud = user_data(
+        &input.recipe.provision,
+        &host_private,
+        &host_public,
+        &public_key,
+    )?;
+    let (image, what) = resolve_source(p, &input.recipe.source, input.parent, cx).await?;
+    info!(source = %what, region = %p.config.region, "source resolved");
+
     let run = super::new_run_id();
     let key = p.create_key(&run, &public_key, cx).await?;
 
@@ -970,7 +1031,7 @@ mod tests {
 
     #[test]
     fn the_guest_powers_off_only_after_provisioning_succeeded() {
-        let ud = user_data(&Provision::default(), HOST_PRIVATE, HOST_PUBLIC).unwrap();
+        let ud = user_data(&Provision::default(), HOST_PRIVATE, HOST_PUBLIC, BUILD_KEY).unwrap();
         assert!(ud.starts_with("#cloud-config\n"));
         let doc: Value = serde_json::from_str(ud.strip_prefix("#cloud-config\n").unwrap()).unwrap();
         assert_eq!(doc["power_state"]["mode"], "poweroff");
@@ -1047,6 +1108,62 @@ mod tests {
         assert!(!earliest_claim_wins(created, ours.id, rivals));
     }
 
+    const BUILD_KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1aWxkLWtleS1vZi10aGlzLXJ1bi0xMjM0NTY3 golden-build";
+
+    #[test]
+    fn the_build_key_leaves_root_authorized_keys_only_after_provisioning_succeeded() {
+        let ud = user_data(&Provision::default(), HOST_PRIVATE, HOST_PUBLIC, BUILD_KEY).unwrap();
+        let doc: Value = serde_json::from_str(ud.strip_prefix("#cloud-config\n").unwrap()).unwrap();
+        // After the provisioning script, and only when it succeeded.
+        assert_eq!(
+            doc["runcmd"],
+            json!([[
+                "sh",
+                "-c",
+                format!("{PROVISION_SCRIPT} && sh {FORGET_KEY_SCRIPT}")
+            ]])
+        );
+        let script = doc["write_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == FORGET_KEY_SCRIPT)
+            .expect("the key's removal is written")["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(script.contains(ROOT_AUTHORIZED_KEYS));
+
+        // Run it (with sh) on a copy: exactly the build key's line goes.
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("authorized_keys");
+        let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVzZXJzLW93bi1rZXktc3RheXMtaW4tdGhlLWltYWdl user@laptop";
+        std::fs::write(&keys, format!("{other}\n{BUILD_KEY}\n")).unwrap();
+        let blob = BUILD_KEY.split_whitespace().nth(1).unwrap();
+        let body = forget_key_script(keys.to_str().unwrap(), blob);
+        let run = |body: &str| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(body)
+                .status()
+                .unwrap()
+        };
+        assert!(run(&body).success());
+        assert_eq!(
+            std::fs::read_to_string(&keys).unwrap(),
+            format!("{other}\n")
+        );
+        // The build key alone: an empty file, still there.
+        std::fs::write(&keys, format!("{BUILD_KEY}\n")).unwrap();
+        assert!(run(&body).success());
+        assert_eq!(std::fs::read_to_string(&keys).unwrap(), "");
+        // No file: nothing to do.
+        std::fs::remove_file(&keys).unwrap();
+        assert!(run(&body).success());
+        assert!(!keys.exists());
+    }
+
     const HOST_PRIVATE: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZWQyNTUxOQAAACBzZWNyZXQtbm90LXJlYWxseS1hLWtleQAAAJhob3N0a2V5aG9zdGtleQAAAAtzc2gtZWQyNTUxOQAAACBzZWNyZXQtbm90LXJlYWxseS1hLWtleQAAAEBzZWNyZXQtbm90LXJlYWxseS1hLWtleXNlY3JldC1ub3QtcmVhbGx5LWEta2V5AAAAEWdvbGRlbi1zbW9rZS1ob3N0AQIDBAUG\n-----END OPENSSH PRIVATE KEY-----\n";
     const HOST_PUBLIC: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNlY3JldC1ub3QtcmVhbGx5LWEta2V5 golden-smoke-host";
@@ -1057,13 +1174,13 @@ mod tests {
             files: BTreeMap::from([("/etc/motd".into(), "x".repeat(1000))]),
             ..Provision::default()
         };
-        assert!(user_data(&small, HOST_PRIVATE, HOST_PUBLIC).is_ok());
+        assert!(user_data(&small, HOST_PRIVATE, HOST_PUBLIC, BUILD_KEY).is_ok());
         // base64 grows 3 bytes to 4: 48 KiB of file content is over the limit.
         let big = Provision {
             files: BTreeMap::from([("/opt/blob".into(), "x".repeat(48 * 1024))]),
             ..Provision::default()
         };
-        let e = user_data(&big, HOST_PRIVATE, HOST_PUBLIC).unwrap_err();
+        let e = user_data(&big, HOST_PRIVATE, HOST_PUBLIC, BUILD_KEY).unwrap_err();
         assert!(e.to_string().contains("64 KiB"), "{e}");
         assert!(check_user_data_size(&"x".repeat(MAX_USER_DATA)).is_ok());
         // The same limit at plan, pointing at the part to move out.
@@ -1089,7 +1206,7 @@ mod tests {
         };
         let without = user_data_without_host_key(&edge).unwrap().len();
         // The room kept covers a real host key's share.
-        let with = user_data(&Provision::default(), HOST_PRIVATE, HOST_PUBLIC)
+        let with = user_data(&Provision::default(), HOST_PRIVATE, HOST_PUBLIC, BUILD_KEY)
             .unwrap()
             .len();
         let bare = user_data_without_host_key(&Provision::default())
