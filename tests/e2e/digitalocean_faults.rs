@@ -425,3 +425,128 @@ fn a_transfer_that_outlives_its_timeout_fails_the_build() {
     assert!(family_images(&sim, "faraway").is_empty());
     end_clean(&sim);
 }
+
+/// A create DO carried out twice (its first answer lost, then sent again)
+/// leaves a twin with the same run tag: the run deletes every droplet
+/// carrying its tag, not just the one it knows, and then the run's own
+/// tags. The twin is planted through the API, as a DO client would,
+/// once the build droplet's run tag is in the request log.
+#[test]
+fn every_droplet_of_a_run_goes_with_it_twins_included() {
+    let sim = DoSim::start();
+    // Holds the build in its power-off wait while the twin is planted.
+    sim.admin_put("/behaviour", json!({"never_power_off": true}));
+    let tf = dir(&sim, "    power_off_timeout = \"5s\"\n", &image("twins"));
+    let out = std::thread::scope(|s| {
+        let apply = s.spawn(|| apply(&tf));
+        let end = Instant::now() + Duration::from_secs(60);
+        let create = loop {
+            if let Some(c) = sim
+                .calls_to("POST", "/v2/droplets")
+                .into_iter()
+                .find(|c| c.status == 202)
+            {
+                break c;
+            }
+            assert!(Instant::now() < end, "no build droplet was created");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut twin = create.request_body.clone();
+        twin.as_object_mut().unwrap().remove("user_data");
+        sim.expect(202, "POST", "/v2/droplets", Some(twin));
+        apply.join().unwrap()
+    });
+    let _ = text(&out);
+
+    let reqs = sim.requests();
+    let creates: Vec<&DoCall> = reqs
+        .iter()
+        .filter(|c| c.method == "POST" && c.path == "/v2/droplets" && c.status == 202)
+        .collect();
+    assert!(creates.len() >= 2, "{creates:?}");
+    for c in &creates {
+        let id = c.response_body["droplet"]["id"].as_u64().unwrap();
+        assert!(
+            reqs.iter().any(|d| d.method == "DELETE"
+                && d.path == format!("/v2/droplets/{id}")
+                && d.status == 204),
+            "droplet {id} was never deleted"
+        );
+        for t in c.request_body["tags"].as_array().unwrap() {
+            let t = t.as_str().unwrap();
+            if t.starts_with("golden-run:") {
+                let left = sim.expect(200, "GET", &format!("/v2/droplets?tag_name={t}"), None);
+                assert_eq!(left["droplets"], json!([]), "{t}");
+            }
+        }
+    }
+    let run_tags: Vec<String> = sim
+        .tags()
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .filter(|t| t.starts_with("golden-run:") || t.starts_with("golden-claim:"))
+        .collect();
+    assert!(run_tags.is_empty(), "{run_tags:?}");
+    end_clean(&sim);
+}
+
+/// The sweep removes only golden's abandoned droplets (its names and tags,
+/// past their deadline) and past deadline tags nothing carries; a failing
+/// list is logged, not a failed build.
+#[test]
+fn the_sweep_takes_only_golden_leftovers_and_a_failing_list_does_not_fail_the_build() {
+    let sim = DoSim::start();
+    let past = "golden-deadline:20200101t000000z";
+    let plant = |name: &str| {
+        sim.expect(
+            202,
+            "POST",
+            "/v2/droplets",
+            Some(
+                json!({"name": name, "region": "nyc3", "size": "s-1vcpu-1gb",
+                         "image": "debian-12-x64", "tags": ["golden-managed", past]}),
+            ),
+        )["droplet"]["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let abandoned = plant("golden-build-old-20200101-001");
+    let users = plant("web-1");
+    sim.expect(
+        201,
+        "POST",
+        "/v2/tags",
+        Some(json!({"name": "golden-deadline:20200101t010000z"})),
+    );
+    sim.fault(json!({"kind": "http", "method": "GET", "path": "^/v2/account/keys$", "status": 500, "times": 1}));
+    let tf = dir(&sim, "", &image("swept"));
+    let out = apply(&tf);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let deleted = |id: u64| {
+        sim.requests()
+            .iter()
+            .any(|c| c.method == "DELETE" && c.path == format!("/v2/droplets/{id}"))
+    };
+    assert!(deleted(abandoned), "the abandoned build droplet stays");
+    assert!(!deleted(users), "a droplet golden did not name was deleted");
+    let tags: Vec<String> = sim
+        .tags()
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect();
+    // The unused past deadline tag went; the one on the user's droplet stays.
+    assert!(
+        !tags.iter().any(|t| t == "golden-deadline:20200101t010000z"),
+        "{tags:?}"
+    );
+    assert!(tags.iter().any(|t| t == past), "{tags:?}");
+    assert!(
+        !tags
+            .iter()
+            .any(|t| t.starts_with("golden-run:") || t.starts_with("golden-claim:")),
+        "{tags:?}"
+    );
+    sim.expect(204, "DELETE", &format!("/v2/droplets/{users}"), None);
+    end_clean(&sim);
+}

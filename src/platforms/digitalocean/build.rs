@@ -62,12 +62,67 @@ pub(crate) struct Reserved {
 /// shows no serial console. The key does not outlive the build in the
 /// image: the script's `cloud-init clean` makes the next boot a new
 /// instance, whose cloud-init replaces the host keys (`ssh_deletekeys`).
-pub fn user_data(provision: &Provision, host_private: &str, host_public: &str) -> Result<String> {
+///
+/// The throwaway account key DO put in root's `authorized_keys` would stay
+/// in the image (`cloud-init clean` leaves it): once the provisioning script
+/// succeeded, and only then (the probe of a failed provisioning logs in
+/// with it), a script removes exactly that key's line, before the power-off.
+pub fn user_data(
+    provision: &Provision,
+    host_private: &str,
+    host_public: &str,
+    build_key: &str,
+) -> Result<String> {
     let mut doc = build_doc(provision)?;
     doc["ssh_keys"] = super::smoke::host_key_config(host_private, host_public);
+    let blob = build_key.split_whitespace().nth(1).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Other,
+            "the build's throwaway public key has no key data",
+        )
+    })?;
+    doc["write_files"]
+        .as_array_mut()
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Other,
+                "the build's cloud-config has no write_files",
+            )
+        })?
+        .push(json!({
+            "path": FORGET_KEY_SCRIPT, "permissions": "0700", "owner": "root:root",
+            "content": forget_key_script(ROOT_AUTHORIZED_KEYS, blob),
+        }));
+    doc["runcmd"] = json!([[
+        "sh",
+        "-c",
+        format!("{PROVISION_SCRIPT} && sh {FORGET_KEY_SCRIPT}")
+    ]]);
     let ud = render(&doc);
     check_user_data_size(&ud)?;
     Ok(ud)
+}
+
+const PROVISION_SCRIPT: &str = "/var/lib/golden/provision.sh";
+const ROOT_AUTHORIZED_KEYS: &str = "/root/.ssh/authorized_keys";
+/// Outside `/var/lib/golden`, which the provisioning script removes; it
+/// removes itself.
+const FORGET_KEY_SCRIPT: &str = "/run/golden-forget-build-key";
+
+/// Removes the lines of `keys` holding the key data `blob` (base64: no
+/// quote, no `|`), keeping the file's owner and mode; no file, nothing to do.
+fn forget_key_script(keys: &str, blob: &str) -> String {
+    format!(
+        "#!/bin/sh
+         # golden: the build's throwaway key leaves the image
+         rm -f {FORGET_KEY_SCRIPT}
+         test -f {keys} || exit 0
+         grep -vF -e '{blob}' {keys} > {keys}.golden
+         test $? -le 1 || exit 1
+         cat {keys}.golden > {keys}
+         rm -f {keys}.golden
+"
+    )
 }
 
 /// The build's cloud-config before any key made at apply is added: what the
@@ -115,9 +170,10 @@ pub fn check_user_data_size(ud: &str) -> Result<()> {
     ))
 }
 
-/// Room the build's user-data keeps for the host key made at apply
-/// (an ed25519 pair in cloud-config `ssh_keys` takes about 600 bytes).
-const HOST_KEY_ROOM: usize = 1024;
+/// Room the build's user-data keeps for what is made at apply: the host key
+/// (an ed25519 pair in cloud-config `ssh_keys` takes about 600 bytes) and
+/// the removal of the throwaway key (about 600 more).
+const HOST_KEY_ROOM: usize = 2048;
 
 /// The plan-time form of [`check_user_data_size`]: the user-data the recipe
 /// makes (with room for the host key) must fit DO's 64 KiB, else the problem
@@ -200,21 +256,26 @@ pub async fn reserve(
             super::smoke::host_key(&keydir),
         )
         .await?;
-    let ud = user_data(&input.recipe.provision, &host_private, &host_public)?;
-    let (image, what) = resolve_source(p, &input.recipe.source, input.parent, cx).await?;
-    info!(source = %what, region = %p.config.region, "source resolved");
-
     let public_key = cx
         .run(
             "creating a throwaway SSH key",
             crate::sshkey::throwaway_key(&keydir),
         )
         .await?;
+    let ud = user_data(
+        &input.recipe.provision,
+        &host_private,
+        &host_public,
+        &public_key,
+    )?;
+    let (image, what) = resolve_source(p, &input.recipe.source, input.parent, cx).await?;
+    info!(source = %what, region = %p.config.region, "source resolved");
+
     let run = super::new_run_id();
     let key = p.create_key(&run, &public_key, cx).await?;
 
     let run_tag = encoding::run_tag(&run);
-    let deadline = encoding::tag(encoding::KEY_DEADLINE, &encoding::tag_time(p.deadline(cx)));
+    let deadline = encoding::deadline_tag(p.deadline(cx));
     let tags = vec![
         encoding::TAG_MANAGED.to_owned(),
         run_tag.clone(),
@@ -241,10 +302,18 @@ pub async fn reserve(
     .await?;
     info!(droplet = droplet.id, %name, "build droplet created");
 
-    if !claim_holds(p, meta, &droplet, cx).await? {
+    if !claim_holds(p, meta, &droplet, &run_tag, cx).await? {
         info!(droplet = droplet.id, image = %meta.name, "another run claimed this build number first; giving way");
         let clean = cx.for_cleanup(crate::lifecycle::pipeline::CLEANUP_TIMEOUT);
-        p.drop_droplet(droplet.id, Some(&snapshot), &clean).await?;
+        let claim = encoding::claim_tag(&meta.name);
+        p.drop_run(
+            Some(droplet.id),
+            &run_tag,
+            Some(&snapshot),
+            Some(&claim),
+            &clean,
+        )
+        .await?;
         cx.forget(&drop_undo(&run_tag, Some(&snapshot)));
         p.delete_key(key, &clean).await?;
         let _ = std::fs::remove_dir_all(&keydir);
@@ -345,20 +414,18 @@ pub(crate) async fn wait_created(
 
 /// The earliest-claim rule among the build droplets claiming the same name
 /// and the family's images already carrying it (those always win).
-async fn claim_holds(p: &DoPlatform, meta: &Metadata, ours: &Droplet, cx: &Cx) -> Result<bool> {
-    let mut rivals = Vec::new();
-    for d in p
+async fn claim_holds(
+    p: &DoPlatform,
+    meta: &Metadata,
+    ours: &Droplet,
+    run_tag: &str,
+    cx: &Cx,
+) -> Result<bool> {
+    let claimants = p
         .api(cx)
         .droplets_tagged(&encoding::claim_tag(&meta.name))
-        .await?
-    {
-        if d.id != ours.id {
-            rivals.push(Rival::Candidate {
-                created: d.created_at.as_deref().and_then(super::api::parse_time),
-                id: d.id,
-            });
-        }
-    }
+        .await?;
+    let mut rivals = droplet_rivals(claimants, ours.id, run_tag);
     for (image, _) in p.family_images(meta.family(), cx).await? {
         if image.meta.name == meta.name {
             rivals.push(Rival::Published);
@@ -366,6 +433,24 @@ async fn claim_holds(p: &DoPlatform, meta: &Metadata, ours: &Droplet, cx: &Cx) -
     }
     let created = ours.created_at.as_deref().and_then(super::api::parse_time);
     Ok(earliest_claim_wins(created, ours.id, rivals))
+}
+
+/// The build droplets claiming the name that are another run's: a droplet
+/// carrying our own run tag is ours (a create sent twice leaves a twin,
+/// which must not count as an earlier rival; it is deleted with the run).
+fn droplet_rivals(
+    claimants: Vec<Droplet>,
+    ours: u64,
+    run_tag: &str,
+) -> Vec<Rival<time::OffsetDateTime>> {
+    claimants
+        .into_iter()
+        .filter(|d| d.id != ours && !d.tags.iter().any(|t| t == run_tag))
+        .map(|d| Rival::Candidate {
+            created: d.created_at.as_deref().and_then(super::api::parse_time),
+            id: d.id,
+        })
+        .collect()
 }
 
 /// The `image` of the droplet create: a slug, or an image id.
@@ -528,7 +613,9 @@ pub async fn run(p: &DoPlatform, candidate: &Image, cx: &Cx) -> Result<Image> {
     info!(image = image_id, name = %snapshot, "candidate snapshot tagged");
 
     // The candidate is visible to the pipeline's DiscardCandidate now.
-    p.drop_droplet(r.droplet, None, cx).await?;
+    let claim = encoding::claim_tag(&candidate.meta.name);
+    p.drop_run(Some(r.droplet), &r.run_tag, None, Some(&claim), cx)
+        .await?;
     cx.forget(&drop_undo(&r.run_tag, Some(&snapshot)));
     p.delete_key(r.key, cx).await?;
     let _ = std::fs::remove_dir_all(&r.keydir);
@@ -690,7 +777,13 @@ impl Probe<'_> {
 /// left to the ledger, which still holds both.
 async fn discard_build(p: &DoPlatform, r: &Reserved, snapshot: &str, cx: &Cx) {
     let clean = cx.for_cleanup(crate::lifecycle::pipeline::CLEANUP_TIMEOUT);
-    match p.drop_droplet(r.droplet, None, &clean).await {
+    let claim = snapshot
+        .strip_prefix("candidate-")
+        .map(|n| encoding::tag(encoding::KEY_CLAIM, n));
+    match p
+        .drop_run(Some(r.droplet), &r.run_tag, None, claim.as_deref(), &clean)
+        .await
+    {
         Ok(()) => clean.forget(&drop_undo(&r.run_tag, Some(snapshot))),
         Err(e) => {
             warn!(droplet = r.droplet, error = %e, "could not delete the build droplet; the ledger will retry")
@@ -852,6 +945,7 @@ async fn transfer(p: &DoPlatform, image: u64, cx: &Cx) -> Result<()> {
     let sub = within(cx, limit);
     let api = p.api(&sub);
     let have = api.image(image).await?.regions;
+    let mut seen: Vec<u64> = Vec::new();
     for region in p
         .config
         .regions
@@ -860,22 +954,26 @@ async fn transfer(p: &DoPlatform, image: u64, cx: &Cx) -> Result<()> {
     {
         let what = format!("transfer of image {image} to {region}");
         let r = async {
+            let sent = super::now();
             let action = match api.transfer_image(image, region).await {
                 Ok(a) => a,
                 Err(e) if retry_after_lookup(&e) => {
-                    warn!(error = %e, "the transfer request failed; looking at the image's actions");
-                    match api
-                        .image_actions(image)
-                        .await?
-                        .into_iter()
-                        .find(|a| a.kind == "transfer" && a.region_slug.as_deref() == Some(region))
-                    {
-                        Some(a) => a,
+                    warn!(error = %e, "the transfer request failed; looking at the image and its actions");
+                    if api.image(image).await?.regions.iter().any(|r| r == region) {
+                        info!(image, region, "the image is in the region already");
+                        return Ok(());
+                    }
+                    match newest_transfer_since(api.image_actions(image).await?, sent, &seen) {
+                        Some(a) => {
+                            info!(action = a.id, "the transfer was accepted after all");
+                            a
+                        }
                         None => api.transfer_image(image, region).await?,
                     }
                 }
                 Err(e) => return Err(e),
             };
+            seen.push(action.id);
             info!(image, region, action = action.id, "transferring the image");
             if p.action_completed(&what, action.id, Some(image), &sub).await? {
                 Ok(())
@@ -900,6 +998,32 @@ async fn transfer(p: &DoPlatform, image: u64, cx: &Cx) -> Result<()> {
     Ok(())
 }
 
+/// How far DO's clock may run behind ours when a transfer action is matched
+/// to the request by its `started_at`.
+const CLOCK_SLACK: Duration = Duration::from_secs(60);
+
+/// The transfer a request whose answer was lost started: the newest
+/// `transfer` action on the image begun after the request was sent (within
+/// [`CLOCK_SLACK`]) that is not an earlier region's (`seen`). Its
+/// `region_slug` is no guide: DO's example transfer to `nyc2` answers
+/// `region_slug: nyc3`, the region it left.
+fn newest_transfer_since(
+    actions: Vec<super::api::Action>,
+    sent: time::OffsetDateTime,
+    seen: &[u64],
+) -> Option<super::api::Action> {
+    let after = sent - CLOCK_SLACK;
+    actions
+        .into_iter()
+        .filter(|a| a.kind == "transfer" && !seen.contains(&a.id))
+        .filter_map(|a| {
+            let t = a.started_at.as_deref().and_then(super::api::parse_time)?;
+            (t >= after).then_some((t, a))
+        })
+        .max_by_key(|(t, a)| (*t, a.id))
+        .map(|(_, a)| a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -907,7 +1031,7 @@ mod tests {
 
     #[test]
     fn the_guest_powers_off_only_after_provisioning_succeeded() {
-        let ud = user_data(&Provision::default(), HOST_PRIVATE, HOST_PUBLIC).unwrap();
+        let ud = user_data(&Provision::default(), HOST_PRIVATE, HOST_PUBLIC, BUILD_KEY).unwrap();
         assert!(ud.starts_with("#cloud-config\n"));
         let doc: Value = serde_json::from_str(ud.strip_prefix("#cloud-config\n").unwrap()).unwrap();
         assert_eq!(doc["power_state"]["mode"], "poweroff");
@@ -926,6 +1050,120 @@ mod tests {
         assert_eq!(doc["ssh_keys"]["ed25519_private"], HOST_PRIVATE);
     }
 
+    #[test]
+    fn a_lost_transfer_answer_is_found_by_time_not_region() {
+        let action =
+            |id: u64, kind: &str, started: &str, region: &str| -> super::super::api::Action {
+                serde_json::from_value(json!({
+                    "id": id, "status": "in-progress", "type": kind,
+                    "started_at": started, "region_slug": region,
+                }))
+                .unwrap()
+            };
+        let sent = super::super::api::parse_time("2026-01-01T12:00:00Z").unwrap();
+        let actions = vec![
+            // An older transfer (before the request), a snapshot, an earlier
+            // region's transfer of this run, and ours naming the source region.
+            action(1, "transfer", "2026-01-01T10:00:00Z", "nyc2"),
+            action(2, "snapshot", "2026-01-01T12:00:02Z", "nyc3"),
+            action(3, "transfer", "2026-01-01T11:59:50Z", "nyc3"),
+            action(4, "transfer", "2026-01-01T12:00:01Z", "nyc3"),
+        ];
+        let found = newest_transfer_since(actions.clone(), sent, &[3]).unwrap();
+        assert_eq!(found.id, 4);
+        // Nothing new since the request: send it again.
+        assert!(newest_transfer_since(actions[..3].to_vec(), sent, &[3]).is_none());
+    }
+
+    fn droplet(id: u64, created: &str, tags: &[&str]) -> Droplet {
+        serde_json::from_value(json!({
+            "id": id, "name": "golden-build-x", "status": "active",
+            "created_at": created, "tags": tags,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_twin_of_our_own_create_is_no_rival() {
+        let run = "golden-run:ours";
+        let claim = "golden-claim:f-20260101-001";
+        let ours = droplet(20, "2026-01-01T00:00:10Z", &["golden-managed", run, claim]);
+        // The same create sent twice: an earlier droplet with our run tag.
+        let twin = droplet(10, "2026-01-01T00:00:05Z", &["golden-managed", run, claim]);
+        let rivals = droplet_rivals(vec![twin.clone(), ours.clone()], ours.id, run);
+        assert!(rivals.is_empty(), "{rivals:?}");
+        let created = ours
+            .created_at
+            .as_deref()
+            .and_then(super::super::api::parse_time);
+        assert!(earliest_claim_wins(created, ours.id, rivals));
+        // Another run's earlier droplet still wins.
+        let other = droplet(
+            5,
+            "2026-01-01T00:00:01Z",
+            &["golden-managed", "golden-run:theirs", claim],
+        );
+        let rivals = droplet_rivals(vec![twin, other, ours.clone()], ours.id, run);
+        assert_eq!(rivals.len(), 1);
+        assert!(!earliest_claim_wins(created, ours.id, rivals));
+    }
+
+    const BUILD_KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1aWxkLWtleS1vZi10aGlzLXJ1bi0xMjM0NTY3 golden-build";
+
+    #[test]
+    fn the_build_key_leaves_root_authorized_keys_only_after_provisioning_succeeded() {
+        let ud = user_data(&Provision::default(), HOST_PRIVATE, HOST_PUBLIC, BUILD_KEY).unwrap();
+        let doc: Value = serde_json::from_str(ud.strip_prefix("#cloud-config\n").unwrap()).unwrap();
+        // After the provisioning script, and only when it succeeded.
+        assert_eq!(
+            doc["runcmd"],
+            json!([[
+                "sh",
+                "-c",
+                format!("{PROVISION_SCRIPT} && sh {FORGET_KEY_SCRIPT}")
+            ]])
+        );
+        let script = doc["write_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == FORGET_KEY_SCRIPT)
+            .expect("the key's removal is written")["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(script.contains(ROOT_AUTHORIZED_KEYS));
+
+        // Run it (with sh) on a copy: exactly the build key's line goes.
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("authorized_keys");
+        let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVzZXJzLW93bi1rZXktc3RheXMtaW4tdGhlLWltYWdl user@laptop";
+        std::fs::write(&keys, format!("{other}\n{BUILD_KEY}\n")).unwrap();
+        let blob = BUILD_KEY.split_whitespace().nth(1).unwrap();
+        let body = forget_key_script(keys.to_str().unwrap(), blob);
+        let run = |body: &str| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(body)
+                .status()
+                .unwrap()
+        };
+        assert!(run(&body).success());
+        assert_eq!(
+            std::fs::read_to_string(&keys).unwrap(),
+            format!("{other}\n")
+        );
+        // The build key alone: an empty file, still there.
+        std::fs::write(&keys, format!("{BUILD_KEY}\n")).unwrap();
+        assert!(run(&body).success());
+        assert_eq!(std::fs::read_to_string(&keys).unwrap(), "");
+        // No file: nothing to do.
+        std::fs::remove_file(&keys).unwrap();
+        assert!(run(&body).success());
+        assert!(!keys.exists());
+    }
+
     const HOST_PRIVATE: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZWQyNTUxOQAAACBzZWNyZXQtbm90LXJlYWxseS1hLWtleQAAAJhob3N0a2V5aG9zdGtleQAAAAtzc2gtZWQyNTUxOQAAACBzZWNyZXQtbm90LXJlYWxseS1hLWtleQAAAEBzZWNyZXQtbm90LXJlYWxseS1hLWtleXNlY3JldC1ub3QtcmVhbGx5LWEta2V5AAAAEWdvbGRlbi1zbW9rZS1ob3N0AQIDBAUG\n-----END OPENSSH PRIVATE KEY-----\n";
     const HOST_PUBLIC: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNlY3JldC1ub3QtcmVhbGx5LWEta2V5 golden-smoke-host";
@@ -936,13 +1174,13 @@ mod tests {
             files: BTreeMap::from([("/etc/motd".into(), "x".repeat(1000))]),
             ..Provision::default()
         };
-        assert!(user_data(&small, HOST_PRIVATE, HOST_PUBLIC).is_ok());
+        assert!(user_data(&small, HOST_PRIVATE, HOST_PUBLIC, BUILD_KEY).is_ok());
         // base64 grows 3 bytes to 4: 48 KiB of file content is over the limit.
         let big = Provision {
             files: BTreeMap::from([("/opt/blob".into(), "x".repeat(48 * 1024))]),
             ..Provision::default()
         };
-        let e = user_data(&big, HOST_PRIVATE, HOST_PUBLIC).unwrap_err();
+        let e = user_data(&big, HOST_PRIVATE, HOST_PUBLIC, BUILD_KEY).unwrap_err();
         assert!(e.to_string().contains("64 KiB"), "{e}");
         assert!(check_user_data_size(&"x".repeat(MAX_USER_DATA)).is_ok());
         // The same limit at plan, pointing at the part to move out.
@@ -968,7 +1206,7 @@ mod tests {
         };
         let without = user_data_without_host_key(&edge).unwrap().len();
         // The room kept covers a real host key's share.
-        let with = user_data(&Provision::default(), HOST_PRIVATE, HOST_PUBLIC)
+        let with = user_data(&Provision::default(), HOST_PRIVATE, HOST_PUBLIC, BUILD_KEY)
             .unwrap()
             .len();
         let bare = user_data_without_host_key(&Provision::default())

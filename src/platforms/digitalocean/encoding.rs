@@ -38,8 +38,9 @@ pub const KEY_DEADLINE: &str = "golden-deadline";
 pub const KEY_CLAIM: &str = "golden-claim";
 /// On smoke-test droplets.
 pub const TAG_SMOKE: &str = "golden-smoke";
-/// On every droplet golden creates.
-pub const TAG_MANAGED: &str = "golden";
+/// On every droplet golden creates. Not the bare `golden`: a user may well
+/// tag their own droplets so, and DO tag names are shared account-wide.
+pub const TAG_MANAGED: &str = "golden-managed";
 
 /// Is `tag` a tag DO accepts?
 pub fn is_valid_tag(tag: &str) -> bool {
@@ -166,6 +167,32 @@ pub fn tag_time(t: OffsetDateTime) -> String {
     )
 }
 
+/// `golden-deadline:<t>` with `t` rounded up to the hour: runs ending in the
+/// same hour share one account-wide tag instead of making one each (the
+/// sweep waits at most an hour longer).
+pub fn deadline_tag(t: OffsetDateTime) -> String {
+    tag(KEY_DEADLINE, &tag_time(round_up_to_hour(t)))
+}
+
+fn round_up_to_hour(t: OffsetDateTime) -> OffsetDateTime {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let hour = t
+        .replace_minute(0)
+        .and_then(|h| h.replace_second(0))
+        .and_then(|h| h.replace_nanosecond(0))
+        .unwrap_or(t);
+    if hour == t {
+        t
+    } else {
+        hour + time::Duration::HOUR
+    }
+}
+
+/// The time of a `golden-deadline:<t>` tag.
+pub fn deadline_of(tag: &str) -> Option<OffsetDateTime> {
+    parse_tag_time(tag.strip_prefix(KEY_DEADLINE)?.strip_prefix(':')?)
+}
+
 /// `20250101t120000z` -> the time.
 pub fn parse_tag_time(s: &str) -> Option<OffsetDateTime> {
     let fmt = format_description!("[year][month][day]t[hour][minute][second]z");
@@ -215,7 +242,7 @@ pub fn tags_for(
         out.insert(t);
     }
     if let Some(d) = deadline {
-        out.insert(tag(KEY_DEADLINE, &tag_time(d)));
+        out.insert(deadline_tag(d));
     }
     Ok(out)
 }
@@ -294,6 +321,34 @@ mod tests {
 
     fn list(set: &BTreeSet<String>) -> Vec<String> {
         set.iter().cloned().collect()
+    }
+
+    #[test]
+    fn deadline_tags_round_up_to_the_hour_so_runs_share_them() {
+        let at = |s: &str| parse_tag_time(s).unwrap();
+        assert_eq!(
+            deadline_tag(at("20260101t120001z")),
+            "golden-deadline:20260101t130000z"
+        );
+        assert_eq!(
+            deadline_tag(at("20260101t125959z")),
+            "golden-deadline:20260101t130000z"
+        );
+        assert_eq!(
+            deadline_tag(at("20260101t120000z")),
+            "golden-deadline:20260101t120000z"
+        );
+        assert_eq!(
+            deadline_tag(at("20261231t233000z")),
+            "golden-deadline:20270101t000000z"
+        );
+        assert_eq!(
+            deadline_of("golden-deadline:20260101t130000z"),
+            Some(at("20260101t130000z"))
+        );
+        assert_eq!(deadline_of("golden-deadline-x:20260101t130000z"), None);
+        assert_eq!(deadline_of("golden-family:x"), None);
+        assert_eq!(TAG_MANAGED, "golden-managed");
     }
 
     #[test]

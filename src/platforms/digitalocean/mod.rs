@@ -18,6 +18,7 @@ pub mod client;
 pub mod encoding;
 mod smoke;
 pub mod spec;
+mod tags;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -215,7 +216,16 @@ impl DoPlatform {
         let api = self.api(cx);
         for t in tags {
             api.create_tag(t).await?;
-            api.tag_image(t, image).await?;
+            match api.tag_image(t, image).await {
+                // Deleted between create and use (another run's sweep
+                // removing an unused deadline tag): made again, once.
+                Err(e) if e.is_not_found() => {
+                    tracing::warn!(tag = %t, "the tag vanished before it was used; creating it again");
+                    api.create_tag(t).await?;
+                    api.tag_image(t, image).await?;
+                }
+                r => r?,
+            }
         }
         Ok(())
     }
@@ -331,9 +341,36 @@ impl DoPlatform {
         Ok(())
     }
 
-    async fn drop_droplets(&self, run_tag: &str, snapshot: Option<&str>, cx: &Cx) -> Result<()> {
+    /// Deletes every droplet of a run: `known` first, then whatever else
+    /// carries `run_tag` (a create that was sent twice, its first answer
+    /// lost, leaves a twin with the same tag), then the run's tag and,
+    /// when nothing carries it any more, its `claim` tag: both were made
+    /// for this run alone. A tag left by a failed delete is harmless.
+    pub(crate) async fn drop_run(
+        &self,
+        known: Option<u64>,
+        run_tag: &str,
+        snapshot: Option<&str>,
+        claim: Option<&str>,
+        cx: &Cx,
+    ) -> Result<()> {
+        if let Some(id) = known {
+            self.drop_droplet(id, snapshot, cx).await?;
+        }
         for d in self.api(cx).droplets_tagged(run_tag).await? {
+            if Some(d.id) != known {
+                tracing::warn!(
+                    droplet = d.id,
+                    run_tag,
+                    "a second droplet of this run (a create sent twice); deleting it"
+                );
+            }
             self.drop_droplet(d.id, snapshot, cx).await?;
+        }
+        for t in std::iter::once(run_tag).chain(claim) {
+            if let Err(e) = tags::delete_if_unused(&self.client, t, cx).await {
+                tracing::warn!(tag = t, error = %e, "could not delete the run's tag");
+            }
         }
         Ok(())
     }
@@ -368,6 +405,42 @@ impl DoPlatform {
         cx.forget(&Undo::DeleteKey { id }.action());
         Ok(())
     }
+}
+
+/// How long the sweep waits for one abandoned droplet to be unlocked.
+const SWEEP_UNLOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// `cx` with a deadline no further than `limit` from now.
+fn capped(cx: &Cx, limit: Duration) -> Cx {
+    let mut sub = cx.clone();
+    sub.deadline = sub.deadline.min(tokio::time::Instant::now() + limit);
+    sub
+}
+
+/// The names golden gives its droplets (`build.rs`, `smoke.rs`).
+fn is_golden_droplet(name: &str) -> bool {
+    name.starts_with("golden-build-") || name.starts_with("golden-smoke-")
+}
+
+/// A candidate the sweep may delete: golden's by its tags and name (they
+/// decode for the family it is tagged with), still a candidate, past its
+/// deadline.
+fn is_stale_candidate(img: &DoImage, now: time::OffsetDateTime) -> bool {
+    let Some(family) = img.tags.iter().find_map(|t| {
+        let f = t.strip_prefix(&format!("{}:", metadata::KEY_FAMILY))?;
+        Family::try_from(f.to_owned()).ok()
+    }) else {
+        return false;
+    };
+    encoding::decode(&img.tags, &img.name, &family)
+        .is_some_and(|d| d.meta.status == Status::Candidate && d.deadline.is_some_and(|t| t <= now))
+}
+
+/// The claim tag of the build that snapshots under `snapshot`
+/// (`candidate-<name>`).
+fn claim_of_snapshot(snapshot: &str) -> Option<String> {
+    let name = snapshot.strip_prefix("candidate-")?;
+    Some(encoding::tag(encoding::KEY_CLAIM, name))
 }
 
 /// A create that failed in a way that may or may not have happened (a 5xx,
@@ -482,7 +555,10 @@ impl Platform for DoPlatform {
         match action {
             UndoAction::Platform { payload } => match Undo::from_payload(payload) {
                 Some(Undo::DropDroplets { run_tag, snapshot }) => {
-                    self.drop_droplets(&run_tag, snapshot.as_deref(), cx).await
+                    // A build's entry names its candidate: its claim tag goes too.
+                    let claim = snapshot.as_deref().and_then(claim_of_snapshot);
+                    self.drop_run(None, &run_tag, snapshot.as_deref(), claim.as_deref(), cx)
+                        .await
                 }
                 Some(Undo::DeleteKey { id }) => self.api(cx).delete_key(id).await,
                 None => Err(Error::new(
@@ -507,52 +583,94 @@ impl Platform for DoPlatform {
         }
     }
 
+    /// Removes what runs that died without their ledger left behind. It
+    /// never fails the build and never holds it up: a list that fails is
+    /// logged and its step skipped, an abandoned droplet still locked
+    /// after [`SWEEP_UNLOCK_WAIT`] is left to the next run.
     async fn sweep(&self, cx: &Cx) -> Result<()> {
         let api = self.api(cx);
         let now = now();
         let expired = |tags: &[String]| {
             tags.iter()
-                .filter_map(|t| t.strip_prefix(&format!("{}:", encoding::KEY_DEADLINE)))
-                .filter_map(encoding::parse_tag_time)
+                .filter_map(|t| encoding::deadline_of(t))
                 .any(|t| t <= now)
         };
-        // Droplets of runs that died without a ledger (another machine).
-        for d in api.droplets_tagged(encoding::TAG_MANAGED).await? {
-            if expired(&d.tags) {
-                tracing::info!(droplet = d.id, name = %d.name, "removing an abandoned golden droplet");
-                let snapshot = d
-                    .tags
-                    .iter()
-                    .find_map(|t| t.strip_prefix(&format!("{}:", encoding::KEY_CLAIM)))
-                    .map(|n| format!("candidate-{n}"));
-                if let Err(e) = self.drop_droplet(d.id, snapshot.as_deref(), cx).await {
-                    tracing::warn!(droplet = d.id, error = %e, "could not remove an abandoned droplet");
+        // Droplets of runs that died without a ledger (another machine):
+        // golden's names and tags, past their deadline.
+        match api.droplets_tagged(encoding::TAG_MANAGED).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "sweep: could not list golden's droplets; skipping them")
+            }
+            Ok(droplets) => {
+                for d in droplets {
+                    if !is_golden_droplet(&d.name) || !expired(&d.tags) {
+                        continue;
+                    }
+                    tracing::info!(droplet = d.id, name = %d.name, "removing an abandoned golden droplet");
+                    let snapshot = d
+                        .tags
+                        .iter()
+                        .find_map(|t| t.strip_prefix(&format!("{}:", encoding::KEY_CLAIM)))
+                        .map(|n| format!("candidate-{n}"));
+                    let capped = capped(cx, SWEEP_UNLOCK_WAIT);
+                    if let Err(e) = self.drop_droplet(d.id, snapshot.as_deref(), &capped).await {
+                        tracing::warn!(droplet = d.id, error = %e, "could not remove an abandoned droplet (still locked?); the next run tries again");
+                    }
                 }
             }
         }
         // Throwaway keys past their deadline.
-        for k in api.keys().await? {
-            if key_deadline(&k.name).is_some_and(|t| t <= now) {
-                tracing::info!(key = k.id, name = %k.name, "removing an abandoned throwaway key");
-                if let Err(e) = api.delete_key(k.id).await {
-                    tracing::warn!(key = k.id, error = %e, "could not remove an abandoned key");
+        match api.keys().await {
+            Err(e) => {
+                tracing::warn!(error = %e, "sweep: could not list the account's keys; skipping them")
+            }
+            Ok(keys) => {
+                for k in keys {
+                    if key_deadline(&k.name).is_some_and(|t| t <= now) {
+                        tracing::info!(key = k.id, name = %k.name, "removing an abandoned throwaway key");
+                        if let Err(e) = api.delete_key(k.id).await {
+                            tracing::warn!(key = k.id, error = %e, "could not remove an abandoned key");
+                        }
+                    }
                 }
             }
         }
-        // Candidates whose run gave up: never a validated or failed image.
+        // Candidates whose run gave up: only golden's own (tags and name
+        // decode), never a validated or failed image.
         let candidate = encoding::status_tag(Status::Candidate);
-        for img in api.private_images_tagged(&candidate).await? {
-            let settled = [Status::Validated, Status::Failed]
-                .iter()
-                .any(|s| img.tags.contains(&encoding::status_tag(*s)));
-            let golden = img
-                .tags
-                .iter()
-                .any(|t| t.starts_with(&format!("{}:", metadata::KEY_FAMILY)));
-            if golden && !settled && expired(&img.tags) {
-                tracing::info!(image = img.id, name = %img.name, "removing a stale candidate");
-                if let Err(e) = api.delete_image(img.id).await {
-                    tracing::warn!(image = img.id, error = %e, "could not remove a stale candidate");
+        match api.private_images_tagged(&candidate).await {
+            Err(e) => tracing::warn!(error = %e, "sweep: could not list candidates; skipping them"),
+            Ok(images) => {
+                for img in images {
+                    if !is_stale_candidate(&img, now) {
+                        continue;
+                    }
+                    tracing::info!(image = img.id, name = %img.name, "removing a stale candidate");
+                    if let Err(e) = api.delete_image(img.id).await {
+                        tracing::warn!(image = img.id, error = %e, "could not remove a stale candidate");
+                    }
+                }
+            }
+        }
+        // Deadline tags past their time that nothing carries any more
+        // (checked again by `GET /v2/tags/{tag}` right before the delete).
+        match tags::list(&self.client, cx).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "sweep: could not list the account's tags; skipping them")
+            }
+            Ok(all) => {
+                for t in all {
+                    let past = encoding::deadline_of(&t.name).is_some_and(|d| d <= now);
+                    if !past || t.count != 0 {
+                        continue;
+                    }
+                    match tags::delete_if_unused(&self.client, &t.name, cx).await {
+                        Ok(true) => tracing::info!(tag = %t.name, "removed a past deadline tag"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(tag = %t.name, error = %e, "could not remove a past deadline tag")
+                        }
+                    }
                 }
             }
         }
@@ -589,6 +707,57 @@ mod tests {
         );
         assert_ne!(new_run_id(), new_run_id());
         assert!(encoding::is_valid_tag(&encoding::run_tag(&new_run_id())));
+    }
+
+    #[test]
+    fn the_sweep_takes_only_golden_droplets_and_golden_candidates() {
+        assert!(is_golden_droplet("golden-build-f-20260101-001"));
+        assert!(is_golden_droplet("golden-smoke-f-20260101-001"));
+        assert!(!is_golden_droplet("golden-web-1"));
+        assert!(!is_golden_droplet("my-droplet"));
+
+        use crate::lifecycle::naming::{BuildDate, ImageName, NamingRules};
+        let family = Family::parse("f", NamingRules { allow_dot: false }).unwrap();
+        let meta = Metadata {
+            name: ImageName::new(family, BuildDate::parse("20260101").unwrap(), 1),
+            builder_version: "0.1.0".into(),
+            recipe_hash: "0123456789abcdef".into(),
+            status: Status::Candidate,
+            validated_at: None,
+            tags: BTreeMap::new(),
+        };
+        let past = encoding::parse_tag_time("20260101t120000z").unwrap();
+        let now = encoding::parse_tag_time("20260102t120000z").unwrap();
+        let image = |name: &str, tags: Vec<String>| -> DoImage {
+            serde_json::from_value(serde_json::json!({"id": 7, "name": name, "tags": tags}))
+                .unwrap()
+        };
+        let tags: Vec<String> = golden_tags(&meta, Some(past))
+            .unwrap()
+            .into_iter()
+            .collect();
+        let name = encoding::image_name(&meta.name, Status::Candidate);
+        assert!(is_stale_candidate(&image(&name, tags.clone()), now));
+        // Not yet past its deadline.
+        assert!(!is_stale_candidate(
+            &image(&name, tags.clone()),
+            past - time::Duration::HOUR
+        ));
+        // Someone's image that carries golden's tags but not a golden name.
+        assert!(!is_stale_candidate(
+            &image("my-snapshot", tags.clone()),
+            now
+        ));
+        // Settled: a validated tag beside the candidate one.
+        let mut settled = tags.clone();
+        settled.push(encoding::status_tag(Status::Validated));
+        assert!(!is_stale_candidate(&image(&name, settled), now));
+        // No family tag: not golden's.
+        let bare: Vec<String> = tags
+            .into_iter()
+            .filter(|t| !t.starts_with("golden-family:"))
+            .collect();
+        assert!(!is_stale_candidate(&image(&name, bare), now));
     }
 
     #[test]

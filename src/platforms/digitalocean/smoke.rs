@@ -140,7 +140,7 @@ pub async fn run(p: &DoPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) -> Re
         encoding::TAG_MANAGED.to_owned(),
         encoding::TAG_SMOKE.to_owned(),
         run_tag.clone(),
-        encoding::tag(encoding::KEY_DEADLINE, &encoding::tag_time(p.deadline(cx))),
+        encoding::deadline_tag(p.deadline(cx)),
     ];
     let droplet_name = format!("golden-smoke-{name}");
     let (droplet, action) = create_droplet(
@@ -183,7 +183,10 @@ pub async fn run(p: &DoPlatform, image: &Image, spec: &SmokeSpec, cx: &Cx) -> Re
     // Tear down now, so the report's duration is honest and nothing runs
     // while publishing; the ledger entries stay as the safety net until done.
     let clean = cx.for_cleanup(crate::lifecycle::pipeline::CLEANUP_TIMEOUT);
-    match p.drop_droplet(droplet.id, None, &clean).await {
+    match p
+        .drop_run(Some(droplet.id), &run_tag, None, None, &clean)
+        .await
+    {
         Ok(()) => cx.forget(&drop_undo(&run_tag, None)),
         Err(e) => {
             tracing::warn!(droplet = droplet.id, error = %e, "could not delete the smoke-test droplet; the ledger will retry")

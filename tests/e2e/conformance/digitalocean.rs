@@ -306,4 +306,13 @@ fn lifecycle_conformance_on_digitalocean() {
     let h = DigitalOcean::new();
     super::run(&h);
     h.sim.assert_nothing_left();
+    // The tags made for one run went with it.
+    let left: Vec<String> = h
+        .sim
+        .tags()
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .filter(|t| t.starts_with("golden-run:") || t.starts_with("golden-claim:"))
+        .collect();
+    assert!(left.is_empty(), "run tags left: {left:?}");
 }
