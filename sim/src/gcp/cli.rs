@@ -213,3 +213,75 @@ async fn serve(cli: Cli) -> Result<()> {
     super::qemu::stop_all(&started.shared).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gcp::state::Project;
+    use std::sync::Arc;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn qemu_backend_wants_image_files_that_name_public_images() {
+        let dir = std::env::temp_dir().join(format!(
+            "golden-sim-gcp-cli-{}-{}",
+            std::process::id(),
+            &util::random_secret()[..8]
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = dir.to_str().unwrap();
+        let err = parse(&args(&["--backend", "qemu", "--state", state]))
+            .err()
+            .unwrap();
+        assert!(format!("{err}").contains("--image NAME=PATH"), "{err}");
+        let file = dir.join("base.qcow2");
+        std::fs::write(&file, b"x").unwrap();
+        let image = |name: &str| format!("{name}={}", file.display());
+        assert!(parse(&args(&[
+            "--image",
+            "debian-12=/nonexistent",
+            "--state",
+            state
+        ]))
+        .is_err());
+        let names = [
+            "projects/debian-cloud/global/images/family/debian-12",
+            "https://www.googleapis.com/compute/v1/projects/debian-cloud/global/images/debian-12-bookworm-v20250113",
+            "debian-cloud/family/debian-12",
+            "debian-cloud/debian-12-bookworm-v20250113",
+            "debian-12",
+        ];
+        for name in names {
+            let cli = parse(&args(&[
+                "--backend",
+                "qemu",
+                "--image",
+                &image(name),
+                "--state",
+                state,
+            ]))
+            .unwrap();
+            assert_eq!(cli.opts.backend, Backend::Qemu);
+            let account =
+                Arc::new(crate::gcp::auth::ServiceAccount::generate("golden-sim", &dir).unwrap());
+            let mut p = Project::new(Arc::new(cli.opts.clone()), account);
+            let (n, f) = &cli.opts.image_files[0];
+            p.back_image(n, f).unwrap();
+            let backed: Vec<_> = p
+                .images
+                .values()
+                .filter(|i| i.file.is_some())
+                .map(|i| i.name.clone())
+                .collect();
+            assert_eq!(backed, ["debian-12-bookworm-v20250113"], "{name}");
+            let err = p
+                .back_image("debian-cloud/family/debian-11", f)
+                .unwrap_err();
+            assert!(err.contains("debian-cloud/family/debian-12"), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
