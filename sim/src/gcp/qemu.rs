@@ -192,8 +192,11 @@ pub async fn create(shared: &Shared, name: &str) -> Result<(), String> {
                 i.last_start_ms = Some(now_ms());
             }
             _ => {
-                // Deleted meanwhile: its delete removes the files.
+                // Deleted while it was being made: its delete found no
+                // guest to kill and may have run before the files existed.
                 guest.kill_soon();
+                let _ = std::fs::remove_dir_all(&workdir);
+                let _ = std::fs::remove_file(&disk);
                 return Err("the instance was deleted".into());
             }
         }
