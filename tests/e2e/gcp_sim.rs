@@ -331,6 +331,23 @@ impl GcpSim {
         panic!("operation never DONE: {op:#}");
     }
 
+    /// Waits up to `timeout` until the instance has this status.
+    pub fn wait_status_for(&self, name: &str, status: &str, timeout: Duration) -> Value {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let i = self.expect(200, "GET", &self.zonal(&format!("instances/{name}")), None);
+            if i["status"] == status {
+                return i;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "instance {name} not {status} within {timeout:?}: {}",
+                i["status"]
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// Waits (10 s) until the instance has this status.
     pub fn wait_status(&self, name: &str, status: &str) -> Value {
         for _ in 0..200 {

@@ -10,9 +10,10 @@ use serde_json::{json, Value};
 use super::filter;
 use super::guest;
 use super::state::{
-    now_ms, AttachedDisk, Disk, Image, Instance, OpMeta, Project, Serial, Shared, PUBLIC_PROJECTS,
+    now_ms, AttachedDisk, Backend, Disk, Image, Instance, OpMeta, Project, Serial, Shared,
+    PUBLIC_PROJECTS,
 };
-use super::{ApiError, ApiResult};
+use super::{qemu, ApiError, ApiResult};
 use crate::core::ops::{self, Armed, Start};
 use crate::core::spec::Params;
 use crate::core::util::random_secret;
@@ -539,7 +540,8 @@ fn insert_image(shared: &Shared, st: &mut Project, params: &Params, body: Value)
     if let Some(by) = &d.imaging {
         return Err(in_use(&disk_path, by));
     }
-    if !force {
+    let qemu_backend = st.opts.backend == Backend::Qemu;
+    if !force || qemu_backend {
         for u in &d.users {
             let name = u.rsplit('/').next().unwrap_or("");
             if st
@@ -547,6 +549,13 @@ fn insert_image(shared: &Shared, st: &mut Project, params: &Params, body: Value)
                 .get(name)
                 .is_some_and(|i| i.status != "TERMINATED")
             {
+                if force {
+                    return Err(ApiError::new(
+                        400,
+                        "resourceInUseByAnotherResource",
+                        format!("The disk resource '{disk_path}' is already being used by '{u}': the simulator's QEMU backend images the disks of TERMINATED instances only, forceCreate or not"),
+                    ));
+                }
                 return Err(in_use(&disk_path, u));
             }
         }
@@ -570,6 +579,7 @@ fn insert_image(shared: &Shared, st: &mut Project, params: &Params, body: Value)
             disk_size_gb: size,
             deprecated: None,
             fs,
+            file: None,
         },
     );
     if let Some(d) = st.disks.get_mut(&disk_name) {
@@ -578,9 +588,23 @@ fn insert_image(shared: &Shared, st: &mut Project, params: &Params, body: Value)
     let key = (project, name);
     let (s2, k2, d2) = (shared.clone(), key.clone(), disk_name.clone());
     let work = async move {
+        let file = if qemu_backend {
+            Some(qemu::flatten_disk(&s2, &d2, id).await?)
+        } else {
+            None
+        };
         let mut st = s2.lock();
-        if let Some(i) = st.images.get_mut(&k2) {
-            i.status = "READY";
+        match st.images.get_mut(&k2) {
+            Some(i) if i.id == id => {
+                i.status = "READY";
+                i.file = file;
+            }
+            // Deleted while it was being made.
+            _ => {
+                if let Some(f) = file {
+                    let _ = std::fs::remove_file(f);
+                }
+            }
         }
         if let Some(d) = st.disks.get_mut(&d2) {
             d.imaging = None;
@@ -729,7 +753,10 @@ fn delete_image(shared: &Shared, st: &mut Project, name: &str, params: &Params) 
     let s2 = shared.clone();
     let k2 = key.clone();
     let work = async move {
-        s2.lock().images.remove(&k2);
+        let mut st = s2.lock();
+        if let Some(img) = st.images.remove(&k2) {
+            qemu::image_removed(&mut st, &img);
+        }
         Ok(())
     };
     let spec = OpSpec {
@@ -780,6 +807,16 @@ fn insert_instance(shared: &Shared, st: &mut Project, params: &Params, body: Val
         ));
     };
     let img = resolve_image(st, source)?;
+    let backing = match st.opts.backend {
+        Backend::Instant => None,
+        Backend::Qemu => Some(qemu::image_file(img).map_err(|why| {
+            ApiError::invalid(
+                "resource.disks[0].initializeParams.sourceImage",
+                source,
+                &why,
+            )
+        })?),
+    };
     let (fs, img_size, img_ref) = (img.fs.clone(), img.disk_size_gb, (img.path(), img.id));
     let disk_name = init["diskName"].as_str().unwrap_or(&name).to_owned();
     if st.disks.contains_key(&disk_name) {
@@ -817,6 +854,7 @@ fn insert_instance(shared: &Shared, st: &mut Project, params: &Params, body: Val
         .map(|n| rel_url(n).to_owned())
         .unwrap_or_else(|| format!("projects/{}/global/networks/default", st.opts.project));
     let disk_id = st.next_id();
+    let disk_file = backing.as_ref().map(|_| qemu::disk_file(&st.opts, disk_id));
     st.disks.insert(
         disk_name.clone(),
         Disk {
@@ -829,6 +867,8 @@ fn insert_instance(shared: &Shared, st: &mut Project, params: &Params, body: Val
             users: vec![path.clone()],
             imaging: None,
             fs,
+            file: disk_file,
+            backing,
         },
     );
     let id = st.next_id();
@@ -860,12 +900,17 @@ fn insert_instance(shared: &Shared, st: &mut Project, params: &Params, body: Val
             last_start_ms: None,
             last_stop_ms: None,
             deleting: false,
+            guest: None,
         },
     );
     let s2 = shared.clone();
     let n2 = name.clone();
     let op_ms = st.opts.op_ms;
+    let qemu_backend = st.opts.backend == Backend::Qemu;
     let work = async move {
+        if qemu_backend {
+            return qemu::create(&s2, &n2).await;
+        }
         let power_off = {
             let mut guard = s2.lock();
             let st = &mut *guard;
@@ -896,8 +941,15 @@ fn insert_instance(shared: &Shared, st: &mut Project, params: &Params, body: Val
         Ok(())
     };
     let rollback = move |st: &mut Project| {
-        st.instances.remove(&name);
-        st.disks.remove(&disk_name);
+        if let Some(g) = qemu::take_guest(st, &name) {
+            g.kill_soon();
+        }
+        if let Some(i) = st.instances.remove(&name) {
+            qemu::instance_removed(st, &i);
+        }
+        if let Some(d) = st.disks.remove(&disk_name) {
+            qemu::disk_removed(st, &d);
+        }
     };
     let spec = OpSpec {
         zonal: true,
@@ -941,7 +993,11 @@ fn stop_instance(shared: &Shared, st: &mut Project, name: &str, params: &Params)
         }
     }
     let (s2, n2, n3) = (shared.clone(), name.to_owned(), name.to_owned());
+    let qemu_backend = st.opts.backend == Backend::Qemu;
     let work = async move {
+        if qemu_backend {
+            return qemu::stop(&s2, &n2).await;
+        }
         if let Some(i) = s2.lock().instances.get_mut(&n2) {
             if i.status != "TERMINATED" {
                 i.last_stop_ms = Some(now_ms());
@@ -983,11 +1039,18 @@ fn delete_instance(shared: &Shared, st: &mut Project, name: &str, params: &Param
     let (s2, n2) = (shared.clone(), name.to_owned());
     let p2 = path.clone();
     let work = async move {
+        let guest = qemu::take_guest(&mut s2.lock(), &n2);
+        if let Some(g) = guest {
+            g.kill().await;
+        }
         let mut st = s2.lock();
         if let Some(i) = st.instances.remove(&n2) {
+            qemu::instance_removed(&st, &i);
             for a in i.disks {
                 if a.auto_delete {
-                    st.disks.remove(&a.disk);
+                    if let Some(d) = st.disks.remove(&a.disk) {
+                        qemu::disk_removed(&mut st, &d);
+                    }
                 } else if let Some(d) = st.disks.get_mut(&a.disk) {
                     d.users.retain(|u| *u != p2);
                 }
@@ -1051,7 +1114,10 @@ fn delete_disk(shared: &Shared, st: &mut Project, name: &str, params: &Params) -
     let id = d.id;
     let (s2, n2) = (shared.clone(), name.to_owned());
     let work = async move {
-        s2.lock().disks.remove(&n2);
+        let mut st = s2.lock();
+        if let Some(d) = st.disks.remove(&n2) {
+            qemu::disk_removed(&mut st, &d);
+        }
         Ok(())
     };
     let spec = OpSpec {

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod cli;
 mod filter;
 mod guest;
+mod qemu;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -396,13 +397,21 @@ pub struct Started {
     pub endpoint: String,
     /// The service-account key file it issued.
     pub credentials: std::path::PathBuf,
+    pub shared: Shared,
 }
 
 pub async fn start(opts: Options, spec: Option<Discovery>, listen: SocketAddr) -> Result<Started> {
     let account = Arc::new(ServiceAccount::generate(&opts.project, &opts.state_dir)?);
     let project = opts.project.clone();
     let state_dir = opts.state_dir.clone();
-    let shared = Shared::new(Project::new(Arc::new(opts), account.clone()));
+    let image_files = opts.image_files.clone();
+    let mut project_state = Project::new(Arc::new(opts), account.clone());
+    for (name, path) in &image_files {
+        project_state
+            .back_image(name, path)
+            .map_err(anyhow::Error::msg)?;
+    }
+    let shared = Shared::new(project_state);
     let ctx = Arc::new(Ctx {
         shared: shared.clone(),
         spec,
@@ -418,6 +427,7 @@ pub async fn start(opts: Options, spec: Option<Discovery>, listen: SocketAddr) -
     Ok(Started {
         endpoint,
         credentials,
+        shared,
     })
 }
 

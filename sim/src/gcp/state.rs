@@ -3,6 +3,7 @@
 //! the guide (docs/guides/gcp-simulator.md) lists them all.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::admin::GcpFault;
 use super::auth::ServiceAccount;
+use crate::core::guest::QemuGuest;
 use crate::core::guestfs::GuestFs;
 use crate::core::ops::{OperationMeta, OperationState, Operations};
 use crate::core::state::{Records, SimState};
@@ -40,6 +42,31 @@ pub const WAIT_CAP: Duration = Duration::from_secs(120);
 /// no cloud-init, Ubuntu's do; both run the guest agent's startup scripts).
 pub const PUBLIC_PROJECTS: &[&str] = &["debian-cloud", "ubuntu-os-cloud"];
 
+/// The public images seeded: (project, name, family, has cloud-init).
+pub const PUBLIC_IMAGES: &[(&str, &str, &str, bool)] = &[
+    (
+        "debian-cloud",
+        "debian-12-bookworm-v20250113",
+        "debian-12",
+        false,
+    ),
+    (
+        "ubuntu-os-cloud",
+        "ubuntu-2404-noble-amd64-v20250117",
+        "ubuntu-2404-lts-amd64",
+        true,
+    ),
+];
+
+/// What an instance is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A file map and the core's tiny shell (`super::guest`).
+    Instant,
+    /// A real QEMU guest booted from `--image` files (`super::qemu`).
+    Qemu,
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub project: String,
@@ -47,6 +74,10 @@ pub struct Options {
     /// How long an operation runs.
     pub op_ms: u64,
     pub state_dir: std::path::PathBuf,
+    pub backend: Backend,
+    /// `--image NAME=PATH`: a public image (by URL, `PROJECT/NAME`, name or
+    /// family) backed by a disk file.
+    pub image_files: Vec<(String, std::path::PathBuf)>,
 }
 
 impl Options {
@@ -107,6 +138,9 @@ pub struct Image {
     /// `DeprecationStatus`, as last set (`images.patch`/`deprecate`).
     pub deprecated: Option<Value>,
     pub fs: GuestFs,
+    /// Its disk file (QEMU backend): an `--image` file for a public image,
+    /// the flattened qcow2 the simulator made for one of ours.
+    pub file: Option<PathBuf>,
 }
 
 impl Image {
@@ -172,6 +206,9 @@ pub struct Disk {
     /// The image being made from it, while that insert runs.
     pub imaging: Option<String>,
     pub fs: GuestFs,
+    /// Its qcow2 overlay (QEMU backend), once made, and the file under it.
+    pub file: Option<PathBuf>,
+    pub backing: Option<PathBuf>,
 }
 
 impl Disk {
@@ -234,6 +271,8 @@ pub struct Instance {
     pub last_stop_ms: Option<u64>,
     /// A delete is running: further calls see it go.
     pub deleting: bool,
+    /// The QEMU backend's guest, while it runs.
+    pub guest: Option<Arc<QemuGuest>>,
 }
 
 impl Instance {
@@ -375,6 +414,9 @@ pub struct Project {
     /// OAuth access tokens handed out by `/token` -> expiry.
     pub access_tokens: HashMap<String, Instant>,
     pub behaviour: Behaviour,
+    /// Deleted images' files that overlays still stand on (QEMU backend):
+    /// removed with the last disk on them.
+    pub retired_files: Vec<PathBuf>,
 }
 
 impl SimState for Project {
@@ -438,6 +480,7 @@ impl Project {
             request_ids: HashMap::new(),
             access_tokens: HashMap::new(),
             behaviour: Behaviour::default(),
+            retired_files: Vec::new(),
         };
         p.seed_public_images();
         p
@@ -456,21 +499,7 @@ impl Project {
     /// Google's Debian 12 image (no cloud-init; the guest agent runs
     /// startup scripts) and Ubuntu 24.04 (cloud-init too).
     fn seed_public_images(&mut self) {
-        let seeds = [
-            (
-                "debian-cloud",
-                "debian-12-bookworm-v20250113",
-                "debian-12",
-                false,
-            ),
-            (
-                "ubuntu-os-cloud",
-                "ubuntu-2404-noble-amd64-v20250117",
-                "ubuntu-2404-lts-amd64",
-                true,
-            ),
-        ];
-        for (project, name, family, cloud_init) in seeds {
+        for &(project, name, family, cloud_init) in PUBLIC_IMAGES {
             let mut fs = crate::core::guestfs::debian_fs("localhost");
             fs.insert("/usr/bin/google_metadata_script_runner".into(), Vec::new());
             if cloud_init {
@@ -494,8 +523,59 @@ impl Project {
                     disk_size_gb: 10,
                     deprecated: None,
                     fs,
+                    file: None,
                 },
             );
+        }
+    }
+
+    /// `--image NAME=PATH`: backs the public image NAME names with PATH.
+    /// NAME is an image or family URL (`projects/debian-cloud/global/images/
+    /// family/debian-12`), `PROJECT/NAME`, an image name or a family.
+    pub fn back_image(&mut self, name: &str, path: &std::path::Path) -> Result<(), String> {
+        let rel = match name.find("projects/") {
+            Some(i) => &name[i..],
+            None => name,
+        };
+        let segs: Vec<&str> = rel.split('/').collect();
+        let (project, key, family) = match segs.as_slice() {
+            ["projects", p, "global", "images", "family", f] => (Some(*p), *f, true),
+            ["projects", p, "global", "images", i] => (Some(*p), *i, false),
+            [p, "family", f] => (Some(*p), *f, true),
+            [p, i] => (Some(*p), *i, false),
+            [i] => (None, *i, false),
+            _ => return Err(format!("--image {name}: not an image name or URL")),
+        };
+        let found = self
+            .images
+            .values_mut()
+            .filter(|i| project.is_none_or(|p| p == i.project))
+            .filter(|i| {
+                if family {
+                    i.family.as_deref() == Some(key)
+                } else {
+                    i.name == key || (project.is_none() && i.family.as_deref() == Some(key))
+                }
+            })
+            .max_by_key(|i| (i.created_ms, i.seq));
+        match found {
+            Some(img) => {
+                img.file = Some(path.to_owned());
+                Ok(())
+            }
+            None => Err(format!(
+                "--image {name}: no such public image; the simulator has {} (families {})",
+                PUBLIC_IMAGES
+                    .iter()
+                    .map(|(p, n, _, _)| format!("{p}/{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                PUBLIC_IMAGES
+                    .iter()
+                    .map(|(p, _, f, _)| format!("{p}/family/{f}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )),
         }
     }
 
