@@ -1,5 +1,5 @@
-//! The tag calls beyond `api.rs` (kept apart while `api.rs` is being
-//! edited elsewhere; they belong beside `create_tag` there):
+//! The account's tags as objects of their own, for the sweep's cleanup of
+//! golden's per-run tags (`api.rs` has the calls on images):
 //! `GET /v2/tags`, `GET /v2/tags/{tag}` and `DELETE /v2/tags/{tag}`
 //! (resources/tags/: tags_list.yml, tags_get.yml, tags_delete.yml; a tag's
 //! `resources.count` counts everything tagged with it).
