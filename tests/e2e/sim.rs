@@ -64,7 +64,7 @@ pub struct Call {
 
 pub struct Sim {
     child: Child,
-    _stdin: ChildStdin,
+    stdin: Option<ChildStdin>,
     pub endpoint: String,
     pub token: String,
     pub node: String,
@@ -126,7 +126,7 @@ impl Sim {
             .unwrap();
         Sim {
             child,
-            _stdin: stdin,
+            stdin: Some(stdin),
             endpoint: v["endpoint"].as_str().unwrap().to_owned(),
             token: v["api_token"].as_str().unwrap().to_owned(),
             node: v["node"].as_str().unwrap_or("pve").to_owned(),
@@ -442,7 +442,17 @@ impl Sim {
 }
 
 impl Drop for Sim {
+    /// Closing stdin asks it to stop (`--exit-on-stdin-eof`): it stops its
+    /// guests and removes its temporary state directory; a kill if it
+    /// lingers (a kill leaves the directory behind in the temp dir).
     fn drop(&mut self) {
+        drop(self.stdin.take());
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
