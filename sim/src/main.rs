@@ -29,8 +29,18 @@ fn usage() -> String {
     )
 }
 
+/// rustls' ring provider as the process default, for reqwest 0.13 (built
+/// with `rustls-no-provider`) and the `--tls` servers; later calls do nothing.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 fn main() -> ExitCode {
     core::util::die_with_parent();
+    install_crypto_provider();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("proxmox") => proxmox::cli::main(&args[1..]),

@@ -168,7 +168,7 @@ fn a_nearly_spent_hourly_budget_spreads_the_calls() {
                 .enable_all()
                 .build()
                 .unwrap();
-            let http = reqwest::Client::new();
+            let http = golden::platforms::kit::tls::http_client().build().unwrap();
             while !stop.load(Ordering::SeqCst) {
                 let v: serde_json::Value = rt.block_on(async {
                     match http.get(format!("{admin}/requests")).send().await {

@@ -116,7 +116,7 @@ impl DoSim {
             .build()
             .unwrap();
         let ca_cert = v["ca_cert"].as_str().map(str::to_owned);
-        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        let mut http = golden::platforms::kit::tls::http_client().timeout(Duration::from_secs(30));
         if let Some(pem) = &ca_cert {
             let pem = std::fs::read(pem).expect("reading the simulator's certificate");
             http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());

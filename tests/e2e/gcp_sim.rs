@@ -181,7 +181,7 @@ impl GcpSim {
                 .enable_all()
                 .build()
                 .unwrap(),
-            http: reqwest::Client::builder()
+            http: golden::platforms::kit::tls::http_client()
                 .timeout(Duration::from_secs(150))
                 .build()
                 .unwrap(),

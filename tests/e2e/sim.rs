@@ -119,7 +119,7 @@ impl Sim {
             .enable_all()
             .build()
             .unwrap();
-        let http = reqwest::Client::builder()
+        let http = golden::platforms::kit::tls::http_client()
             .danger_accept_invalid_certs(true)
             .timeout(Duration::from_secs(30))
             .build()

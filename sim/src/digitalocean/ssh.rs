@@ -183,6 +183,7 @@ pub fn relay(args: &[String]) -> Result<i32> {
         .build()?;
     let url = format!("{admin}/droplets/{id}/exec");
     let answer: Value = rt.block_on(async {
+        crate::install_crypto_provider();
         let resp = reqwest::Client::new()
             .post(&url)
             .header("content-type", "application/json")

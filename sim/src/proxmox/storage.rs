@@ -431,6 +431,7 @@ async fn fetch(
     use futures::StreamExt;
     use tokio::io::AsyncWriteExt;
     let mut hasher = algo.map(Hasher::new).transpose()?;
+    crate::install_crypto_provider();
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(!verify)
         .build()

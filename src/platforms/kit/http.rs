@@ -217,7 +217,7 @@ impl TransportBuilder {
     }
 
     pub fn build(self, dialect: Box<dyn Dialect>) -> std::result::Result<Transport, String> {
-        let http = reqwest::Client::builder()
+        let http = super::tls::http_client()
             .danger_accept_invalid_certs(self.insecure)
             .timeout(self.timeout)
             .connect_timeout(Duration::from_secs(10))

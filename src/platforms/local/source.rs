@@ -130,7 +130,12 @@ async fn download_cached(
 }
 
 async fn fetch(url: &str, dest: &Path) -> Result<String> {
-    let resp = reqwest::get(url)
+    let client = crate::platforms::kit::tls::http_client()
+        .build()
+        .context("cannot build the HTTP client")?;
+    let resp = client
+        .get(url)
+        .send()
         .await
         .with_context(|| format!("GET {url}"))?;
     if !resp.status().is_success() {
