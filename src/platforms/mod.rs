@@ -3,6 +3,7 @@
 //! live in `lifecycle`.
 
 pub mod digitalocean;
+pub mod gcp;
 pub mod kit;
 pub mod local;
 pub mod proxmox;
@@ -89,6 +90,9 @@ pub enum ErrorKind {
     /// The thing is busy with another operation (a DigitalOcean droplet's
     /// pending event): the call was refused unprocessed; try again later.
     Busy,
+    /// A precondition no longer holds (GCE's stale `labelFingerprint`, 412
+    /// `conditionNotMet`): re-read and try again.
+    Conflict,
     Cancelled,
     Timeout,
     Other,

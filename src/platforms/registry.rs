@@ -94,6 +94,7 @@ pub const PLATFORMS: &[&PlatformSpec] = &[
     &super::local::spec::SPEC,
     &super::proxmox::spec::SPEC,
     &super::digitalocean::spec::SPEC,
+    &super::gcp::spec::SPEC,
 ];
 
 pub fn find(name: &str) -> Option<&'static PlatformSpec> {
