@@ -19,6 +19,7 @@
 //!     nothing else; the secret is in no state file.
 
 pub mod digitalocean;
+pub mod gcp;
 pub mod local;
 pub mod proxmox;
 
