@@ -658,3 +658,352 @@ fn gcp_requests_outside_the_discovery_document_are_refused_and_recorded() {
     assert!(v.to_string().contains("colour"), "{v:#}");
     assert_eq!(sim.admin_get("/instances"), json!([]));
 }
+
+/// An instance whose boot disk and itself carry `labels`.
+fn labelled_instance(sim: &GcpSim, name: &str, labels: Value) {
+    let body = json!({
+        "name": name,
+        "machineType": format!("zones/{}/machineTypes/e2-small", sim.zone),
+        "disks": [{"boot": true, "autoDelete": true,
+                   "initializeParams": {"sourceImage": DEBIAN, "labels": labels}}],
+        "networkInterfaces": [{"network": "global/networks/default"}],
+        "labels": labels,
+    });
+    let op = sim.expect(200, "POST", &sim.zonal("instances"), Some(body));
+    let done = sim.wait(&op);
+    assert!(done.get("error").is_none(), "{done:#}");
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn item_names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| i["name"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The sweep's calls: `instances.list`/`disks.list` with
+/// `labels.golden-managed = "true"`, each item's `labels` read back; the
+/// same filter, page and order handling as `images.list`.
+#[test]
+fn gcp_instances_and_disks_list_by_label_with_pages_and_order() {
+    let sim = GcpSim::start();
+    let managed =
+        json!({"golden-managed": "true", "golden-run": "r7", "golden-expires": "20250101t120000z"});
+    // Created in an order that is not the names' order.
+    labelled_instance(&sim, "sweep-b", managed.clone());
+    labelled_instance(&sim, "other-c", json!({"team": "core"}));
+    labelled_instance(&sim, "sweep-a", managed.clone());
+
+    let filter = pct(r#"labels.golden-managed = "true""#);
+    for what in ["instances", "disks"] {
+        let v = sim.expect(
+            200,
+            "GET",
+            &format!("{}?filter={filter}&maxResults=500", sim.zonal(what)),
+            None,
+        );
+        assert_eq!(item_names(&v), ["sweep-a", "sweep-b"], "{what}: {v:#}");
+        assert!(v.get("nextPageToken").is_none(), "{v:#}");
+        for item in v["items"].as_array().unwrap() {
+            assert_eq!(item["labels"], managed, "{what}: {item:#}");
+        }
+        let kind = if what == "instances" {
+            "compute#instanceList"
+        } else {
+            "compute#diskList"
+        };
+        assert_eq!(v["kind"], kind);
+        // Everything, in name order.
+        let all = sim.expect(200, "GET", &sim.zonal(what), None);
+        assert_eq!(item_names(&all), ["other-c", "sweep-a", "sweep-b"]);
+        // Newest first.
+        let v = sim.expect(
+            200,
+            "GET",
+            &format!(
+                "{}?orderBy={}",
+                sim.zonal(what),
+                pct("creationTimestamp desc")
+            ),
+            None,
+        );
+        assert_eq!(item_names(&v), ["sweep-a", "other-c", "sweep-b"], "{what}");
+        // Nothing matches: no `items` key.
+        let v = sim.expect(
+            200,
+            "GET",
+            &format!(
+                "{}?filter={}",
+                sim.zonal(what),
+                pct(r#"labels.golden-run = "nope""#)
+            ),
+            None,
+        );
+        assert!(v.get("items").is_none(), "{v:#}");
+        // Pages of one, with the filter.
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        loop {
+            let q = if token.is_empty() {
+                String::new()
+            } else {
+                format!("&pageToken={token}")
+            };
+            let v = sim.expect(
+                200,
+                "GET",
+                &format!("{}?filter={filter}&maxResults=1{q}", sim.zonal(what)),
+                None,
+            );
+            seen.extend(item_names(&v));
+            match v["nextPageToken"].as_str() {
+                Some(t) => token = t.to_owned(),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["sweep-a", "sweep-b"], "{what}");
+        // Refusals: a filter outside the subset, a field instances and
+        // disks lack, too many results, a token of another list.
+        for bad in ["name != sweep-a", "family = debian-12"] {
+            let a = sim.call(
+                "GET",
+                &format!("{}?filter={}", sim.zonal(what), pct(bad)),
+                None,
+            );
+            assert_eq!(
+                (a.status, error_reason(&a.body)),
+                (400, "invalid"),
+                "{bad}: {:#}",
+                a.body
+            );
+            assert_eq!(
+                a.body["error"]["message"],
+                format!(
+                    "Invalid value for field 'filter': '{bad}'. Invalid list filter expression."
+                )
+            );
+        }
+        let a = sim.call("GET", &format!("{}?maxResults=501", sim.zonal(what)), None);
+        assert_eq!(
+            (a.status, error_reason(&a.body)),
+            (400, "invalid"),
+            "{:#}",
+            a.body
+        );
+    }
+    // A page token is the list's own: an instances token is no disks token.
+    let v = sim.expect(
+        200,
+        "GET",
+        &format!("{}?maxResults=1", sim.zonal("instances")),
+        None,
+    );
+    let token = v["nextPageToken"].as_str().unwrap();
+    let a = sim.call(
+        "GET",
+        &format!("{}?maxResults=1&pageToken={token}", sim.zonal("disks")),
+        None,
+    );
+    assert_eq!(
+        (a.status, error_reason(&a.body)),
+        (400, "invalid"),
+        "{:#}",
+        a.body
+    );
+
+    // get shows the labels too, with a fingerprint that is not the empty one.
+    let d = sim.expect(200, "GET", &sim.zonal("disks/sweep-a"), None);
+    assert_eq!(d["labels"], managed, "{d:#}");
+    assert_ne!(d["labelFingerprint"], "42WmSpB8rSM=");
+    let i = sim.expect(200, "GET", &sim.zonal("instances/sweep-a"), None);
+    assert_eq!(i["labels"], managed, "{i:#}");
+    let d = sim.expect(200, "GET", &sim.zonal("disks/other-c"), None);
+    assert_eq!(d["labels"], json!({"team": "core"}));
+
+    for name in ["sweep-a", "sweep-b", "other-c"] {
+        delete_instance(&sim, name);
+    }
+    let v = sim.expect(200, "GET", &sim.zonal("instances"), None);
+    assert!(v.get("items").is_none(), "{v:#}");
+    sim.assert_nothing_left();
+    sim.assert_schema_clean();
+}
+
+/// `PUT /_sim/behaviour {"op_ms": {"images.insert": n}}`: an image insert
+/// that outlasts a client's wait, its disk in use until it is `DONE`, while
+/// other operations keep `--op-ms`.
+#[test]
+fn gcp_a_slow_image_insert_keeps_its_disk_in_use_until_done() {
+    let sim = GcpSim::start_with(&["--op-ms", "200"]);
+    let b = sim.admin_put(
+        "/behaviour",
+        json!({"op_ms": {"images.insert": 3000}, "wait_cap_ms": 300}),
+    );
+    assert_eq!(b["op_ms"], json!({"images.insert": 3000}));
+    let disk = stopped_disk(&sim, "slow-1");
+    let started = std::time::Instant::now();
+    let op = sim.expect(
+        200,
+        "POST",
+        &sim.global("images"),
+        Some(json!({"name": "slow-img", "sourceDisk": disk})),
+    );
+    // A client that waits once (the wait capped at 300 ms here) sees it
+    // still running, and the disk still in use.
+    let o = sim.expect(200, "POST", &format!("{}/wait", GcpSim::op_path(&op)), None);
+    assert_ne!(o["status"], "DONE", "{o:#}");
+    std::thread::sleep(Duration::from_millis(1000));
+    let o = sim.expect(200, "GET", &GcpSim::op_path(&op), None);
+    assert_eq!(o["status"], "RUNNING", "{o:#}");
+    for path in [sim.zonal("instances/slow-1"), sim.zonal("disks/slow-1")] {
+        let a = sim.call("DELETE", &path, None);
+        assert_eq!(
+            (a.status, error_reason(&a.body)),
+            (400, "resourceInUseByAnotherResource"),
+            "{path}: {:#}",
+            a.body
+        );
+    }
+    let done = sim.wait(&op);
+    assert!(started.elapsed() >= Duration::from_millis(3000), "{done:#}");
+    assert!(done.get("error").is_none(), "{done:#}");
+    // Other methods keep --op-ms.
+    let t = std::time::Instant::now();
+    delete_instance(&sim, "slow-1");
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+    // Back to --op-ms for images.insert; an unknown method is refused.
+    let b = sim.admin_put("/behaviour", json!({"op_ms": {"images.insert": null}}));
+    assert_eq!(b["op_ms"], json!({}));
+    assert_eq!(
+        sim.admin_put_status("/behaviour", json!({"op_ms": {"image.insert": 5}})),
+        400
+    );
+    delete_image(&sim, "slow-img");
+    sim.assert_nothing_left();
+    sim.assert_schema_clean();
+}
+
+/// What google-cloud-compute-v1 4.1.0 (Rust) sends: `$alt=json` and
+/// `$apiVersion` on every call (URL-encoded by reqwest as `%24`), bodies
+/// with int64 fields as strings and enums as their names.
+#[test]
+fn gcp_the_rust_clients_system_parameters_and_json_are_accepted() {
+    let sim = GcpSim::start();
+    let sys = "%24alt=json&%24apiVersion=2026-09-01";
+    let body = json!({
+        "name": "rust-1",
+        "machineType": format!("zones/{}/machineTypes/e2-small", sim.zone),
+        "disks": [{
+            "type": "PERSISTENT",
+            "mode": "READ_WRITE",
+            "boot": true,
+            "autoDelete": true,
+            "initializeParams": {
+                "sourceImage": "https://compute.googleapis.com/compute/v1/projects/debian-cloud/global/images/family/debian-12",
+                "diskSizeGb": "20",
+                "labels": {"golden-managed": "true"},
+            },
+        }],
+        "networkInterfaces": [{
+            "network": "global/networks/default",
+            "accessConfigs": [{"type": "ONE_TO_ONE_NAT", "name": "External NAT", "networkTier": "PREMIUM"}],
+            "stackType": "IPV4_ONLY",
+        }],
+        "scheduling": {"onHostMaintenance": "MIGRATE", "provisioningModel": "STANDARD"},
+        "metadata": {"items": [{"key": "serial-port-logging-enable", "value": "true"}]},
+        "labels": {"golden-managed": "true"},
+    });
+    let op = sim.expect(
+        200,
+        "POST",
+        &format!(
+            "{}?{sys}&requestId=7d4f6c1a-2b3e-4f50-8a9b-0c1d2e3f4a5b",
+            sim.zonal("instances")
+        ),
+        Some(body),
+    );
+    let o = sim.expect(200, "GET", &format!("{}?{sys}", GcpSim::op_path(&op)), None);
+    assert!(o["id"].is_string(), "{o:#}");
+    sim.wait(&op);
+    let i = sim.expect(
+        200,
+        "GET",
+        &format!("{}?{sys}", sim.zonal("instances/rust-1")),
+        None,
+    );
+    assert_eq!(i["status"], "RUNNING");
+    assert!(i["id"].is_string());
+    let d = sim.expect(
+        200,
+        "GET",
+        &format!("{}?{sys}", sim.zonal("disks/rust-1")),
+        None,
+    );
+    assert_eq!(d["sizeGb"], "20");
+    // Unencoded too, and on lists.
+    sim.expect(
+        200,
+        "GET",
+        &format!(
+            "{}?$alt=json&$apiVersion=2026-09-01&maxResults=500",
+            sim.zonal("instances")
+        ),
+        None,
+    );
+    sim.expect(
+        200,
+        "GET",
+        &format!(
+            "{}?{sys}&filter={}",
+            sim.global("images"),
+            pct(r#"labels.golden-family = "x""#)
+        ),
+        None,
+    );
+    let s = sim.expect(
+        200,
+        "GET",
+        &format!(
+            "{}?{sys}&port=1&start=0",
+            sim.zonal("instances/rust-1/serialPort")
+        ),
+        None,
+    );
+    assert!(s["next"].is_string(), "{s:#}");
+    let op = sim.expect(
+        200,
+        "DELETE",
+        &format!("{}?{sys}", sim.zonal("instances/rust-1")),
+        None,
+    );
+    let o = sim.expect(
+        200,
+        "POST",
+        &format!("{}/wait?{sys}", GcpSim::op_path(&op)),
+        None,
+    );
+    if o["status"] != "DONE" {
+        sim.wait(&op);
+    }
+    sim.assert_nothing_left();
+    sim.assert_schema_clean();
+}

@@ -386,6 +386,9 @@ pub struct Behaviour {
     pub wait_cap: Duration,
     /// Guests ignore power-off requests.
     pub never_power_off: bool,
+    /// How long operations of a method run (`images.insert` -> ms), where
+    /// it differs from `--op-ms`.
+    pub op_ms: BTreeMap<String, u64>,
 }
 
 impl Default for Behaviour {
@@ -393,6 +396,7 @@ impl Default for Behaviour {
         Behaviour {
             wait_cap: WAIT_CAP,
             never_power_off: false,
+            op_ms: BTreeMap::new(),
         }
     }
 }
