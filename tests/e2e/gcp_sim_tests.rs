@@ -1007,3 +1007,232 @@ fn gcp_the_rust_clients_system_parameters_and_json_are_accepted() {
     sim.assert_nothing_left();
     sim.assert_schema_clean();
 }
+
+const UBUNTU: &str = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64";
+
+/// golden's smoke-test script: markers on serial port 1.
+const SMOKE_SH: &str = r#"#!/bin/sh
+mkdir -p /run/golden-smoke
+echo "GOLDEN-CHECK boot ok rc=0" > /dev/ttyS0
+timeout 600 sh -c 'cloud-init status --wait --long' > /run/golden-smoke/out 2>&1 && echo "GOLDEN-CHECK cloud_init ok rc=0" > /run/golden-smoke/rc || echo "GOLDEN-CHECK cloud_init failed rc=$?" > /run/golden-smoke/rc
+sed 's/^/GOLDEN-OUT cloud_init /' /run/golden-smoke/out > /dev/ttyS0
+cat /run/golden-smoke/rc > /dev/ttyS0
+echo "GOLDEN-SMOKE done" > /dev/ttyS0
+"#;
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Reads serial port 1 as golden does (`start` = the last `next`) until
+/// `marker` appears; all of it.
+fn serial_until(sim: &GcpSim, name: &str, marker: &str) -> String {
+    let mut text = String::new();
+    let mut next = "0".to_owned();
+    for _ in 0..200 {
+        let out = sim.expect(
+            200,
+            "GET",
+            &sim.zonal(&format!("instances/{name}/serialPort?port=1&start={next}")),
+            None,
+        );
+        assert_eq!(out["start"], next.as_str(), "no output lost: {out:#}");
+        text += out["contents"].as_str().unwrap();
+        next = out["next"].as_str().unwrap().to_owned();
+        if text.contains(marker) {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{marker} never on {name}'s serial port:\n{text}");
+}
+
+/// The lines of `text` from `first` on that carry a golden marker.
+fn markers(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.starts_with("GOLDEN-")).collect()
+}
+
+/// The smoke test as golden runs it: cloud-init's runcmd starts the
+/// script with `systemd-run --no-block` (on Ubuntu, which has cloud-init);
+/// the script waits for cloud-init and reports on serial port 1. A failing
+/// runcmd makes `cloud-init status` exit 1: `failed rc=1`. On Debian (no
+/// cloud-init) the startup script starts it, and `cloud-init` is not found.
+#[test]
+fn gcp_smoke_script_started_by_systemd_run_reports_on_the_serial_port() {
+    let sim = GcpSim::start();
+    let user_data = |extra: Value| {
+        let mut runcmd = vec![json!([
+            "systemd-run",
+            "--no-block",
+            "--unit",
+            "golden-smoke",
+            "/var/lib/golden/smoke.sh"
+        ])];
+        if !extra.is_null() {
+            runcmd.push(extra);
+        }
+        let doc = json!({
+            "write_files": [{"path": "/var/lib/golden/smoke.sh", "encoding": "b64",
+                             "content": b64(SMOKE_SH), "permissions": "0755"}],
+            "runcmd": runcmd,
+        });
+        format!("#cloud-config\n{doc:#}\n")
+    };
+    create_instance(
+        &sim,
+        "smoke-ok",
+        UBUNTU,
+        json!([{"key": "user-data", "value": user_data(Value::Null)}]),
+    );
+    let text = serial_until(&sim, "smoke-ok", "GOLDEN-SMOKE done");
+    assert_eq!(
+        markers(&text),
+        [
+            "GOLDEN-CHECK boot ok rc=0",
+            "GOLDEN-OUT cloud_init status: done",
+            "GOLDEN-OUT cloud_init detail:",
+            "GOLDEN-OUT cloud_init DataSourceGCE",
+            "GOLDEN-CHECK cloud_init ok rc=0",
+            "GOLDEN-SMOKE done",
+        ],
+        "{text}"
+    );
+
+    create_instance(
+        &sim,
+        "smoke-bad",
+        UBUNTU,
+        json!([{"key": "user-data", "value": user_data(json!("false"))}]),
+    );
+    let text = serial_until(&sim, "smoke-bad", "GOLDEN-SMOKE done");
+    let m = markers(&text);
+    assert_eq!(m[0], "GOLDEN-CHECK boot ok rc=0", "{text}");
+    assert_eq!(m[1], "GOLDEN-OUT cloud_init status: error", "{text}");
+    assert!(m.contains(&"GOLDEN-CHECK cloud_init failed rc=1"), "{text}");
+    assert_eq!(m.last(), Some(&"GOLDEN-SMOKE done"), "{text}");
+
+    let startup = format!(
+        "#!/bin/sh\nmkdir -p /var/lib/golden\necho '{}' | base64 -d > /var/lib/golden/smoke.sh\nchmod 0755 /var/lib/golden/smoke.sh\nsystemd-run --no-block --unit golden-smoke /var/lib/golden/smoke.sh\n",
+        b64(SMOKE_SH)
+    );
+    create_instance(
+        &sim,
+        "smoke-deb",
+        DEBIAN,
+        json!([{"key": "startup-script", "value": startup}]),
+    );
+    let text = serial_until(&sim, "smoke-deb", "GOLDEN-SMOKE done");
+    assert_eq!(
+        markers(&text),
+        [
+            "GOLDEN-CHECK boot ok rc=0",
+            "GOLDEN-OUT cloud_init sh: 1: cloud-init: not found",
+            "GOLDEN-CHECK cloud_init failed rc=127",
+            "GOLDEN-SMOKE done",
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains("startup-script: Running as unit: golden-smoke.service"),
+        "{text}"
+    );
+    for name in ["smoke-ok", "smoke-bad", "smoke-deb"] {
+        delete_instance(&sim, name);
+    }
+    sim.assert_nothing_left();
+    sim.assert_schema_clean();
+}
+
+/// The build on Google's Debian image (no cloud-init): a startup script
+/// writes the files with `echo '<base64>' | base64 -d > PATH`, runs
+/// golden's provisioning script, powers off. GOLDEN-PROVISION on serial
+/// port 1 while it runs, then TERMINATED; the image keeps what it did.
+#[test]
+fn gcp_build_startup_script_on_debian_provisions_reports_and_powers_off() {
+    // Slow enough operations that the serial port is read before the
+    // instance is TERMINATED (its output is refused then).
+    let sim = GcpSim::start_with(&["--op-ms", "1000"]);
+    let provision = golden::lifecycle::recipe::Provision {
+        packages: vec![],
+        files: [("/etc/motd".to_owned(), "built by golden\n".to_owned())].into(),
+        commands: vec!["echo built > /etc/built".into()],
+        services: vec!["nginx".into()],
+    };
+    let script = golden::lifecycle::cloudinit::provision_script(&provision);
+    let startup = format!(
+        "#!/bin/bash\nmkdir -p /var/lib/golden\necho '{}' | base64 -d > /etc/motd\necho '{}' | base64 -d > /var/lib/golden/provision.sh\nchmod 0755 /var/lib/golden/provision.sh\n/var/lib/golden/provision.sh\npoweroff\n",
+        b64("built by golden\n"),
+        b64(&script),
+    );
+    create_instance(
+        &sim,
+        "build-deb",
+        DEBIAN,
+        json!([{"key": "startup-script", "value": startup}]),
+    );
+    let text = serial_until(&sim, "build-deb", "GOLDEN-PROVISION rc=0 step=done");
+    assert!(
+        text.lines().any(|l| l == "GOLDEN-PROVISION rc=0 step=done"),
+        "the marker on a line of its own: {text}"
+    );
+    assert!(
+        text.contains("startup-script: golden: commands[0]"),
+        "{text}"
+    );
+    sim.wait_status_for("build-deb", "TERMINATED", Duration::from_secs(10));
+    let op = sim.expect(
+        200,
+        "POST",
+        &sim.global("images"),
+        Some(
+            json!({"name": "deb-img", "sourceDisk": format!("zones/{}/disks/build-deb", sim.zone)}),
+        ),
+    );
+    sim.wait(&op);
+    delete_instance(&sim, "build-deb");
+    let check = "#!/bin/sh\ncat /etc/built /etc/motd > /dev/ttyS0\ntest -e /var/lib/golden/provision.sh || echo 'GOLDEN-CHECK cleaned ok rc=0' > /dev/ttyS0\ncommand -v cloud-init > /dev/null || echo 'GOLDEN-CHECK no_cloud_init ok rc=0' > /dev/ttyS0\n";
+    create_instance(
+        &sim,
+        "check-deb",
+        &format!("projects/{}/global/images/deb-img", sim.project),
+        json!([{"key": "startup-script", "value": check}]),
+    );
+    let text = serial_until(&sim, "check-deb", "no_cloud_init");
+    assert!(
+        text.contains("built\nbuilt by golden\nGOLDEN-CHECK cleaned ok rc=0\nGOLDEN-CHECK no_cloud_init ok rc=0\n"),
+        "{text}"
+    );
+
+    // A failing step: its marker, then the power-off all the same.
+    let bad =
+        golden::lifecycle::cloudinit::provision_script(&golden::lifecycle::recipe::Provision {
+            packages: vec![],
+            files: Default::default(),
+            commands: vec!["exit 3".into()],
+            services: vec![],
+        });
+    let startup = format!(
+        "#!/bin/bash\nmkdir -p /var/lib/golden\necho '{}' | base64 -d > /var/lib/golden/provision.sh\nchmod 0755 /var/lib/golden/provision.sh\n/var/lib/golden/provision.sh\npoweroff\n",
+        b64(&bad)
+    );
+    create_instance(
+        &sim,
+        "build-bad",
+        DEBIAN,
+        json!([{"key": "startup-script", "value": startup}]),
+    );
+    let text = serial_until(&sim, "build-bad", "GOLDEN-PROVISION");
+    assert!(
+        text.lines()
+            .any(|l| l == "GOLDEN-PROVISION rc=3 step=commands[0]"),
+        "{text}"
+    );
+    sim.wait_status_for("build-bad", "TERMINATED", Duration::from_secs(10));
+    for name in ["check-deb", "build-bad"] {
+        delete_instance(&sim, name);
+    }
+    delete_image(&sim, "deb-img");
+    sim.assert_nothing_left();
+    sim.assert_schema_clean();
+}

@@ -506,8 +506,8 @@ impl Project {
         for &(project, name, family, cloud_init) in PUBLIC_IMAGES {
             let mut fs = crate::core::guestfs::debian_fs("localhost");
             fs.insert("/usr/bin/google_metadata_script_runner".into(), Vec::new());
-            if cloud_init {
-                fs.insert("/usr/bin/cloud-init".into(), Vec::new());
+            if !cloud_init {
+                crate::core::guestfs::without_cloud_init(&mut fs);
             }
             let id = self.next_id();
             let seq = self.next_seq();
