@@ -231,6 +231,19 @@ impl GcpSim {
         )
     }
 
+    /// A `PUT` to the admin API that may be refused: its status.
+    pub fn admin_put_status(&self, path: &str, body: Value) -> u16 {
+        self.rt.block_on(async {
+            let req = self.http.put(format!("{}{path}", self.admin));
+            let resp = req
+                .body(body.to_string())
+                .send()
+                .await
+                .expect("simulator admin API");
+            resp.status().as_u16()
+        })
+    }
+
     /// Arms fault rules (one or an array).
     pub fn fault(&self, rule: Value) {
         self.admin_post("/faults", rule);

@@ -658,3 +658,581 @@ fn gcp_requests_outside_the_discovery_document_are_refused_and_recorded() {
     assert!(v.to_string().contains("colour"), "{v:#}");
     assert_eq!(sim.admin_get("/instances"), json!([]));
 }
+
+/// An instance whose boot disk and itself carry `labels`.
+fn labelled_instance(sim: &GcpSim, name: &str, labels: Value) {
+    let body = json!({
+        "name": name,
+        "machineType": format!("zones/{}/machineTypes/e2-small", sim.zone),
+        "disks": [{"boot": true, "autoDelete": true,
+                   "initializeParams": {"sourceImage": DEBIAN, "labels": labels}}],
+        "networkInterfaces": [{"network": "global/networks/default"}],
+        "labels": labels,
+    });
+    let op = sim.expect(200, "POST", &sim.zonal("instances"), Some(body));
+    let done = sim.wait(&op);
+    assert!(done.get("error").is_none(), "{done:#}");
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn item_names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| i["name"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The sweep's calls: `instances.list`/`disks.list` with
+/// `labels.golden-managed = "true"`, each item's `labels` read back; the
+/// same filter, page and order handling as `images.list`.
+#[test]
+fn gcp_instances_and_disks_list_by_label_with_pages_and_order() {
+    let sim = GcpSim::start();
+    let managed =
+        json!({"golden-managed": "true", "golden-run": "r7", "golden-expires": "20250101t120000z"});
+    // Created in an order that is not the names' order.
+    labelled_instance(&sim, "sweep-b", managed.clone());
+    labelled_instance(&sim, "other-c", json!({"team": "core"}));
+    labelled_instance(&sim, "sweep-a", managed.clone());
+
+    let filter = pct(r#"labels.golden-managed = "true""#);
+    for what in ["instances", "disks"] {
+        let v = sim.expect(
+            200,
+            "GET",
+            &format!("{}?filter={filter}&maxResults=500", sim.zonal(what)),
+            None,
+        );
+        assert_eq!(item_names(&v), ["sweep-a", "sweep-b"], "{what}: {v:#}");
+        assert!(v.get("nextPageToken").is_none(), "{v:#}");
+        for item in v["items"].as_array().unwrap() {
+            assert_eq!(item["labels"], managed, "{what}: {item:#}");
+        }
+        let kind = if what == "instances" {
+            "compute#instanceList"
+        } else {
+            "compute#diskList"
+        };
+        assert_eq!(v["kind"], kind);
+        // Everything, in name order.
+        let all = sim.expect(200, "GET", &sim.zonal(what), None);
+        assert_eq!(item_names(&all), ["other-c", "sweep-a", "sweep-b"]);
+        // Newest first.
+        let v = sim.expect(
+            200,
+            "GET",
+            &format!(
+                "{}?orderBy={}",
+                sim.zonal(what),
+                pct("creationTimestamp desc")
+            ),
+            None,
+        );
+        assert_eq!(item_names(&v), ["sweep-a", "other-c", "sweep-b"], "{what}");
+        // Nothing matches: no `items` key.
+        let v = sim.expect(
+            200,
+            "GET",
+            &format!(
+                "{}?filter={}",
+                sim.zonal(what),
+                pct(r#"labels.golden-run = "nope""#)
+            ),
+            None,
+        );
+        assert!(v.get("items").is_none(), "{v:#}");
+        // Pages of one, with the filter.
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        loop {
+            let q = if token.is_empty() {
+                String::new()
+            } else {
+                format!("&pageToken={token}")
+            };
+            let v = sim.expect(
+                200,
+                "GET",
+                &format!("{}?filter={filter}&maxResults=1{q}", sim.zonal(what)),
+                None,
+            );
+            seen.extend(item_names(&v));
+            match v["nextPageToken"].as_str() {
+                Some(t) => token = t.to_owned(),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["sweep-a", "sweep-b"], "{what}");
+        // Refusals: a filter outside the subset, a field instances and
+        // disks lack, too many results, a token of another list.
+        for bad in ["name != sweep-a", "family = debian-12"] {
+            let a = sim.call(
+                "GET",
+                &format!("{}?filter={}", sim.zonal(what), pct(bad)),
+                None,
+            );
+            assert_eq!(
+                (a.status, error_reason(&a.body)),
+                (400, "invalid"),
+                "{bad}: {:#}",
+                a.body
+            );
+            assert_eq!(
+                a.body["error"]["message"],
+                format!(
+                    "Invalid value for field 'filter': '{bad}'. Invalid list filter expression."
+                )
+            );
+        }
+        let a = sim.call("GET", &format!("{}?maxResults=501", sim.zonal(what)), None);
+        assert_eq!(
+            (a.status, error_reason(&a.body)),
+            (400, "invalid"),
+            "{:#}",
+            a.body
+        );
+    }
+    // A page token is the list's own: an instances token is no disks token.
+    let v = sim.expect(
+        200,
+        "GET",
+        &format!("{}?maxResults=1", sim.zonal("instances")),
+        None,
+    );
+    let token = v["nextPageToken"].as_str().unwrap();
+    let a = sim.call(
+        "GET",
+        &format!("{}?maxResults=1&pageToken={token}", sim.zonal("disks")),
+        None,
+    );
+    assert_eq!(
+        (a.status, error_reason(&a.body)),
+        (400, "invalid"),
+        "{:#}",
+        a.body
+    );
+
+    // get shows the labels too, with a fingerprint that is not the empty one.
+    let d = sim.expect(200, "GET", &sim.zonal("disks/sweep-a"), None);
+    assert_eq!(d["labels"], managed, "{d:#}");
+    assert_ne!(d["labelFingerprint"], "42WmSpB8rSM=");
+    let i = sim.expect(200, "GET", &sim.zonal("instances/sweep-a"), None);
+    assert_eq!(i["labels"], managed, "{i:#}");
+    let d = sim.expect(200, "GET", &sim.zonal("disks/other-c"), None);
+    assert_eq!(d["labels"], json!({"team": "core"}));
+
+    for name in ["sweep-a", "sweep-b", "other-c"] {
+        delete_instance(&sim, name);
+    }
+    let v = sim.expect(200, "GET", &sim.zonal("instances"), None);
+    assert!(v.get("items").is_none(), "{v:#}");
+    sim.assert_nothing_left();
+    sim.assert_schema_clean();
+}
+
+/// `PUT /_sim/behaviour {"op_ms": {"images.insert": n}}`: an image insert
+/// that outlasts a client's wait, its disk in use until it is `DONE`, while
+/// other operations keep `--op-ms`.
+#[test]
+fn gcp_a_slow_image_insert_keeps_its_disk_in_use_until_done() {
+    let sim = GcpSim::start_with(&["--op-ms", "200"]);
+    let b = sim.admin_put(
+        "/behaviour",
+        json!({"op_ms": {"images.insert": 3000}, "wait_cap_ms": 300}),
+    );
+    assert_eq!(b["op_ms"], json!({"images.insert": 3000}));
+    let disk = stopped_disk(&sim, "slow-1");
+    let started = std::time::Instant::now();
+    let op = sim.expect(
+        200,
+        "POST",
+        &sim.global("images"),
+        Some(json!({"name": "slow-img", "sourceDisk": disk})),
+    );
+    // A client that waits once (the wait capped at 300 ms here) sees it
+    // still running, and the disk still in use.
+    let o = sim.expect(200, "POST", &format!("{}/wait", GcpSim::op_path(&op)), None);
+    assert_ne!(o["status"], "DONE", "{o:#}");
+    std::thread::sleep(Duration::from_millis(1000));
+    let o = sim.expect(200, "GET", &GcpSim::op_path(&op), None);
+    assert_eq!(o["status"], "RUNNING", "{o:#}");
+    for path in [sim.zonal("instances/slow-1"), sim.zonal("disks/slow-1")] {
+        let a = sim.call("DELETE", &path, None);
+        assert_eq!(
+            (a.status, error_reason(&a.body)),
+            (400, "resourceInUseByAnotherResource"),
+            "{path}: {:#}",
+            a.body
+        );
+    }
+    let done = sim.wait(&op);
+    assert!(started.elapsed() >= Duration::from_millis(3000), "{done:#}");
+    assert!(done.get("error").is_none(), "{done:#}");
+    // Other methods keep --op-ms.
+    let t = std::time::Instant::now();
+    delete_instance(&sim, "slow-1");
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+    // Back to --op-ms for images.insert; an unknown method is refused.
+    let b = sim.admin_put("/behaviour", json!({"op_ms": {"images.insert": null}}));
+    assert_eq!(b["op_ms"], json!({}));
+    assert_eq!(
+        sim.admin_put_status("/behaviour", json!({"op_ms": {"image.insert": 5}})),
+        400
+    );
+    delete_image(&sim, "slow-img");
+    sim.assert_nothing_left();
+    sim.assert_schema_clean();
+}
+
+/// What google-cloud-compute-v1 4.1.0 (Rust) sends: `$alt=json` and
+/// `$apiVersion` on every call (URL-encoded by reqwest as `%24`), bodies
+/// with int64 fields as strings and enums as their names.
+#[test]
+fn gcp_the_rust_clients_system_parameters_and_json_are_accepted() {
+    let sim = GcpSim::start();
+    let sys = "%24alt=json&%24apiVersion=2026-09-01";
+    let body = json!({
+        "name": "rust-1",
+        "machineType": format!("zones/{}/machineTypes/e2-small", sim.zone),
+        "disks": [{
+            "type": "PERSISTENT",
+            "mode": "READ_WRITE",
+            "boot": true,
+            "autoDelete": true,
+            "initializeParams": {
+                "sourceImage": "https://compute.googleapis.com/compute/v1/projects/debian-cloud/global/images/family/debian-12",
+                "diskSizeGb": "20",
+                "labels": {"golden-managed": "true"},
+            },
+        }],
+        "networkInterfaces": [{
+            "network": "global/networks/default",
+            "accessConfigs": [{"type": "ONE_TO_ONE_NAT", "name": "External NAT", "networkTier": "PREMIUM"}],
+            "stackType": "IPV4_ONLY",
+        }],
+        "scheduling": {"onHostMaintenance": "MIGRATE", "provisioningModel": "STANDARD"},
+        "metadata": {"items": [{"key": "serial-port-logging-enable", "value": "true"}]},
+        "labels": {"golden-managed": "true"},
+    });
+    let op = sim.expect(
+        200,
+        "POST",
+        &format!(
+            "{}?{sys}&requestId=7d4f6c1a-2b3e-4f50-8a9b-0c1d2e3f4a5b",
+            sim.zonal("instances")
+        ),
+        Some(body),
+    );
+    let o = sim.expect(200, "GET", &format!("{}?{sys}", GcpSim::op_path(&op)), None);
+    assert!(o["id"].is_string(), "{o:#}");
+    sim.wait(&op);
+    let i = sim.expect(
+        200,
+        "GET",
+        &format!("{}?{sys}", sim.zonal("instances/rust-1")),
+        None,
+    );
+    assert_eq!(i["status"], "RUNNING");
+    assert!(i["id"].is_string());
+    let d = sim.expect(
+        200,
+        "GET",
+        &format!("{}?{sys}", sim.zonal("disks/rust-1")),
+        None,
+    );
+    assert_eq!(d["sizeGb"], "20");
+    // Unencoded too, and on lists.
+    sim.expect(
+        200,
+        "GET",
+        &format!(
+            "{}?$alt=json&$apiVersion=2026-09-01&maxResults=500",
+            sim.zonal("instances")
+        ),
+        None,
+    );
+    sim.expect(
+        200,
+        "GET",
+        &format!(
+            "{}?{sys}&filter={}",
+            sim.global("images"),
+            pct(r#"labels.golden-family = "x""#)
+        ),
+        None,
+    );
+    let s = sim.expect(
+        200,
+        "GET",
+        &format!(
+            "{}?{sys}&port=1&start=0",
+            sim.zonal("instances/rust-1/serialPort")
+        ),
+        None,
+    );
+    assert!(s["next"].is_string(), "{s:#}");
+    let op = sim.expect(
+        200,
+        "DELETE",
+        &format!("{}?{sys}", sim.zonal("instances/rust-1")),
+        None,
+    );
+    let o = sim.expect(
+        200,
+        "POST",
+        &format!("{}/wait?{sys}", GcpSim::op_path(&op)),
+        None,
+    );
+    if o["status"] != "DONE" {
+        sim.wait(&op);
+    }
+    sim.assert_nothing_left();
+    sim.assert_schema_clean();
+}
+
+const UBUNTU: &str = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64";
+
+/// golden's smoke-test script: markers on serial port 1.
+const SMOKE_SH: &str = r#"#!/bin/sh
+mkdir -p /run/golden-smoke
+echo "GOLDEN-CHECK boot ok rc=0" > /dev/ttyS0
+timeout 600 sh -c 'cloud-init status --wait --long' > /run/golden-smoke/out 2>&1 && echo "GOLDEN-CHECK cloud_init ok rc=0" > /run/golden-smoke/rc || echo "GOLDEN-CHECK cloud_init failed rc=$?" > /run/golden-smoke/rc
+sed 's/^/GOLDEN-OUT cloud_init /' /run/golden-smoke/out > /dev/ttyS0
+cat /run/golden-smoke/rc > /dev/ttyS0
+echo "GOLDEN-SMOKE done" > /dev/ttyS0
+"#;
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Reads serial port 1 as golden does (`start` = the last `next`) until
+/// `marker` appears; all of it.
+fn serial_until(sim: &GcpSim, name: &str, marker: &str) -> String {
+    let mut text = String::new();
+    let mut next = "0".to_owned();
+    for _ in 0..200 {
+        let out = sim.expect(
+            200,
+            "GET",
+            &sim.zonal(&format!("instances/{name}/serialPort?port=1&start={next}")),
+            None,
+        );
+        assert_eq!(out["start"], next.as_str(), "no output lost: {out:#}");
+        text += out["contents"].as_str().unwrap();
+        next = out["next"].as_str().unwrap().to_owned();
+        if text.contains(marker) {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{marker} never on {name}'s serial port:\n{text}");
+}
+
+/// The lines of `text` from `first` on that carry a golden marker.
+fn markers(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.starts_with("GOLDEN-")).collect()
+}
+
+/// The smoke test as golden runs it: cloud-init's runcmd starts the
+/// script with `systemd-run --no-block` (on Ubuntu, which has cloud-init);
+/// the script waits for cloud-init and reports on serial port 1. A failing
+/// runcmd makes `cloud-init status` exit 1: `failed rc=1`. On Debian (no
+/// cloud-init) the startup script starts it, and `cloud-init` is not found.
+#[test]
+fn gcp_smoke_script_started_by_systemd_run_reports_on_the_serial_port() {
+    let sim = GcpSim::start();
+    let user_data = |extra: Value| {
+        let mut runcmd = vec![json!([
+            "systemd-run",
+            "--no-block",
+            "--unit",
+            "golden-smoke",
+            "/var/lib/golden/smoke.sh"
+        ])];
+        if !extra.is_null() {
+            runcmd.push(extra);
+        }
+        let doc = json!({
+            "write_files": [{"path": "/var/lib/golden/smoke.sh", "encoding": "b64",
+                             "content": b64(SMOKE_SH), "permissions": "0755"}],
+            "runcmd": runcmd,
+        });
+        format!("#cloud-config\n{doc:#}\n")
+    };
+    create_instance(
+        &sim,
+        "smoke-ok",
+        UBUNTU,
+        json!([{"key": "user-data", "value": user_data(Value::Null)}]),
+    );
+    let text = serial_until(&sim, "smoke-ok", "GOLDEN-SMOKE done");
+    assert_eq!(
+        markers(&text),
+        [
+            "GOLDEN-CHECK boot ok rc=0",
+            "GOLDEN-OUT cloud_init status: done",
+            "GOLDEN-OUT cloud_init detail:",
+            "GOLDEN-OUT cloud_init DataSourceGCE",
+            "GOLDEN-CHECK cloud_init ok rc=0",
+            "GOLDEN-SMOKE done",
+        ],
+        "{text}"
+    );
+
+    create_instance(
+        &sim,
+        "smoke-bad",
+        UBUNTU,
+        json!([{"key": "user-data", "value": user_data(json!("false"))}]),
+    );
+    let text = serial_until(&sim, "smoke-bad", "GOLDEN-SMOKE done");
+    let m = markers(&text);
+    assert_eq!(m[0], "GOLDEN-CHECK boot ok rc=0", "{text}");
+    assert_eq!(m[1], "GOLDEN-OUT cloud_init status: error", "{text}");
+    assert!(m.contains(&"GOLDEN-CHECK cloud_init failed rc=1"), "{text}");
+    assert_eq!(m.last(), Some(&"GOLDEN-SMOKE done"), "{text}");
+
+    let startup = format!(
+        "#!/bin/sh\nmkdir -p /var/lib/golden\necho '{}' | base64 -d > /var/lib/golden/smoke.sh\nchmod 0755 /var/lib/golden/smoke.sh\nsystemd-run --no-block --unit golden-smoke /var/lib/golden/smoke.sh\n",
+        b64(SMOKE_SH)
+    );
+    create_instance(
+        &sim,
+        "smoke-deb",
+        DEBIAN,
+        json!([{"key": "startup-script", "value": startup}]),
+    );
+    let text = serial_until(&sim, "smoke-deb", "GOLDEN-SMOKE done");
+    assert_eq!(
+        markers(&text),
+        [
+            "GOLDEN-CHECK boot ok rc=0",
+            "GOLDEN-OUT cloud_init sh: 1: cloud-init: not found",
+            "GOLDEN-CHECK cloud_init failed rc=127",
+            "GOLDEN-SMOKE done",
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains("startup-script: Running as unit: golden-smoke.service"),
+        "{text}"
+    );
+    for name in ["smoke-ok", "smoke-bad", "smoke-deb"] {
+        delete_instance(&sim, name);
+    }
+    sim.assert_nothing_left();
+    sim.assert_schema_clean();
+}
+
+/// The build on Google's Debian image (no cloud-init): a startup script
+/// writes the files with `echo '<base64>' | base64 -d > PATH`, runs
+/// golden's provisioning script, powers off. GOLDEN-PROVISION on serial
+/// port 1 while it runs, then TERMINATED; the image keeps what it did.
+#[test]
+fn gcp_build_startup_script_on_debian_provisions_reports_and_powers_off() {
+    // Slow enough operations that the serial port is read before the
+    // instance is TERMINATED (its output is refused then).
+    let sim = GcpSim::start_with(&["--op-ms", "1000"]);
+    let provision = golden::lifecycle::recipe::Provision {
+        packages: vec![],
+        files: [("/etc/motd".to_owned(), "built by golden\n".to_owned())].into(),
+        commands: vec!["echo built > /etc/built".into()],
+        services: vec!["nginx".into()],
+    };
+    let script = golden::lifecycle::cloudinit::provision_script(&provision);
+    let startup = format!(
+        "#!/bin/bash\nmkdir -p /var/lib/golden\necho '{}' | base64 -d > /etc/motd\necho '{}' | base64 -d > /var/lib/golden/provision.sh\nchmod 0755 /var/lib/golden/provision.sh\n/var/lib/golden/provision.sh\npoweroff\n",
+        b64("built by golden\n"),
+        b64(&script),
+    );
+    create_instance(
+        &sim,
+        "build-deb",
+        DEBIAN,
+        json!([{"key": "startup-script", "value": startup}]),
+    );
+    let text = serial_until(&sim, "build-deb", "GOLDEN-PROVISION rc=0 step=done");
+    assert!(
+        text.lines().any(|l| l == "GOLDEN-PROVISION rc=0 step=done"),
+        "the marker on a line of its own: {text}"
+    );
+    assert!(
+        text.contains("startup-script: golden: commands[0]"),
+        "{text}"
+    );
+    sim.wait_status_for("build-deb", "TERMINATED", Duration::from_secs(10));
+    let op = sim.expect(
+        200,
+        "POST",
+        &sim.global("images"),
+        Some(
+            json!({"name": "deb-img", "sourceDisk": format!("zones/{}/disks/build-deb", sim.zone)}),
+        ),
+    );
+    sim.wait(&op);
+    delete_instance(&sim, "build-deb");
+    let check = "#!/bin/sh\ncat /etc/built /etc/motd > /dev/ttyS0\ntest -e /var/lib/golden/provision.sh || echo 'GOLDEN-CHECK cleaned ok rc=0' > /dev/ttyS0\ncommand -v cloud-init > /dev/null || echo 'GOLDEN-CHECK no_cloud_init ok rc=0' > /dev/ttyS0\n";
+    create_instance(
+        &sim,
+        "check-deb",
+        &format!("projects/{}/global/images/deb-img", sim.project),
+        json!([{"key": "startup-script", "value": check}]),
+    );
+    let text = serial_until(&sim, "check-deb", "no_cloud_init");
+    assert!(
+        text.contains("built\nbuilt by golden\nGOLDEN-CHECK cleaned ok rc=0\nGOLDEN-CHECK no_cloud_init ok rc=0\n"),
+        "{text}"
+    );
+
+    // A failing step: its marker, then the power-off all the same.
+    let bad =
+        golden::lifecycle::cloudinit::provision_script(&golden::lifecycle::recipe::Provision {
+            packages: vec![],
+            files: Default::default(),
+            commands: vec!["exit 3".into()],
+            services: vec![],
+        });
+    let startup = format!(
+        "#!/bin/bash\nmkdir -p /var/lib/golden\necho '{}' | base64 -d > /var/lib/golden/provision.sh\nchmod 0755 /var/lib/golden/provision.sh\n/var/lib/golden/provision.sh\npoweroff\n",
+        b64(&bad)
+    );
+    create_instance(
+        &sim,
+        "build-bad",
+        DEBIAN,
+        json!([{"key": "startup-script", "value": startup}]),
+    );
+    let text = serial_until(&sim, "build-bad", "GOLDEN-PROVISION");
+    assert!(
+        text.lines()
+            .any(|l| l == "GOLDEN-PROVISION rc=3 step=commands[0]"),
+        "{text}"
+    );
+    sim.wait_status_for("build-bad", "TERMINATED", Duration::from_secs(10));
+    for name in ["check-deb", "build-bad"] {
+        delete_instance(&sim, name);
+    }
+    delete_image(&sim, "deb-img");
+    sim.assert_nothing_left();
+    sim.assert_schema_clean();
+}

@@ -108,6 +108,10 @@ pub fn first_boot(
     );
     let result = json!({"v1": {"datasource": datasource, "errors": out.errors}});
     fs.insert(CLOUD_INIT_RESULT.into(), result.to_string().into_bytes());
+    // Units runcmd started with `systemd-run --no-block`: they run beside
+    // cloud-init's last stage; here, once it is over (their output is the
+    // journal's).
+    shell::run_started_units(fs);
     out.console = log.console;
     out
 }

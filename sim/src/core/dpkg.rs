@@ -139,11 +139,24 @@ pub fn install(fs: &mut GuestFs, names: &[&str]) {
     }
     pkgs.sort_by(|a, b| a.name.cmp(&b.name));
     write_status(fs, &pkgs);
+    if names
+        .iter()
+        .any(|n| n.split('=').next() == Some("cloud-init"))
+    {
+        fs.insert(super::guestfs::CLOUD_INIT.into(), Vec::new());
+    }
     let auto: Vec<String> = auto_marked(fs)
         .into_iter()
         .filter(|a| !names.contains(&a.as_str()))
         .collect();
     write_auto(fs, &auto.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// A package gone (`apt-get purge`, or an image built without it).
+pub fn remove(fs: &mut GuestFs, name: &str) {
+    let mut pkgs = installed(fs);
+    pkgs.retain(|p| p.name != name);
+    write_status(fs, &pkgs);
 }
 
 /// `dpkg-query -W -f=FORMAT`: one line per installed package, with dpkg's

@@ -225,6 +225,10 @@ fn lex(s: &str) -> Vec<Tok> {
                         '\\' if matches!(chars.peek(), Some('"' | '\\' | '$' | '`')) => {
                             word.extend(chars.next());
                         }
+                        '$' if chars.peek() == Some(&'?') => {
+                            chars.next();
+                            word.push(LAST_STATUS);
+                        }
                         c => word.push(c),
                     }
                 }
@@ -289,6 +293,11 @@ fn lex(s: &str) -> Vec<Tok> {
                     toks.push(Tok::Op(if fd2 { "2>" } else { ">" }));
                 }
             }
+            '$' if chars.peek() == Some(&'?') => {
+                chars.next();
+                in_word = true;
+                word.push(LAST_STATUS);
+            }
             c => {
                 in_word = true;
                 word.push(c);
@@ -298,6 +307,11 @@ fn lex(s: &str) -> Vec<Tok> {
     end(&mut toks, &mut word, &mut in_word);
     toks
 }
+
+/// `$?` outside single quotes, as the lexer leaves it: replaced by the last
+/// status when the command runs (POSIX: "the decimal exit status of the
+/// most recent pipeline").
+const LAST_STATUS: char = '\u{1}';
 
 #[derive(Default)]
 struct Redirects {
@@ -327,6 +341,234 @@ fn split_redirects(cmd: Vec<String>) -> (Vec<String>, Redirects) {
     (argv, r)
 }
 
+/// The command a wrapper runs: `sudo [-u U] CMD`, `env [-i] [-u N] [K=V]...
+/// CMD`, `nohup CMD`, `command CMD` (not `-v`), `timeout [-k D] [-s SIG]
+/// [--preserve-status] [--foreground] [-v] DURATION CMD` (GNU coreutils
+/// `timeout --help`), and `VAR=value` assignments in front. The instant
+/// guest runs everything at once, so no timeout ever expires. A wrapper
+/// without its command: coreutils' "missing operand", status 125.
+fn unwrap_command(mut argv: Vec<String>) -> Result<Vec<String>, (String, i64)> {
+    loop {
+        let assignment = |w: &String| {
+            w.split_once('=').is_some_and(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+        };
+        let skip = match argv.first().map(String::as_str) {
+            Some(w) if assignment(&argv[0]) && !w.is_empty() => 1,
+            Some("nohup") => 1,
+            Some("command") if argv.get(1).is_some_and(|a| !a.starts_with('-')) => 1,
+            Some("sudo") => 1 + options(&argv[1..], &["-u", "-g", "-C", "-D", "-h", "-p", "-U"]),
+            Some("env") => 1 + options(&argv[1..], &["-u", "-C", "-S"]),
+            Some("timeout") => {
+                let opts = 1 + options(&argv[1..], &["-k", "-s"]);
+                if argv.len() <= opts + 1 {
+                    return Err((
+                        "timeout: missing operand\nTry 'timeout --help' for more information.\n"
+                            .into(),
+                        125,
+                    ));
+                }
+                opts + 1
+            }
+            _ => return Ok(argv),
+        };
+        argv.drain(..skip.min(argv.len()));
+    }
+}
+
+/// How many words of `args` are options (`-x`, `--long`, `--long=v`, and
+/// the ones in `with_value` followed by their value), up to `--` (which
+/// is counted) or the first operand.
+fn options(args: &[String], with_value: &[&str]) -> usize {
+    let mut i = 0;
+    while let Some(a) = args.get(i) {
+        if a == "--" {
+            return i + 1;
+        }
+        if !a.starts_with('-') || a == "-" {
+            break;
+        }
+        i += if with_value.contains(&a.as_str()) {
+            2
+        } else {
+            1
+        };
+    }
+    i.min(args.len())
+}
+
+/// `printf FORMAT ARGS...` (POSIX printf(1)): `%s`, `%b` (escapes in the
+/// argument), `%d`/`%i`, `%c`, `%%`, backslash escapes in the format; the
+/// format is reused while arguments remain.
+fn printf(fmt: &str, args: &[String]) -> String {
+    fn escapes(s: &str, out: &mut String) {
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some('\\') => out.push('\\'),
+                Some('0') => {}
+                Some(o) => {
+                    out.push('\\');
+                    out.push(o);
+                }
+                None => out.push('\\'),
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut rest = args.iter();
+    loop {
+        let mut used = false;
+        let mut chars = fmt.chars().peekable();
+        let mut lit = String::new();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                lit.push(c);
+                continue;
+            }
+            escapes(&std::mem::take(&mut lit), &mut out);
+            let mut spec = String::new();
+            while let Some(&d) = chars.peek() {
+                if d.is_ascii_digit() || "-+ #.".contains(d) {
+                    spec.push(d);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            let conv = chars.next().unwrap_or('%');
+            if conv == '%' {
+                out.push('%');
+                continue;
+            }
+            let arg = rest.next().map(String::as_str);
+            used |= arg.is_some();
+            let arg = arg.unwrap_or("");
+            let text = match conv {
+                'b' => {
+                    let mut t = String::new();
+                    escapes(arg, &mut t);
+                    t
+                }
+                'd' | 'i' => arg.trim().parse::<i64>().unwrap_or(0).to_string(),
+                'c' => arg.chars().next().map(String::from).unwrap_or_default(),
+                _ => arg.to_owned(),
+            };
+            let width: usize = spec.trim_start_matches('-').parse().unwrap_or(0);
+            if spec.starts_with('-') {
+                out.push_str(&format!("{text:<width$}"));
+            } else {
+                out.push_str(&format!("{text:>width$}"));
+            }
+        }
+        escapes(&lit, &mut out);
+        if !used || rest.len() == 0 {
+            return out;
+        }
+    }
+}
+
+/// Where the shell queues the transient units `systemd-run` starts without
+/// waiting (`--no-block`, or no `--wait`/`--pipe`/`--scope`): one JSON
+/// argv a line. They run once what started them is over
+/// (`run_started_units`): after cloud-init's run, the startup script, the
+/// agent's command.
+pub const STARTED_UNITS: &str = "/run/golden-sim/units";
+
+/// Runs the transient units queued by `systemd-run` (and those they start)
+/// in order; their output is the journal's, returned to the caller.
+pub fn run_started_units(fs: &mut GuestFs) -> Output {
+    let mut all = Output::default();
+    for _ in 0..100 {
+        let Some(queued) = fs.remove(STARTED_UNITS) else {
+            break;
+        };
+        for line in String::from_utf8_lossy(&queued).lines() {
+            let Ok(argv) = serde_json::from_str::<Vec<String>>(line) else {
+                continue;
+            };
+            let o = run_argv(fs, &argv, None);
+            all.stdout.extend(o.stdout);
+            all.stderr.extend(o.stderr);
+            all.exitcode = o.exitcode;
+        }
+    }
+    all
+}
+
+/// Programs a guest may lack: present only when their file is in the
+/// guest's file map. `cloud-init`: Google's Debian images have none, its
+/// Ubuntu images, DigitalOcean's and Proxmox's cloud images do (each
+/// simulator's image puts `/usr/bin/cloud-init` there or not).
+const OPTIONAL_PROGRAMS: &[(&str, &str)] = &[("cloud-init", "/usr/bin/cloud-init")];
+
+/// dash's builtins (`command -v` prints their bare name).
+const BUILTINS: &[&str] = &[
+    ".", ":", "[", "alias", "bg", "break", "cd", "command", "continue", "echo", "eval", "exec",
+    "exit", "export", "false", "fg", "getopts", "hash", "jobs", "kill", "printf", "pwd", "read",
+    "readonly", "return", "set", "shift", "test", "times", "trap", "true", "type", "ulimit",
+    "umask", "unalias", "unset", "wait",
+];
+
+/// A Debian 12 image's programs the shell knows, and where they are
+/// (merged /usr: `/bin` is `/usr/bin`; PATH puts `/usr/sbin` first).
+const BASE_PROGRAMS: &[(&str, &str)] = &[
+    ("apt", "/usr/bin"),
+    ("apt-get", "/usr/bin"),
+    ("apt-mark", "/usr/bin"),
+    ("base64", "/usr/bin"),
+    ("bash", "/usr/bin"),
+    ("cat", "/usr/bin"),
+    ("chmod", "/usr/bin"),
+    ("chown", "/usr/bin"),
+    ("cp", "/usr/bin"),
+    ("dpkg", "/usr/bin"),
+    ("dpkg-query", "/usr/bin"),
+    ("env", "/usr/bin"),
+    ("grep", "/usr/bin"),
+    ("halt", "/usr/sbin"),
+    ("hostname", "/usr/bin"),
+    ("ln", "/usr/bin"),
+    ("ls", "/usr/bin"),
+    ("mkdir", "/usr/bin"),
+    ("mv", "/usr/bin"),
+    ("nohup", "/usr/bin"),
+    ("poweroff", "/usr/sbin"),
+    ("reboot", "/usr/sbin"),
+    ("rm", "/usr/bin"),
+    ("sed", "/usr/bin"),
+    ("sh", "/usr/bin"),
+    ("shutdown", "/usr/sbin"),
+    ("sleep", "/usr/bin"),
+    ("sudo", "/usr/bin"),
+    ("sync", "/usr/bin"),
+    ("systemctl", "/usr/bin"),
+    ("systemd-run", "/usr/bin"),
+    ("tee", "/usr/bin"),
+    ("timeout", "/usr/bin"),
+    ("touch", "/usr/bin"),
+    ("uname", "/usr/bin"),
+    ("useradd", "/usr/sbin"),
+];
+
+/// `PATH` as Debian's root has it.
+const PATH: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
 struct State<'a> {
     fs: &'a mut GuestFs,
     out: Output,
@@ -352,22 +594,22 @@ impl<'a> State<'a> {
     }
 
     fn command(&mut self, argv: Vec<String>, input: Option<Vec<u8>>, r: Redirects) {
-        // `VAR=value cmd ...`: the assignments do not matter here.
+        // `VAR=value cmd ...`: the assignments do not matter here
+        // (`unwrap_command` drops them).
+        let status = self.status.to_string();
         let argv: Vec<String> = argv
             .into_iter()
-            .skip_while(|w| {
-                w.split_once('=').is_some_and(|(k, _)| {
-                    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                })
-            })
+            .map(|w| w.replace(LAST_STATUS, &status))
             .collect();
-        let argv: Vec<String> = match argv.first().map(String::as_str) {
-            Some("sudo" | "env" | "nohup" | "timeout") => argv.into_iter().skip(1).collect(),
-            _ => argv,
-        };
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
-        let status = self.exec(&argv, input.as_deref(), &mut stdout, &mut stderr);
+        let status = match unwrap_command(argv) {
+            Ok(argv) => self.exec(&argv, input.as_deref(), &mut stdout, &mut stderr),
+            Err((msg, rc)) => {
+                stderr.extend(msg.as_bytes());
+                rc
+            }
+        };
         if r.stderr_to_stdout {
             stdout.append(&mut stderr);
         }
@@ -418,6 +660,13 @@ impl<'a> State<'a> {
         };
         let args = &argv[1..];
         let name = cmd.rsplit('/').next().unwrap_or(cmd);
+        if let Some((_, file)) = OPTIONAL_PROGRAMS.iter().find(|(n, _)| *n == name) {
+            if !self.fs.contains_key(*file) {
+                // dash's answer for a program that is not there.
+                err.extend(format!("sh: 1: {cmd}: not found\n").as_bytes());
+                return 127;
+            }
+        }
         match name {
             "true" | ":" => 0,
             "false" => 1,
@@ -445,20 +694,38 @@ impl<'a> State<'a> {
                 0
             }
             "printf" => {
-                let fmt = args.first().cloned().unwrap_or_default();
-                let mut rest = args.iter().skip(1);
-                let text = fmt.replace("\\n", "\n").replace("\\t", "\t");
-                let mut s = String::new();
-                let mut parts = text.split("%s").peekable();
-                while let Some(p) = parts.next() {
-                    s.push_str(p);
-                    if parts.peek().is_some() {
-                        s.push_str(rest.next().map(String::as_str).unwrap_or(""));
-                    }
-                }
-                out.extend(s.as_bytes());
+                let Some((fmt, rest)) = args.split_first() else {
+                    err.extend(b"printf: usage: printf format [arguments]\n");
+                    return 2;
+                };
+                out.extend(printf(fmt, rest).as_bytes());
                 0
             }
+            "base64" => self.base64(args, stdin, out, err),
+            "command" | "which" | "type"
+                if name != "command" || args.first().is_some_and(|a| a == "-v" || a == "-V") =>
+            {
+                let names = if name == "command" { &args[1..] } else { args };
+                let verbose = name == "type" || args.first().is_some_and(|a| a == "-V");
+                let mut status = 0;
+                for n in names {
+                    match self.which(n) {
+                        Some(path) if verbose && path == *n => {
+                            out.extend(format!("{n} is a shell builtin\n").as_bytes())
+                        }
+                        Some(path) if verbose => out.extend(format!("{n} is {path}\n").as_bytes()),
+                        Some(path) => out.extend(format!("{path}\n").as_bytes()),
+                        None => {
+                            if verbose {
+                                out.extend(format!("{n}: not found\n").as_bytes());
+                            }
+                            status = 1;
+                        }
+                    }
+                }
+                status
+            }
+            "systemd-run" => self.systemd_run(args, stdin, out, err),
             "cat" => {
                 if args.is_empty() {
                     out.extend(stdin.unwrap_or_default());
@@ -504,10 +771,10 @@ impl<'a> State<'a> {
             "cloud-init" => self.cloud_init(args, out),
             // `report RC STEP`, the other function of golden's provisioning
             // script: its marker line.
+            // Like the function, it writes the first console device the
+            // guest has, then stdout.
             "report" if args.len() >= 2 => {
-                out.extend(
-                    format!("GOLDEN-PROVISION rc={} step={}\n", args[0], args[1]).as_bytes(),
-                );
+                self.report(&args[0], &args[1], out);
                 0
             }
             "poweroff" | "halt" => self.power_off(),
@@ -628,10 +895,7 @@ impl<'a> State<'a> {
                 out.extend(sub.stdout);
                 err.extend(sub.stderr);
                 if sub.exitcode != 0 {
-                    out.extend(
-                        format!("GOLDEN-PROVISION rc={} step={}\n", sub.exitcode, args[0])
-                            .as_bytes(),
-                    );
+                    self.report(&sub.exitcode.to_string(), &args[0], out);
                     self.exited = true;
                 }
                 sub.exitcode
@@ -648,6 +912,22 @@ impl<'a> State<'a> {
             // apt-get, mkdir, chmod, useradd, ... and anything else: a quiet success.
             _ => 0,
         }
+    }
+
+    /// golden's `report RC STEP`: the marker on the first console device
+    /// the guest has (`[ -w "$c" ]`), then on stdout.
+    fn report(&mut self, rc: &str, step: &str, out: &mut Vec<u8>) {
+        let line = format!("GOLDEN-PROVISION rc={rc} step={step}\n");
+        if let Some(dev) = ["/dev/ttyS0", "/dev/console"]
+            .into_iter()
+            .find(|d| self.fs.contains_key(*d))
+        {
+            self.fs
+                .entry(dev.to_owned())
+                .or_default()
+                .extend(line.as_bytes());
+        }
+        out.extend(line.as_bytes());
     }
 
     /// The guest asked to power off: noted for the simulator.
@@ -677,11 +957,31 @@ impl<'a> State<'a> {
                     .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
                     .and_then(|v| v["v1"]["errors"].as_array().map(Vec::len))
                     .unwrap_or(0);
+                let result = self
+                    .fs
+                    .get(CLOUD_INIT_RESULT)
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                    .unwrap_or_default();
+                // `--long` adds `detail:` and the datasource or the first
+                // error (cloud-init `cmd/status.py`; from memory, not
+                // verified against a given version).
+                let long = args.iter().any(|a| a == "--long" || a == "-l");
+                let detail = |what: &str| {
+                    if long {
+                        format!("detail:\n{what}\n")
+                    } else {
+                        String::new()
+                    }
+                };
                 if errors > 0 {
-                    out.extend(b"status: error\n");
+                    let first = result["v1"]["errors"][0].as_str().unwrap_or("").to_owned();
+                    out.extend(format!("status: error\n{}", detail(&first)).as_bytes());
                     1
                 } else {
-                    out.extend(b"status: done\n");
+                    let ds = result["v1"]["datasource"]
+                        .as_str()
+                        .unwrap_or("DataSourceNone");
+                    out.extend(format!("status: done\n{}", detail(ds)).as_bytes());
                     0
                 }
             }
@@ -697,6 +997,177 @@ impl<'a> State<'a> {
                 0
             }
             _ => 0,
+        }
+    }
+
+    /// `command -v NAME`: a builtin's name, a path for a program the
+    /// guest has (a file on PATH, a package installed, a base program),
+    /// else nothing (status 1).
+    fn which(&self, n: &str) -> Option<String> {
+        if n.contains('/') {
+            return self.fs.contains_key(n).then(|| n.to_owned());
+        }
+        if BUILTINS.contains(&n) {
+            return Some(n.to_owned());
+        }
+        for dir in PATH {
+            let path = format!("{dir}/{n}");
+            if self.fs.contains_key(&path) {
+                return Some(path);
+            }
+        }
+        if OPTIONAL_PROGRAMS.iter().any(|(o, _)| *o == n) {
+            return None;
+        }
+        if let Some((_, dir)) = BASE_PROGRAMS.iter().find(|(p, _)| *p == n) {
+            return Some(format!("{dir}/{n}"));
+        }
+        dpkg::installed(self.fs)
+            .iter()
+            .any(|p| p.name == n)
+            .then(|| format!("/usr/bin/{n}"))
+    }
+
+    /// `systemd-run [OPTIONS] CMD ARGS...` (systemd-run(1)): with `--scope`,
+    /// `--pipe` or `--wait` it runs CMD now and answers its status (only
+    /// `--scope`/`--pipe` pass its output on; `--wait`'s goes to the
+    /// journal); otherwise it starts a transient service and returns at
+    /// once ("Running as unit: NAME.service" on stderr unless `--quiet`),
+    /// and CMD runs once the caller is done (`STARTED_UNITS`).
+    fn systemd_run(
+        &mut self,
+        args: &[String],
+        stdin: Option<&[u8]>,
+        out: &mut Vec<u8>,
+        err: &mut Vec<u8>,
+    ) -> i64 {
+        const WITH_VALUE: &[&str] = &[
+            "-u",
+            "--unit",
+            "-p",
+            "--property",
+            "--description",
+            "--slice",
+            "-E",
+            "--setenv",
+            "--uid",
+            "--gid",
+            "--working-directory",
+            "--nice",
+            "--service-type",
+            "-M",
+            "--machine",
+            "-H",
+            "--host",
+            "--on-active",
+            "--on-boot",
+            "--on-startup",
+            "--on-unit-active",
+            "--on-unit-inactive",
+            "--on-calendar",
+            "--timer-property",
+            "--path-property",
+            "--socket-property",
+        ];
+        let n = options(args, WITH_VALUE);
+        let opts = &args[..n];
+        let Some(cmd) = args.get(n..).filter(|c| !c.is_empty()) else {
+            err.extend(b"Command line to execute required.\n");
+            return 1;
+        };
+        let has = |flags: &[&str]| opts.iter().any(|o| flags.contains(&o.as_str()));
+        let unit = opts.iter().enumerate().find_map(|(i, o)| match o.as_str() {
+            "-u" | "--unit" => opts.get(i + 1).cloned(),
+            o => o.strip_prefix("--unit=").map(str::to_owned),
+        });
+        if has(&["--scope", "--pipe", "-P", "--wait", "-W"]) {
+            let sub = run_argv(self.fs, cmd, stdin);
+            if has(&["--scope", "--pipe", "-P"]) {
+                out.extend(sub.stdout);
+                err.extend(sub.stderr);
+            }
+            return sub.exitcode;
+        }
+        let unit = match unit {
+            Some(u) if u.contains('.') => u,
+            Some(u) => format!("{u}.service"),
+            None => format!("run-u{}.service", 100 + self.fs.len()),
+        };
+        if !has(&["-q", "--quiet"]) {
+            err.extend(format!("Running as unit: {unit}\n").as_bytes());
+        }
+        let queued = self.fs.entry(STARTED_UNITS.to_owned()).or_default();
+        queued.extend(serde_json::to_string(cmd).unwrap_or_default().as_bytes());
+        queued.push(b'\n');
+        0
+    }
+
+    /// `base64 [-d] [-i] [-w COLS] [FILE]` (GNU coreutils): decoding skips
+    /// newlines; anything else that is not base64 is "invalid input",
+    /// status 1.
+    fn base64(
+        &self,
+        args: &[String],
+        stdin: Option<&[u8]>,
+        out: &mut Vec<u8>,
+        err: &mut Vec<u8>,
+    ) -> i64 {
+        use base64::Engine;
+        let mut decode = false;
+        let mut ignore_garbage = false;
+        let mut wrap = 76usize;
+        let mut file = None;
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "-d" | "--decode" => decode = true,
+                "-i" | "--ignore-garbage" => ignore_garbage = true,
+                "-di" | "-id" => (decode, ignore_garbage) = (true, true),
+                "-w" | "--wrap" => wrap = it.next().and_then(|w| w.parse().ok()).unwrap_or(76),
+                w if w.starts_with("--wrap=") => wrap = w[7..].parse().unwrap_or(76),
+                f => file = Some(f),
+            }
+        }
+        let input = match file {
+            Some(f) => match self.read(f, stdin) {
+                Some(b) => b,
+                None => {
+                    err.extend(format!("base64: {f}: No such file or directory\n").as_bytes());
+                    return 1;
+                }
+            },
+            None => stdin.unwrap_or_default().to_vec(),
+        };
+        let engine = base64::engine::general_purpose::STANDARD;
+        if decode {
+            let text: Vec<u8> = input
+                .into_iter()
+                .filter(|c| !c.is_ascii_whitespace())
+                .filter(|c| !ignore_garbage || c.is_ascii_alphanumeric() || b"+/=".contains(c))
+                .collect();
+            match engine.decode(&text) {
+                Ok(bytes) => {
+                    out.extend(bytes);
+                    0
+                }
+                Err(_) => {
+                    err.extend(b"base64: invalid input\n");
+                    1
+                }
+            }
+        } else {
+            let text = engine.encode(&input);
+            if wrap == 0 {
+                out.extend(text.as_bytes());
+            } else {
+                for chunk in text.as_bytes().chunks(wrap) {
+                    out.extend(chunk);
+                    out.push(b'\n');
+                }
+                return 0;
+            }
+            out.push(b'\n');
+            0
         }
     }
 
@@ -798,6 +1269,8 @@ mod tests {
         let mut fs = GuestFs::new();
         fs.insert("/etc/hostname".into(), b"build-1\n".to_vec());
         fs.insert("/etc/golden".into(), b"a\nfamily=x\n".to_vec());
+        // A cloud image: it has cloud-init.
+        fs.insert(super::super::guestfs::CLOUD_INIT.into(), Vec::new());
         fs
     }
 
@@ -923,5 +1396,191 @@ mod package_tests {
             .contains("GOLDEN-PROVISION rc=1 step=package curl installed"));
         let manual = sh(&mut fs, "apt-mark showmanual | sed 's/^/manual /'");
         assert!(String::from_utf8_lossy(&manual.stdout).contains("manual htop\n"));
+    }
+}
+
+#[cfg(test)]
+mod wrapper_tests {
+    use super::super::guestfs::{debian_fs, without_cloud_init};
+    use super::*;
+
+    fn sh(fs: &mut GuestFs, script: &str) -> Output {
+        run_argv(fs, &["sh".into(), "-c".into(), script.into()], None)
+    }
+
+    fn text(o: &Output) -> String {
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    #[test]
+    fn last_status_expands_outside_single_quotes() {
+        let mut fs = debian_fs("x");
+        assert_eq!(text(&sh(&mut fs, "false; echo \"rc=$?\"")), "rc=1\n");
+        assert_eq!(text(&sh(&mut fs, "true; echo rc=$?")), "rc=0\n");
+        assert_eq!(text(&sh(&mut fs, "false; echo 'rc=$?'")), "rc=$?\n");
+        assert_eq!(text(&sh(&mut fs, "false; echo \\$?")), "$?\n");
+        // `a && b || c`: $? in c is the status of the last pipeline run.
+        assert_eq!(
+            text(&sh(
+                &mut fs,
+                "sh -c 'exit 3' && echo ok || echo \"failed rc=$?\""
+            )),
+            "failed rc=3\n"
+        );
+        assert_eq!(
+            text(&sh(
+                &mut fs,
+                "true && sh -c 'exit 4' || echo \"failed rc=$?\""
+            )),
+            "failed rc=4\n"
+        );
+        let o = sh(&mut fs, "sh -c 'exit 5'; exit $?");
+        assert_eq!(o.exitcode, 5);
+    }
+
+    #[test]
+    fn timeout_env_sudo_nohup_run_their_command() {
+        let mut fs = debian_fs("x");
+        for cmd in [
+            "timeout 600 echo hi",
+            "timeout -k 5 -s KILL 10m echo hi",
+            "timeout --kill-after=5 --signal=TERM --preserve-status 1h echo hi",
+            "timeout --foreground 5 sh -c 'echo hi'",
+            "sudo -u root env -i A=1 B=2 nohup echo hi",
+            "X=1 command echo hi",
+        ] {
+            let o = sh(&mut fs, cmd);
+            assert_eq!((o.exitcode, text(&o)), (0, "hi\n".to_owned()), "{cmd}");
+        }
+        assert_eq!(sh(&mut fs, "timeout 5 sh -c 'exit 7'").exitcode, 7);
+        let o = sh(&mut fs, "timeout 5");
+        assert_eq!(o.exitcode, 125);
+        assert!(String::from_utf8_lossy(&o.stderr).contains("missing operand"));
+    }
+
+    #[test]
+    fn command_v_follows_what_the_guest_has() {
+        let mut fs = debian_fs("x");
+        assert_eq!(
+            text(&sh(&mut fs, "command -v cloud-init")),
+            "/usr/bin/cloud-init\n"
+        );
+        assert_eq!(text(&sh(&mut fs, "command -v sh")), "/usr/bin/sh\n");
+        assert_eq!(text(&sh(&mut fs, "command -v echo")), "echo\n");
+        assert_eq!(
+            text(&sh(&mut fs, "command -v poweroff")),
+            "/usr/sbin/poweroff\n"
+        );
+        assert_eq!(
+            text(&sh(&mut fs, "command -v systemctl")),
+            "/usr/bin/systemctl\n"
+        );
+        assert_eq!(sh(&mut fs, "command -v nginx").exitcode, 1);
+        sh(&mut fs, "apt-get install -y nginx");
+        assert_eq!(sh(&mut fs, "command -v nginx").exitcode, 0);
+        without_cloud_init(&mut fs);
+        let o = sh(&mut fs, "command -v cloud-init");
+        assert_eq!((o.exitcode, text(&o)), (1, String::new()));
+        let o = sh(&mut fs, "cloud-init status --wait");
+        assert_eq!(o.exitcode, 127);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "sh: 1: cloud-init: not found\n"
+        );
+        // golden's provisioning step skips cloud-init's reset then.
+        let o = sh(
+            &mut fs,
+            "command -v cloud-init >/dev/null || exit 0; cloud-init clean --logs",
+        );
+        assert_eq!(o.exitcode, 0);
+        assert!(!fs.contains_key("/usr/bin/cloud-init"));
+        let q = sh(
+            &mut fs,
+            "dpkg-query -W -f='${Package}\\n' | grep -qx cloud-init",
+        );
+        assert_eq!(q.exitcode, 1, "the package is gone too");
+        sh(&mut fs, "apt-get install -y cloud-init");
+        assert_eq!(sh(&mut fs, "command -v cloud-init").exitcode, 0);
+    }
+
+    #[test]
+    fn base64_and_printf() {
+        let mut fs = debian_fs("x");
+        // "#!/bin/sh\necho hi\n"
+        let o = sh(
+            &mut fs,
+            "echo 'IyEvYmluL3NoCmVjaG8gaGkK' | base64 -d > /var/lib/golden/a.sh",
+        );
+        assert_eq!(o.exitcode, 0, "{o:?}");
+        assert_eq!(fs["/var/lib/golden/a.sh"], b"#!/bin/sh\necho hi\n");
+        fs.insert("/tmp/b64".into(), b"aGVs\nbG8=\n".to_vec());
+        assert_eq!(text(&sh(&mut fs, "base64 -d /tmp/b64")), "hello");
+        assert_eq!(
+            text(&sh(&mut fs, "printf '%s' hello | base64")),
+            "aGVsbG8=\n"
+        );
+        let o = sh(&mut fs, "echo '@@@' | base64 -d");
+        assert_eq!(o.exitcode, 1);
+        assert_eq!(text(&sh(&mut fs, "printf '%s'")), "");
+        assert_eq!(text(&sh(&mut fs, "printf '%s' 'a b'")), "a b");
+        assert_eq!(text(&sh(&mut fs, "printf '%s\\n' a b c")), "a\nb\nc\n");
+        assert_eq!(
+            text(&sh(&mut fs, "printf 'rc=%d %s%%\\n' 3 x")),
+            "rc=3 x%\n"
+        );
+        assert_eq!(text(&sh(&mut fs, "printf 'x\\ty\\n'")), "x\ty\n");
+    }
+
+    #[test]
+    fn systemd_run_starts_a_unit_that_runs_after_its_caller() {
+        let mut fs = debian_fs("x");
+        fs.insert(
+            "/var/lib/golden/s.sh".into(),
+            b"#!/bin/sh\necho \"unit ran rc=$?\" > /tmp/unit\n".to_vec(),
+        );
+        let o = sh(
+            &mut fs,
+            "systemd-run --no-block --unit golden-smoke -p TimeoutStartSec=0 --collect /var/lib/golden/s.sh; echo started",
+        );
+        assert_eq!((o.exitcode, text(&o)), (0, "started\n".to_owned()));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "Running as unit: golden-smoke.service\n"
+        );
+        assert!(!fs.contains_key("/tmp/unit"), "--no-block: not yet");
+        run_started_units(&mut fs);
+        assert_eq!(fs["/tmp/unit"], b"unit ran rc=0\n");
+        assert!(!fs.contains_key(STARTED_UNITS));
+        // --wait: now, with the command's status; --pipe passes its output.
+        let o = sh(&mut fs, "systemd-run --wait -q --unit=x sh -c 'exit 6'");
+        assert_eq!(o.exitcode, 6);
+        let o = sh(&mut fs, "systemd-run --pipe --wait sh -c 'echo piped'");
+        assert_eq!(text(&o), "piped\n");
+        assert_eq!(sh(&mut fs, "systemd-run --no-block").exitcode, 1);
+    }
+
+    #[test]
+    fn cloud_init_status_long_has_the_detail() {
+        let mut fs = debian_fs("x");
+        fs.insert(
+            CLOUD_INIT_RESULT.into(),
+            br#"{"v1": {"datasource": "DataSourceGCE", "errors": []}}"#.to_vec(),
+        );
+        let o = sh(&mut fs, "cloud-init status --wait --long");
+        assert_eq!(
+            (o.exitcode, text(&o)),
+            (0, "status: done\ndetail:\nDataSourceGCE\n".to_owned())
+        );
+        fs.insert(
+            CLOUD_INIT_RESULT.into(),
+            br#"{"v1": {"datasource": "DataSourceGCE", "errors": ["scripts-user: runcmd exited 1"]}}"#.to_vec(),
+        );
+        let o = sh(&mut fs, "cloud-init status --long");
+        assert_eq!(o.exitcode, 1);
+        assert!(
+            text(&o).starts_with("status: error\ndetail:\nscripts-user"),
+            "{}",
+            text(&o)
+        );
     }
 }

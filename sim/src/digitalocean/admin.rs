@@ -226,6 +226,8 @@ fn exec(shared: &Shared, id: u64, r: ExecReq) -> Result<Value, AdminError> {
     let argv = ["/bin/sh".to_owned(), "-c".to_owned(), r.command];
     let input = (!stdin.is_empty()).then_some(stdin.as_slice());
     let o = shell::run_argv(&mut d.fs, &argv, input);
+    // Units it started with `systemd-run` run after it.
+    shell::run_started_units(&mut d.fs);
     Ok(json!({
         "exit_code": o.exitcode,
         "stdout": b64.encode(&o.stdout),

@@ -2,7 +2,7 @@
 //! `/requests`, `/faults`):
 //!
 //! - `GET /instances`, `/images` (this project's), `/disks`, `/operations`
-//! - `PUT /behaviour {"wait_cap_ms": n, "never_power_off": b}`
+//! - `PUT /behaviour {"wait_cap_ms": n, "never_power_off": b, "op_ms": {"images.insert": 30000}}`
 //! - `POST /instances/{name}/serial {"text": "..."}`: bytes on its serial port
 //!
 //! Fault kinds beside the core's `http` and `latency`:
@@ -89,10 +89,25 @@ impl Project {
     }
 }
 
+/// The methods that start operations, as `op_ms` names them.
+pub const TIMED_METHODS: &[&str] = &[
+    "images.insert",
+    "images.patch",
+    "images.setLabels",
+    "images.delete",
+    "instances.insert",
+    "instances.stop",
+    "instances.delete",
+    "disks.delete",
+];
+
 #[derive(Deserialize)]
 struct BehaviourReq {
     wait_cap_ms: Option<u64>,
     never_power_off: Option<bool>,
+    /// Per method (`images.insert`): how long its operations run; `null`
+    /// for a method goes back to `--op-ms`.
+    op_ms: Option<std::collections::BTreeMap<String, Option<u64>>>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +144,22 @@ pub fn handle(
         }
         ("PUT", ["behaviour"]) => serde_json::from_slice::<BehaviourReq>(body)
             .map_err(bad_json)
+            .and_then(|r| {
+                let methods = r.op_ms.iter().flat_map(|m| m.keys());
+                match methods
+                    .into_iter()
+                    .find(|m| !TIMED_METHODS.contains(&m.as_str()))
+                {
+                    Some(m) => Err(AdminError::new(
+                        400,
+                        format!(
+                            "op_ms: {m} starts no operation here; one of {}",
+                            TIMED_METHODS.join(", ")
+                        ),
+                    )),
+                    None => Ok(r),
+                }
+            })
             .map(|r| {
                 let mut p = shared.lock();
                 if let Some(ms) = r.wait_cap_ms {
@@ -137,8 +168,15 @@ pub fn handle(
                 if let Some(b) = r.never_power_off {
                     p.behaviour.never_power_off = b;
                 }
+                for (method, ms) in r.op_ms.unwrap_or_default() {
+                    match ms {
+                        Some(ms) => p.behaviour.op_ms.insert(method, ms),
+                        None => p.behaviour.op_ms.remove(&method),
+                    };
+                }
                 json!({"wait_cap_ms": p.behaviour.wait_cap.as_millis() as u64,
-                           "never_power_off": p.behaviour.never_power_off})
+                           "never_power_off": p.behaviour.never_power_off,
+                           "op_ms": p.behaviour.op_ms})
             }),
         ("POST", ["instances", name, "serial"]) => serde_json::from_slice::<SerialReq>(body)
             .map_err(bad_json)

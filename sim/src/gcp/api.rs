@@ -91,6 +91,10 @@ fn route(
             zone(st, p, z)?;
             insert_instance(shared, st, params, body)
         }
+        ("GET", ["projects", p, "zones", z, "instances"]) => {
+            zone(st, p, z)?;
+            list_instances(st, params)
+        }
         ("GET", ["projects", p, "zones", z, "instances", i]) => {
             zone(st, p, z)?;
             instance(st, i).map(|x| x.json(&st.opts))
@@ -106,6 +110,10 @@ fn route(
         ("GET", ["projects", p, "zones", z, "instances", i, "serialPort"]) => {
             zone(st, p, z)?;
             serial(st, i, params)
+        }
+        ("GET", ["projects", p, "zones", z, "disks"]) => {
+            zone(st, p, z)?;
+            list_disks(st, params)
         }
         ("GET", ["projects", p, "zones", z, "disks", d]) => {
             zone(st, p, z)?;
@@ -262,7 +270,7 @@ where
         user: st.account.client_email.clone(),
         insert_ms: now_ms(),
         started: Instant::now(),
-        duration: Duration::from_millis(st.opts.op_ms),
+        duration: Duration::from_millis(op_ms(st, &spec)),
         error_code: failure.as_ref().map(|f| f.code.clone()),
         http_error: failure.as_ref().map(|f| f.http_status),
     };
@@ -286,6 +294,18 @@ where
     }
     st.op_json(&name)
         .ok_or_else(|| ApiError::new(500, "internalError", "operation lost"))
+}
+
+/// How long an operation runs: `PUT /_sim/behaviour {"op_ms": {"images.insert":
+/// 30000}}` for its method (`<collection>.<operationType>`: `images.insert`,
+/// `images.setLabels`, `instances.stop`, `disks.delete`, ...), else `--op-ms`.
+fn op_ms(st: &Project, spec: &OpSpec<'_>) -> u64 {
+    let collection = spec.target.rsplit('/').nth(1).unwrap_or("");
+    st.behaviour
+        .op_ms
+        .get(&format!("{collection}.{}", spec.op_type))
+        .copied()
+        .unwrap_or(st.opts.op_ms)
 }
 
 fn get_op(st: &Project, p: &str, z: Option<&str>, o: &str) -> ApiResult {
@@ -384,11 +404,111 @@ fn rel_url(url: &str) -> &str {
 // ---- images ----
 
 fn list_images(st: &Project, p: &str, params: &Params) -> ApiResult {
+    let items = st.images.values().filter(|i| i.project == p);
+    let collection = format!("projects/{p}/global/images");
+    list(params, "compute#imageList", &collection, items, Image::json)
+}
+
+fn list_instances(st: &Project, params: &Params) -> ApiResult {
+    let collection = format!("{}/instances", st.zone_path());
+    list(
+        params,
+        "compute#instanceList",
+        &collection,
+        st.instances.values(),
+        |i| i.json(&st.opts),
+    )
+}
+
+fn list_disks(st: &Project, params: &Params) -> ApiResult {
+    let collection = format!("{}/disks", st.zone_path());
+    list(
+        params,
+        "compute#diskList",
+        &collection,
+        st.disks.values(),
+        |d| d.json(&st.opts),
+    )
+}
+
+/// What `list` needs of a resource: its filterable fields and labels, and
+/// its place in `creationTimestamp desc` order.
+pub trait Listed {
+    /// The fields a filter may name besides `labels.<key>`.
+    const FIELDS: &'static [&'static str];
+    /// `name`, `status` and the like, as the filter compares them; a field
+    /// the resource has but leaves unset is present with `None`.
+    fn fields(&self) -> Vec<(&'static str, Option<String>)>;
+    fn labels(&self) -> &BTreeMap<String, String>;
+    fn created(&self) -> (u64, u64);
+}
+
+impl Listed for Image {
+    const FIELDS: &'static [&'static str] = &["name", "status", "family"];
+    fn fields(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![
+            ("name", Some(self.name.clone())),
+            ("status", Some(self.status.to_owned())),
+            ("family", self.family.clone()),
+        ]
+    }
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+    fn created(&self) -> (u64, u64) {
+        (self.created_ms, self.seq)
+    }
+}
+
+impl Listed for Instance {
+    const FIELDS: &'static [&'static str] = &["name", "status"];
+    fn fields(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![
+            ("name", Some(self.name.clone())),
+            ("status", Some(self.status.to_owned())),
+        ]
+    }
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+    fn created(&self) -> (u64, u64) {
+        (self.created_ms, self.id)
+    }
+}
+
+impl Listed for Disk {
+    const FIELDS: &'static [&'static str] = &["name", "status"];
+    fn fields(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![
+            ("name", Some(self.name.clone())),
+            ("status", Some("READY".to_owned())),
+        ]
+    }
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+    fn created(&self) -> (u64, u64) {
+        (self.created_ms, self.id)
+    }
+}
+
+/// A `list` call (`images.list`, `instances.list`, `disks.list`): the
+/// `filter` subset (`super::filter`), `maxResults` 0..500 (default and 0:
+/// 500), `orderBy` `name` (the default) or `creationTimestamp desc`,
+/// `pageToken`/`nextPageToken` (absent on the last page), no `items` key
+/// when nothing matched. `items` come in name order (the maps' order).
+fn list<'a, T: Listed + 'a>(
+    params: &Params,
+    kind: &str,
+    collection: &str,
+    all: impl Iterator<Item = &'a T>,
+    render: impl Fn(&T) -> Value,
+) -> ApiResult {
     let text = param(params, "filter").unwrap_or("");
-    let terms = filter::parse(text)
-        .map_err(|()| ApiError::invalid("filter", text, "Invalid list filter expression."))?;
+    let invalid = || ApiError::invalid("filter", text, "Invalid list filter expression.");
+    let terms = filter::parse(text).map_err(|()| invalid())?;
     // "Acceptable values are 0 to 500, inclusive. (Default: 500)"
-    // (images.list `maxResults`; the document states no maximum).
+    // (every list method's `maxResults`; the document states no maximum).
     let max = match param(params, "maxResults").map(str::parse::<usize>) {
         Some(Ok(0)) | None | Some(Err(_)) => 500,
         Some(Ok(n)) if n > 500 => {
@@ -400,25 +520,29 @@ fn list_images(st: &Project, p: &str, params: &Params) -> ApiResult {
         }
         Some(Ok(n)) => n,
     };
-    let mut items: Vec<&Image> = st
-        .images
-        .values()
-        .filter(|i| i.project == p)
-        .filter(|i| {
-            let mut fields = BTreeMap::new();
-            fields.insert("name", i.name.clone());
-            fields.insert("status", i.status.to_owned());
-            if let Some(f) = &i.family {
-                fields.insert("family", f.clone());
-            }
-            filter::matches(&terms, &fields, &i.labels)
-        })
-        .collect();
+    // A field this kind of resource does not have (`family` of an
+    // instance): refused like any filter the subset cannot read.
+    let unknown = terms.iter().any(|t| match t {
+        filter::Term::Equals(f, _) => !f.starts_with("labels.") && !T::FIELDS.contains(&f.as_str()),
+        filter::Term::Has(_) => false,
+    });
+    if unknown {
+        return Err(invalid());
+    }
+    let mut items: Vec<&T> = Vec::new();
+    for r in all {
+        let fields: BTreeMap<&str, String> = r
+            .fields()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
+        if filter::matches(&terms, &fields, r.labels()) {
+            items.push(r);
+        }
+    }
     match param(params, "orderBy") {
         None | Some("name") => {}
-        Some("creationTimestamp desc") => {
-            items.sort_by_key(|i| std::cmp::Reverse((i.created_ms, i.seq)))
-        }
+        Some("creationTimestamp desc") => items.sort_by_key(|i| std::cmp::Reverse(i.created())),
         Some(o) => {
             return Err(ApiError::invalid(
                 "orderBy",
@@ -428,6 +552,7 @@ fn list_images(st: &Project, p: &str, params: &Params) -> ApiResult {
         }
     }
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let tag = format!("{collection}/{text}");
     let offset = match param(params, "pageToken") {
         None | Some("") => 0,
         Some(t) => b64
@@ -435,8 +560,8 @@ fn list_images(st: &Project, p: &str, params: &Params) -> ApiResult {
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| {
-                let (tag, n) = s.split_once(':')?;
-                (tag == format!("images/{p}/{text}")).then(|| n.parse::<usize>().ok())?
+                let (t, n) = s.rsplit_once(':')?;
+                (t == tag).then(|| n.parse::<usize>().ok())?
             })
             .ok_or_else(|| ApiError::invalid("pageToken", t, "Invalid page token."))?,
     };
@@ -444,18 +569,18 @@ fn list_images(st: &Project, p: &str, params: &Params) -> ApiResult {
         .iter()
         .skip(offset)
         .take(max)
-        .map(|i| i.json())
+        .map(|i| render(i))
         .collect();
     let mut v = json!({
-        "kind": "compute#imageList",
-        "id": format!("projects/{p}/global/images"),
-        "selfLink": format!("{}projects/{p}/global/images", super::state::LINK_BASE),
+        "kind": kind,
+        "id": collection,
+        "selfLink": format!("{}{collection}", super::state::LINK_BASE),
     });
     if !page.is_empty() {
         v["items"] = json!(page);
     }
     if offset + max < items.len() {
-        v["nextPageToken"] = json!(b64.encode(format!("images/{p}/{text}:{}", offset + max)));
+        v["nextPageToken"] = json!(b64.encode(format!("{tag}:{}", offset + max)));
     }
     Ok(v)
 }

@@ -36,7 +36,7 @@ pub fn boot(
     serial.write(b"SeaBIOS (version 1.8.2)\r\nBooting from Hard Disk 0...\r\n");
     serial.write(format!("[    0.000000] Linux version 6.1.0-28-cloud-amd64\r\n[    2.100000] systemd[1]: Hostname set to <{name}>.\r\n").as_bytes());
     let mut power_off = false;
-    if fs.contains_key("/usr/bin/cloud-init") {
+    if fs.contains_key(crate::core::guestfs::CLOUD_INIT) {
         let out = cloudinit::first_boot(fs, name, user_data, "DataSourceGCE");
         serial.write(&out.console);
         drain(fs, serial);
@@ -57,6 +57,8 @@ pub fn boot(
         drain(fs, serial);
         serial.write(format!("{runner}: startup-script exit status {}\n{runner}: Finished running startup scripts.\n", out.exitcode).as_bytes());
     }
+    // Transient units the scripts started (`systemd-run --no-block`).
+    shell::run_started_units(fs);
     drain(fs, serial);
     power_off |= fs.remove(POWEROFF_REQUESTED).is_some();
     power_off
@@ -102,6 +104,7 @@ mod tests {
     #[test]
     fn without_cloud_init_user_data_is_ignored_and_startup_scripts_run() {
         let mut fs = debian_fs("x");
+        crate::core::guestfs::without_cloud_init(&mut fs);
         fs.insert("/usr/bin/google_metadata_script_runner".into(), Vec::new());
         let mut serial = Serial::default();
         let script = "#!/bin/bash\necho hello\necho 'GOLDEN-CHECK nginx ok' > /dev/ttyS0\necho 'GOLDEN-CHECK ssh failed' > /dev/ttyS0\n";

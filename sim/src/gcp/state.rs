@@ -386,6 +386,9 @@ pub struct Behaviour {
     pub wait_cap: Duration,
     /// Guests ignore power-off requests.
     pub never_power_off: bool,
+    /// How long operations of a method run (`images.insert` -> ms), where
+    /// it differs from `--op-ms`.
+    pub op_ms: BTreeMap<String, u64>,
 }
 
 impl Default for Behaviour {
@@ -393,6 +396,7 @@ impl Default for Behaviour {
         Behaviour {
             wait_cap: WAIT_CAP,
             never_power_off: false,
+            op_ms: BTreeMap::new(),
         }
     }
 }
@@ -502,8 +506,8 @@ impl Project {
         for &(project, name, family, cloud_init) in PUBLIC_IMAGES {
             let mut fs = crate::core::guestfs::debian_fs("localhost");
             fs.insert("/usr/bin/google_metadata_script_runner".into(), Vec::new());
-            if cloud_init {
-                fs.insert("/usr/bin/cloud-init".into(), Vec::new());
+            if !cloud_init {
+                crate::core::guestfs::without_cloud_init(&mut fs);
             }
             let id = self.next_id();
             let seq = self.next_seq();

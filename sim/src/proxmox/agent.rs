@@ -170,7 +170,10 @@ fn instant(
                         .ok_or_else(|| {
                             ApiError::new(500, "Agent error: the guest has no boot disk")
                         })?;
-                    shell::run_argv(fs, &argv, input.as_deref())
+                    let out = shell::run_argv(fs, &argv, input.as_deref());
+                    // Units it started with `systemd-run` run after it.
+                    shell::run_started_units(fs);
+                    out
                 }
             };
             let vm = cl.vm_mut(vmid)?;
