@@ -178,6 +178,9 @@ pub fn handle(
                            "never_power_off": p.behaviour.never_power_off,
                            "op_ms": p.behaviour.op_ms})
             }),
+        ("POST", ["images"]) => serde_json::from_slice::<SeedImage>(body)
+            .map_err(bad_json)
+            .and_then(|r| seed_image(shared, r)),
         ("POST", ["instances", name, "serial"]) => serde_json::from_slice::<SerialReq>(body)
             .map_err(bad_json)
             .and_then(|r| {
@@ -191,4 +194,48 @@ pub fn handle(
             }),
         _ => return None,
     })
+}
+
+/// `POST /_sim/images`: a READY image in the project, as if made earlier
+/// (by golden in a state since lost, or by hand): name, labels, description,
+/// family. It carries no files (an instance from it boots an empty guest).
+#[derive(serde::Deserialize)]
+struct SeedImage {
+    name: String,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    family: Option<String>,
+}
+
+fn seed_image(shared: &Shared, r: SeedImage) -> Result<Value, AdminError> {
+    let mut p = shared.lock();
+    let project = p.opts.project.clone();
+    let key = (project.clone(), r.name.clone());
+    if p.images.contains_key(&key) {
+        return Err(AdminError::new(409, format!("image {} exists", r.name)));
+    }
+    let id = p.next_id();
+    let seq = p.next_seq();
+    let image = super::state::Image {
+        project,
+        name: r.name,
+        id,
+        created_ms: super::state::now_ms(),
+        seq,
+        description: r.description.filter(|d| !d.is_empty()),
+        family: r.family.filter(|f| !f.is_empty()),
+        labels: r.labels,
+        status: "READY",
+        source_disk: None,
+        disk_size_gb: 10,
+        deprecated: None,
+        fs: Default::default(),
+        file: None,
+    };
+    let json = image.json();
+    p.images.insert(key, image);
+    Ok(json)
 }

@@ -8,12 +8,19 @@
 //!   `private_key_id`, `iss` = `sub` = `client_email`, `aud` the API's
 //!   `https://compute.googleapis.com/` or (google-auth's
 //!   `always_use_jwt_access` with scopes) a `scope` claim, `exp` at most
-//!   3600 s after `iat`;
+//!   3600 s after `iat`, plus the clock-skew allowance Google's own clients
+//!   rely on (google-cloud-rust's google-cloud-auth 1.19 signs
+//!   `iat` = now - 10 s and `exp` = now + 3610 s, 3620 s apart, and
+//!   Google accepts it; the allowance here is 60 s, as for a future `iat`);
 //! - the OAuth 2.0 JWT-bearer grant (RFC 7523; Google's "Using OAuth 2.0 for
 //!   server to server applications"): `POST token_uri` with
 //!   `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=JWT`
 //!   (`aud` = `token_uri`, a `scope` claim) answers an access token.
 
+
+/// How far `iat`/`exp` may stray from the rules for clock skew (see the
+/// module note).
+const CLOCK_SKEW_ALLOWANCE: i64 = 60;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -266,10 +273,10 @@ fn lifetime(claims: &Value) -> Result<(), String> {
     if exp <= now {
         return Err("the JWT has expired".into());
     }
-    if iat > now + 60 {
+    if iat > now + CLOCK_SKEW_ALLOWANCE {
         return Err("iat is in the future".into());
     }
-    if exp - iat > 3600 {
+    if exp - iat > 3600 + CLOCK_SKEW_ALLOWANCE {
         return Err("exp is more than 3600 s after iat".into());
     }
     Ok(())

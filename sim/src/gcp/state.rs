@@ -453,7 +453,11 @@ pub fn timestamp(ms: u64) -> String {
 }
 
 /// A label fingerprint: a hash of the labels (the empty set's is
-/// `42WmSpB8rSM=`, what GCE answers for a resource without labels).
+/// `42WmSpB8rSM=`, what GCE answers for a resource without labels), in
+/// the discovery format `byte`: padded base64 with the URL-safe alphabet
+/// ("-" and "_", RFC 4648 section 5; Google's discovery-document format
+/// table). google-cloud-compute-v1 decodes it so and refused the standard
+/// alphabet's `+` and `/`, which this simulator wrote before.
 pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
     if labels.is_empty() {
         return "42WmSpB8rSM=".into();
@@ -465,7 +469,7 @@ pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
         h.update(v.as_bytes());
         h.update([0]);
     }
-    base64::engine::general_purpose::STANDARD.encode(&h.finalize()[..8])
+    base64::engine::general_purpose::URL_SAFE.encode(&h.finalize()[..8])
 }
 
 impl Project {
