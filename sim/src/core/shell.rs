@@ -1124,8 +1124,10 @@ impl<'a> State<'a> {
                 "-i" | "--ignore-garbage" => ignore_garbage = true,
                 "-di" | "-id" => (decode, ignore_garbage) = (true, true),
                 "-w" | "--wrap" => wrap = it.next().and_then(|w| w.parse().ok()).unwrap_or(76),
-                w if w.starts_with("--wrap=") => wrap = w[7..].parse().unwrap_or(76),
-                f => file = Some(f),
+                w => match w.strip_prefix("--wrap=") {
+                    Some(cols) => wrap = cols.parse().unwrap_or(76),
+                    None => file = Some(w),
+                },
             }
         }
         let input = match file {

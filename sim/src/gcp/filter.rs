@@ -1,4 +1,5 @@
-//! The `filter` of `images.list`, `instances.list` and `disks.list`, the subset golden uses: comparisons
+//! The `filter` of `images.list`, `instances.list` and `disks.list`, the
+//! subset golden uses: comparisons
 //! `labels.<key> = "<value>"`, `labels.<key>:*` (the key is set),
 //! `family = "<f>"`, `name = "<n>"`, `status = "<s>"`, joined by `AND` or by
 //! juxtaposition, each optionally in parentheses as Compute's docs write
