@@ -20,6 +20,7 @@ mod e2e {
     mod digitalocean_sim;
     mod examples;
     mod gcp_clients;
+    mod gcp_faults;
     mod gcp_qemu;
     mod gcp_sim_tests;
     mod install;

@@ -17,7 +17,6 @@
 //!   `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=JWT`
 //!   (`aud` = `token_uri`, a `scope` claim) answers an access token.
 
-
 /// How far `iat`/`exp` may stray from the rules for clock skew (see the
 /// module note).
 const CLOCK_SKEW_ALLOWANCE: i64 = 60;

@@ -166,11 +166,27 @@ impl ApiError {
         let body = e
             .http_payload()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
-        let reason = body.as_ref().and_then(|v| {
-            v["error"]["errors"][0]["reason"]
-                .as_str()
-                .map(str::to_owned)
-        });
+        // The crate turns Google's `errors[].reason` into an ErrorInfo
+        // detail; the raw body is kept only for answers it could not parse.
+        let reason = e
+            .status()
+            .and_then(|s| {
+                s.details.iter().find_map(|d| match d {
+                    google_cloud_gax::error::rpc::StatusDetails::ErrorInfo(i)
+                        if !i.reason.is_empty() =>
+                    {
+                        Some(i.reason.clone())
+                    }
+                    _ => None,
+                })
+            })
+            .or_else(|| {
+                body.as_ref().and_then(|v| {
+                    v["error"]["errors"][0]["reason"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+            });
         let message = body
             .as_ref()
             .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))

@@ -348,9 +348,11 @@ impl GcpPlatform {
     /// waited out within `cx`, because the image insert must finish first.
     pub(crate) async fn delete_instance(&self, name: &str, cx: &Cx) -> Result<()> {
         let instances = self.client.instances(cx).await?;
-        let rid = request_id();
         let what = format!("instances.delete {name}");
         loop {
+            // A refused delete (disk in use) made no operation: the next
+            // attempt is a new request with its own id.
+            let rid = request_id();
             let sent = self
                 .client
                 .call(&what, cx, || {

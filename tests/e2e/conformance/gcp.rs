@@ -184,7 +184,10 @@ impl Harness for Gcp {
             img["family"].as_str().unwrap_or("").is_empty(),
             "a failed image joined the family: {img:#}"
         );
-        assert!(img["deprecated"].is_null(), "never deprecated to hide: {img:#}");
+        assert!(
+            img["deprecated"].is_null(),
+            "never deprecated to hide: {img:#}"
+        );
     }
 
     /// An image like `like` renamed for another build date and number:
@@ -206,7 +209,12 @@ impl Harness for Gcp {
     /// and a hand-made image claiming the family without golden's keys.
     fn seed_foreign(&self, like: &str) {
         let img = self.image_named(like).expect("the image to copy");
-        self.plant(&img, FOREIGN[0], img["labels"].clone(), img["description"].as_str().map(str::to_owned));
+        self.plant(
+            &img,
+            FOREIGN[0],
+            img["labels"].clone(),
+            img["description"].as_str().map(str::to_owned),
+        );
         self.plant(
             &json!({}),
             FOREIGN[1],
@@ -228,7 +236,13 @@ impl Harness for Gcp {
     fn temporaries(&self) -> Vec<String> {
         let mut out = Vec::new();
         for what in ["instances", "disks"] {
-            for x in self.sim.admin_get(&format!("/{what}")).as_array().cloned().unwrap_or_default() {
+            for x in self
+                .sim
+                .admin_get(&format!("/{what}"))
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
                 out.push(format!("{what} {}", x["name"]));
             }
         }
@@ -254,7 +268,10 @@ impl Harness for Gcp {
             .unwrap_or_default()
             .iter()
             .any(|i| {
-                i["name"].as_str().unwrap_or("").starts_with("golden-build-")
+                i["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("golden-build-")
                     && i["status"] == "RUNNING"
             })
     }
