@@ -150,6 +150,52 @@ pub fn decode_block<T: DeserializeOwned>(raw: &ValueAny) -> Result<T, String> {
     rmp_serde::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
+/// Decodes `<platform> { ... }` into the platform's typed block; a block
+/// that does not decode is an error on the block itself.
+pub fn decode_provider_block<T: DeserializeOwned>(
+    platform: &'static str,
+    raw: &ValueAny,
+    diags: &mut Diagnostics,
+) -> Option<T> {
+    match decode_block(raw) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            diags.error(
+                format!("Invalid {platform} Block"),
+                e,
+                AttributePath::new(platform).index(0),
+            );
+            None
+        }
+    }
+}
+
+/// A [`PlatformSpec::validate_block`] from the platform's typed check.
+pub fn validate_provider_block<T: DeserializeOwned>(
+    platform: &'static str,
+    raw: &ValueAny,
+    diags: &mut Diagnostics,
+    validate: fn(&T, &mut Diagnostics) -> Option<()>,
+) -> Option<()> {
+    validate(&decode_provider_block(platform, raw, diags)?, diags)
+}
+
+/// A [`PlatformSpec::configure`] from the platform's typed `configure`
+/// (block absent: `None`).
+pub fn configure_provider_block<T: DeserializeOwned, P: Platform + 'static>(
+    platform: &'static str,
+    raw: Option<&ValueAny>,
+    diags: &mut Diagnostics,
+    configure: fn(Option<&T>, &mut Diagnostics) -> Option<Option<P>>,
+) -> Configured {
+    let block = match raw {
+        Some(raw) => Some(decode_provider_block::<T>(platform, raw, diags)?),
+        None => None,
+    };
+    let platform = configure(block.as_ref(), diags)?;
+    Some(platform.map(|p| Arc::new(p) as Arc<dyn Platform>))
+}
+
 /// The attributes of a `source` block as Terraform sent them.
 pub type SourceBlock = BTreeMap<String, ValueAny>;
 

@@ -3,8 +3,14 @@
 //! `requestId`, so GCE answers it with the first operation), an operation that ends
 //! `DONE` with `QUOTA_EXCEEDED`, and an image insert that outlasts the
 //! create timeout (the disk stays until it ends, then everything goes).
+//! Also: a stale label fingerprint (412: re-read, retry), `wait` returning
+//! before `DONE`, a failed smoke test (the family unchanged), and Ctrl-C
+//! during the smoke test.
 //! Each test asserts from the simulator's request log what the fault did
 //! and what the client did next, and ends with nothing left.
+
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -235,4 +241,264 @@ fn gcp_an_image_insert_outlasting_the_timeout_keeps_the_disk_until_done_then_cle
             .count(),
         0
     );
+}
+
+#[test]
+fn gcp_a_503_after_an_insert_that_happened_makes_no_second_instance() {
+    let sim = GcpSim::start();
+    // Both inserts are done, then answered 503: a retry without the same
+    // requestId would make a second build instance and a second image.
+    sim.fault(json!({"kind": "http", "method": "POST", "path": "/instances$", "status": 503, "times": 1, "after": true}));
+    sim.fault(json!({"kind": "http", "method": "POST", "path": "/global/images$", "status": 502, "times": 1, "after": true}));
+    let tf = tf(&sim, "", &image("after-gcp", ""));
+    let out = apply(&tf);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = requests(&sim);
+    for (what, path, status) in [
+        ("instance", "/instances", 503),
+        ("image", "/global/images", 502),
+    ] {
+        let inserts: Vec<&Value> = log.iter().filter(|r| is(r, "POST", path)).collect();
+        assert_eq!(inserts[0]["status"], status, "{what}: {inserts:#?}");
+        let rid = query_param(inserts[0], "requestId").expect("a requestId");
+        assert_eq!(
+            query_param(inserts[1], "requestId").as_deref(),
+            Some(rid.as_str()),
+            "{what}: the retry carries the same requestId"
+        );
+        assert_eq!(inserts[1]["status"], 200, "{what}");
+    }
+    // One insert operation each: the retries got the first ones back.
+    let ops = sim.admin_get("/operations");
+    for target in ["/instances/golden-build-", "/global/images/after-gcp-"] {
+        let n = ops
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| {
+                o["operationType"] == "insert"
+                    && o["targetLink"].as_str().unwrap_or("").contains(target)
+            })
+            .count();
+        assert_eq!(n, 1, "insert operations on {target}: {ops:#}");
+    }
+    let build_instances = log
+        .iter()
+        .filter(|r| is(r, "POST", "/instances") && r["status"] == 200)
+        .filter_map(|r| r["request_body"]["name"].as_str())
+        .filter(|n| n.starts_with("golden-build-"))
+        .count();
+    assert_eq!(build_instances, 1, "one build instance insert succeeded");
+    let ours = sim
+        .admin_get("/images")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["labels"]["golden-family"] == "after-gcp")
+        .count();
+    assert_eq!(ours, 1, "one image");
+    assert_clean(&sim);
+}
+
+fn family_latest(sim: &GcpSim, family: &str) -> Option<String> {
+    let a = sim.call("GET", &sim.global(&format!("images/family/{family}")), None);
+    (a.status == 200).then(|| a.body["name"].as_str().unwrap_or("").to_owned())
+}
+
+#[test]
+fn gcp_a_stale_label_fingerprint_is_read_again_and_retried() {
+    let sim = GcpSim::start();
+    sim.fault(
+        json!({"kind": "http", "method": "POST", "path": "/setLabels$", "status": 412, "times": 1}),
+    );
+    let tf = tf(&sim, "", &image("stale-gcp", ""));
+    let out = apply(&tf);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = requests(&sim);
+    let first = log
+        .iter()
+        .position(|r| is(r, "POST", "/setLabels"))
+        .expect("a setLabels");
+    assert_eq!(log[first]["status"], 412);
+    assert_eq!(
+        log[first]["response_body"]["error"]["errors"][0]["reason"],
+        "conditionNotMet"
+    );
+    // Read again (a fresh fingerprint), then sent again, accepted.
+    let image_path = log[first]["path"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/setLabels")
+        .to_owned();
+    let reread = log[first + 1..]
+        .iter()
+        .position(|r| r["method"] == "GET" && r["path"] == image_path.as_str())
+        .expect("the image read again after the 412")
+        + first
+        + 1;
+    let retry = log[reread..]
+        .iter()
+        .find(|r| is(r, "POST", "/setLabels"))
+        .expect("setLabels sent again");
+    assert_eq!(retry["status"], 200);
+    assert!(retry["request_body"]["labelFingerprint"].is_string());
+    assert!(family_latest(&sim, "stale-gcp").is_some(), "published");
+    assert_clean(&sim);
+}
+
+#[test]
+fn gcp_waits_that_return_before_done_are_repeated() {
+    let sim = GcpSim::start();
+    // GCE's wait returns after at most two minutes, maybe earlier; here
+    // after 300 ms while the image takes 3 s.
+    sim.admin_put(
+        "/behaviour",
+        json!({"wait_cap_ms": 300, "op_ms": {"images.insert": 3000}}),
+    );
+    let tf = tf(&sim, "", &image("wait-gcp", ""));
+    let out = apply(&tf);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = requests(&sim);
+    let waits: Vec<&Value> = log
+        .iter()
+        .filter(|r| {
+            r["method"] == "POST"
+                && r["path"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("/global/operations/")
+                && r["path"].as_str().unwrap_or("").ends_with("/wait")
+        })
+        .collect();
+    let early = waits
+        .iter()
+        .filter(|r| r["response_body"]["status"] != "DONE")
+        .count();
+    assert!(
+        early >= 3,
+        "waits that returned before DONE: {early} of {}",
+        waits.len()
+    );
+    assert!(waits.iter().any(|r| r["response_body"]["status"] == "DONE"));
+    assert!(family_latest(&sim, "wait-gcp").is_some(), "published");
+    assert_clean(&sim);
+}
+
+#[test]
+fn gcp_a_failed_smoke_test_leaves_the_family_unchanged() {
+    let sim = GcpSim::start();
+    let tf = tf(&sim, "", &image("smoke-gcp", ""));
+    let out = apply(&tf);
+    assert!(out.status.success(), "{}", text(&out));
+    let before = family_latest(&sim, "smoke-gcp").expect("the first image is in the family");
+    let failing = image("smoke-gcp", "").replace(
+        "checks  = [\"boot\", \"ssh\"]",
+        "checks  = [\"boot\", \"ssh\"]\n    commands = [\"echo boom; exit 1\"]",
+    );
+    tf.write_with_provider(
+        &format!(
+            "provider \"golden\" {{\n  gcp {{\n    api_endpoint = \"{}\"\n  }}\n}}\n",
+            sim.endpoint
+        ),
+        &failing,
+    );
+    let out = apply(&tf);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("boom"), "{t}");
+    assert_eq!(
+        family_latest(&sim, "smoke-gcp"),
+        Some(before.clone()),
+        "getFromFamily unchanged"
+    );
+    let failed: Vec<Value> = sim
+        .admin_get("/images")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| i["labels"]["golden-status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert!(
+        failed[0]["family"].is_null() || failed[0]["family"] == "",
+        "{failed:#?}"
+    );
+    assert_clean(&sim);
+}
+
+#[test]
+fn gcp_ctrl_c_during_the_smoke_test_leaves_nothing() {
+    let sim = GcpSim::start();
+    // Serial reads fail for a while (retried with backoff): the smoke test
+    // is still running when Ctrl-C comes.
+    sim.fault(
+        json!({"kind": "http", "method": "GET", "path": "/serialPort$", "status": 503, "times": 6}),
+    );
+    let tf = tf(&sim, "", &image("ctrlc-gcp", ""));
+    let mut cmd = tf.command(&["apply", "-auto-approve", "-no-color", "-input=false"]);
+    cmd.process_group(0);
+    let mut child = cmd.spawn().unwrap();
+    let pgid = child.id() as i32;
+    let started = Instant::now();
+    let smoke_running = || {
+        sim.admin_get("/instances")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .any(|i| {
+                i["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("golden-smoke-")
+                    && i["status"] == "RUNNING"
+            })
+    };
+    while !smoke_running() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the smoke-test instance never ran"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "terraform exited before the smoke test"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling the process group we created.
+    unsafe { libc::kill(-pgid, libc::SIGINT) };
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "terraform did not stop after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "an interrupted apply must fail");
+    std::thread::sleep(Duration::from_secs(2));
+    let log = requests(&sim);
+    let deleted = log.iter().any(|r| {
+        r["method"] == "DELETE"
+            && r["path"]
+                .as_str()
+                .unwrap_or("")
+                .contains("/instances/golden-smoke-")
+            && r["status"] == 200
+    });
+    assert!(deleted, "the smoke-test instance was not deleted");
+    assert_clean(&sim);
+    let left = sim
+        .admin_get("/images")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["labels"]["golden-family"] == "ctrlc-gcp")
+        .count();
+    assert_eq!(left, 0, "the interrupted candidate was discarded");
+    assert_eq!(family_latest(&sim, "ctrlc-gcp"), None);
 }

@@ -299,6 +299,19 @@ impl Ctx {
                 }
                 Err(e)
             }
+            // `"after": true`: the work was done, the client hears a 5xx
+            // (a gateway losing the answer); a retry with the same
+            // `requestId` gets the operation that ran.
+            (Ok(v), _) => match self.shared.lock().sim.faults.take_http_after(method, path) {
+                Some(f) => {
+                    eprintln!(
+                        "golden-sim: injected fault after the work: {method} {path} -> {}",
+                        f.status
+                    );
+                    Err(fault_error(f.status, f.message))
+                }
+                None => Ok(v),
+            },
             (answer, _) => answer,
         }
     }
@@ -359,6 +372,12 @@ fn fault_error(status: u16, message: Option<String>) -> ApiError {
         429 => ("rateLimitExceeded", "usageLimits", "Rate Limit Exceeded"),
         403 => ("rateLimitExceeded", "usageLimits", "Rate Limit Exceeded"),
         503 => ("backendError", "global", "Backend Error"),
+        // What a stale `labelFingerprint` gets (see the guide's fact table).
+        412 => (
+            "conditionNotMet",
+            "global",
+            "Labels fingerprint either invalid or resource labels have changed",
+        ),
         s if s >= 500 => ("internalError", "global", "Internal Error"),
         _ => ("invalid", "global", "simulated failure"),
     };

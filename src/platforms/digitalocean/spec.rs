@@ -13,7 +13,6 @@
 //! and they are not part of the recipe hash, so moving builds to another
 //! region does not rebuild every family.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -31,7 +30,6 @@ use crate::platforms::kit::http::Secret;
 use crate::platforms::registry::{
     self, Configured, PlatformSpec, RecipeParts, RecipeProblem, SourceFields,
 };
-use crate::platforms::Platform;
 use crate::tfschema::{attr, block, secret};
 
 pub const SPEC: PlatformSpec = PlatformSpec {
@@ -183,31 +181,12 @@ fn at(name: &'static str) -> AttributePath {
     AttributePath::new(SPEC.name).index(0).attribute(name)
 }
 
-fn decode(raw: &ValueAny, diags: &mut Diagnostics) -> Option<DoBlock> {
-    match registry::decode_block(raw) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            diags.error(
-                "Invalid digitalocean Block",
-                e,
-                AttributePath::new(SPEC.name).index(0),
-            );
-            None
-        }
-    }
-}
-
 fn validate_block(raw: &ValueAny, diags: &mut Diagnostics) -> Option<()> {
-    validate(&decode(raw, diags)?, diags)
+    registry::validate_provider_block(SPEC.name, raw, diags, validate)
 }
 
 fn configure_platform(raw: Option<&ValueAny>, diags: &mut Diagnostics) -> Configured {
-    let block = match raw {
-        Some(raw) => Some(decode(raw, diags)?),
-        None => None,
-    };
-    let platform = configure(block.as_ref(), diags)?;
-    Some(platform.map(|p| Arc::new(p) as Arc<dyn Platform>))
+    registry::configure_provider_block(SPEC.name, raw, diags, configure)
 }
 
 const KINDS: &[&str] = &["slug", "image_id", "tag", "family"];

@@ -148,8 +148,20 @@ pub(crate) fn instance_body(
         ))
         .set_disks([disk])
         .set_network_interfaces([nic])
-        .set_metadata(GceMetadata::new().set_items(items))
+        .set_metadata(GceMetadata::new().set_items(with_blocked_project_keys(items)))
         .set_labels(from_btree(labels.clone()))
+}
+
+/// Project-wide SSH keys would become accounts in the guest (Google's guest
+/// agent adds them at boot) and so in the image: golden's instances refuse
+/// them.
+fn with_blocked_project_keys(mut items: Vec<Items>) -> Vec<Items> {
+    items.push(
+        Items::new()
+            .set_key("block-project-ssh-keys")
+            .set_value("TRUE"),
+    );
+    items
 }
 
 /// Inserts an instance and waits until it runs (its insert is `DONE`).

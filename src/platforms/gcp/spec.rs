@@ -9,7 +9,6 @@
 //! kind of source and is not in the recipe hash, so moving builds to another
 //! zone does not rebuild every family.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -24,7 +23,6 @@ use crate::lifecycle::naming::NamingRules;
 use crate::lifecycle::recipe::Source;
 use crate::platforms::kit::http::Secret;
 use crate::platforms::registry::{self, Configured, PlatformSpec, SourceFields};
-use crate::platforms::Platform;
 use crate::tfschema::{attr, block, secret};
 
 pub const SPEC: PlatformSpec = PlatformSpec {
@@ -171,31 +169,12 @@ fn at(name: &'static str) -> AttributePath {
     AttributePath::new(SPEC.name).index(0).attribute(name)
 }
 
-fn decode(raw: &ValueAny, diags: &mut Diagnostics) -> Option<GcpBlock> {
-    match registry::decode_block(raw) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            diags.error(
-                "Invalid gcp Block",
-                e,
-                AttributePath::new(SPEC.name).index(0),
-            );
-            None
-        }
-    }
-}
-
 fn validate_block(raw: &ValueAny, diags: &mut Diagnostics) -> Option<()> {
-    validate(&decode(raw, diags)?, diags)
+    registry::validate_provider_block(SPEC.name, raw, diags, validate)
 }
 
 fn configure_platform(raw: Option<&ValueAny>, diags: &mut Diagnostics) -> Configured {
-    let block = match raw {
-        Some(raw) => Some(decode(raw, diags)?),
-        None => None,
-    };
-    let platform = configure(block.as_ref(), diags)?;
-    Some(platform.map(|p| Arc::new(p) as Arc<dyn Platform>))
+    registry::configure_provider_block(SPEC.name, raw, diags, configure)
 }
 
 const KINDS: &[&str] = &["image", "family"];
@@ -304,7 +283,8 @@ fn known(v: &Value<String>) -> Option<String> {
 }
 
 /// `Some(None)` when neither the block nor the environment mention GCP
-/// (`GOOGLE_PROJECT`/`GOOGLE_ZONE`/`GOOGLE_CREDENTIALS`). `None` (outer)
+/// (`GOOGLE_CREDENTIALS` or `GOOGLE_ZONE`: a project alone does not ask
+/// for the platform). `None` (outer)
 /// when the settings are wrong; the diagnostics say why.
 pub fn configure(block: Option<&GcpBlock>, diags: &mut Diagnostics) -> Option<Option<GcpPlatform>> {
     let empty = GcpBlock::default();
