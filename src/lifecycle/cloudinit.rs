@@ -110,9 +110,26 @@ fn render(doc: Value) -> String {
     format!("#cloud-config\n{body}\n")
 }
 
+/// Who ends the build VM's run once provisioning reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerOff {
+    /// The guest powers itself off (cloud-init `power_state`): where the
+    /// host sees the console after the guest stopped.
+    ByGuest,
+    /// The guest stays up; the host stops it after reading the marker:
+    /// where the console is unreadable once the guest stopped (GCE's serial
+    /// port), so a guest powering itself off could take its last lines with it.
+    ByHost,
+}
+
 /// User-data for the build VM: install packages, write files, run the
 /// provisioning script, power off.
 pub fn build_user_data(p: &Provision) -> String {
+    build_user_data_with(p, PowerOff::ByGuest)
+}
+
+/// [`build_user_data`], saying who powers the VM off.
+pub fn build_user_data_with(p: &Provision, power_off: PowerOff) -> String {
     let mut files: Vec<Value> = p
         .files
         .iter()
@@ -130,8 +147,11 @@ pub fn build_user_data(p: &Provision) -> String {
         "bootcmd": [["sh", "-c", super::packages::record_source_script()]],
         "write_files": files,
         "runcmd": [[SCRIPT_PATH]],
-        "power_state": {"mode": "poweroff", "delay": "now", "timeout": 120, "condition": true},
     });
+    if power_off == PowerOff::ByGuest {
+        doc["power_state"] =
+            json!({"mode": "poweroff", "delay": "now", "timeout": 120, "condition": true});
+    }
     if !p.packages.is_empty() {
         doc["package_update"] = json!(true);
         doc["packages"] = json!(p.packages);

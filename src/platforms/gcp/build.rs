@@ -48,8 +48,9 @@ fn sh_quote(s: &str) -> String {
 }
 
 /// The provisioning as a startup script, for images without cloud-init
-/// (Google's Debian images): the same steps as the user-data, then power
-/// off. Where cloud-init exists it does the work and this script exits.
+/// (Google's Debian images): the same steps as the user-data. Where
+/// cloud-init exists it does the work and this script exits. The guest
+/// stays up: golden stops it once it read the result (see [`wait_provisioned`]).
 pub fn startup_script(p: &Provision) -> String {
     let mut s = String::from(
         "#!/bin/sh\n\
@@ -72,7 +73,7 @@ pub fn startup_script(p: &Provision) -> String {
             pkgs.join(" ")
         );
     }
-    s += "/var/lib/golden/provision.sh\npoweroff\n";
+    s += "/var/lib/golden/provision.sh\n";
     s
 }
 
@@ -97,7 +98,7 @@ fn source_image(p: &GcpPlatform, input: &BuildInput) -> Result<String> {
 }
 
 fn metadata_items(provision: &Provision) -> Result<Vec<Items>> {
-    let user_data = cloudinit::build_user_data(provision);
+    let user_data = cloudinit::build_user_data_with(provision, cloudinit::PowerOff::ByHost);
     let script = startup_script(provision);
     for (key, value) in [("user-data", &user_data), ("startup-script", &script)] {
         if value.len() > MAX_METADATA_VALUE {
@@ -323,28 +324,23 @@ fn instance_status(i: &Instance) -> &str {
     i.status.as_ref().and_then(|s| s.name()).unwrap_or("")
 }
 
-/// Waits until the build instance powered itself off after provisioning.
-/// A failed step ends the wait at once; so does `power_off_timeout`
-/// (then the instance is stopped and the build fails).
-async fn wait_powered_off(p: &GcpPlatform, instance: &str, cx: &Cx) -> Result<()> {
+/// Waits for provisioning's result on the serial port, then stops the
+/// build instance (`instances.stop`: an ACPI shutdown). The guest does not
+/// power itself off: GCE serves the serial port only while an instance
+/// runs, so a guest that stopped itself could take its last lines, the
+/// result among them, out of reach. A failed step ends the wait at once;
+/// so does `power_off_timeout` (the instance is stopped, the build fails).
+async fn wait_provisioned(p: &GcpPlatform, instance: &str, cx: &Cx) -> Result<()> {
     let until = Instant::now() + p.config.power_off_timeout;
     let mut serial = Serial::new();
-    let mut outcome = None;
     loop {
-        let i = p.get_instance(instance, cx).await?;
-        let status = instance_status(&i).to_owned();
-        if status == "TERMINATED" {
-            break;
-        }
-        // GCE serves the serial port only while the instance runs.
-        match serial.read(p, instance, cx).await {
-            Ok(_) => {}
-            Err(e) if e.is_busy() => {}
+        let readable = match serial.read(p, instance, cx).await {
+            Ok(_) => true,
+            Err(e) if e.is_busy() => false,
             Err(e) => return Err(e),
-        }
-        if outcome.is_none() {
-            outcome = parse_provision_marker(&serial.text);
-            if let Some(r) = outcome.as_ref().filter(|r| !r.ok()) {
+        };
+        if let Some(r) = parse_provision_marker(&serial.text) {
+            if !r.ok() {
                 return Err(Error::new(
                     ErrorKind::Other,
                     format!(
@@ -352,39 +348,46 @@ async fn wait_powered_off(p: &GcpPlatform, instance: &str, cx: &Cx) -> Result<()
                         r.step, r.rc
                     ),
                 )
-                .with_detail(format!("serial console (last lines):\n{}", tail_lines(&serial.text, 30))));
+                .with_detail(console(&serial)));
+            }
+            info!(instance, "provisioning done; stopping the build instance");
+            return stop_instance(p, instance, cx).await;
+        }
+        if !readable {
+            let i = p.get_instance(instance, cx).await?;
+            let status = instance_status(&i);
+            if matches!(status, "STOPPING" | "TERMINATED" | "STOPPED" | "SUSPENDED") {
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!("the build instance {instance} stopped ({status}) before provisioning reported its result: the guest powered off or crashed"),
+                )
+                .with_detail(console(&serial)));
             }
         }
         if Instant::now() >= until {
             tracing::warn!(
                 instance,
-                "the build instance did not power off within power_off_timeout; stopping it"
+                "no provisioning result within power_off_timeout; stopping the build instance"
             );
             let _ = stop_instance(p, instance, cx).await;
             return Err(Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "the build instance {instance} did not power itself off within power_off_timeout ({}s): provisioning did not finish",
+                    "provisioning on the build instance {instance} did not report a result within power_off_timeout ({}s)",
                     p.config.power_off_timeout.as_secs()
                 ),
             )
-            .with_detail(format!("serial console (last lines):\n{}", tail_lines(&serial.text, 30))));
+            .with_detail(console(&serial)));
         }
-        cx.sleep("waiting for the build instance to power off", POLL)
-            .await?;
+        cx.sleep("waiting for provisioning to finish", POLL).await?;
     }
-    match outcome.or_else(|| parse_provision_marker(&serial.text)) {
-        Some(r) if r.ok() => Ok(()),
-        Some(r) => Err(Error::new(
-            ErrorKind::Other,
-            format!("provisioning failed at step {:?} (exit {})", r.step, r.rc),
-        )),
-        None => Err(Error::new(
-            ErrorKind::Other,
-            format!("the build instance {instance} powered off without reporting provisioning (no GOLDEN-PROVISION line on its serial port)"),
-        )
-        .with_detail(format!("serial console (last lines):\n{}", tail_lines(&serial.text, 30)))),
-    }
+}
+
+fn console(serial: &Serial) -> String {
+    format!(
+        "serial console (last lines):\n{}",
+        tail_lines(&serial.text, 30)
+    )
 }
 
 async fn stop_instance(p: &GcpPlatform, instance: &str, cx: &Cx) -> Result<()> {
@@ -419,7 +422,7 @@ pub async fn run(p: &GcpPlatform, candidate: &Image, cx: &Cx) -> Result<Image> {
                 format!("{image_name} was not reserved by this provider process"),
             )
         })?;
-    wait_powered_off(p, &r.instance, cx).await?;
+    wait_provisioned(p, &r.instance, cx).await?;
     let instance = p.get_instance(&r.instance, cx).await?;
     let disk = instance
         .disks
@@ -484,7 +487,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_startup_script_steps_aside_for_cloud_init_and_powers_off() {
+    fn the_startup_script_steps_aside_for_cloud_init_and_leaves_the_guest_up() {
         let p = Provision {
             packages: vec!["curl".into()],
             files: [("/etc/motd".to_owned(), "it's golden\n".to_owned())].into(),
@@ -496,7 +499,8 @@ mod tests {
         assert!(lines[2].starts_with("command -v cloud-init"), "{s}");
         assert!(s.contains(&b64("it's golden\n")));
         assert!(s.contains("apt-get install -y 'curl'"));
-        assert_eq!(lines.last(), Some(&"poweroff"));
-        assert!(s.contains("/var/lib/golden/provision.sh\npoweroff"));
+        // The host stops the instance once it read the result.
+        assert_eq!(lines.last(), Some(&"/var/lib/golden/provision.sh"));
+        assert!(!s.contains("poweroff"));
     }
 }

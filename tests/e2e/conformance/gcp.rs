@@ -272,7 +272,7 @@ impl Harness for Gcp {
                     .as_str()
                     .unwrap_or("")
                     .starts_with("golden-build-")
-                    && i["status"] == "RUNNING"
+                    && (i["status"] == "RUNNING" || i["status"] == "STOPPING")
             })
     }
 
@@ -280,14 +280,16 @@ impl Harness for Gcp {
         Duration::from_millis(500)
     }
 
+    /// golden stops the build instance once provisioning reported: a stop
+    /// that takes two minutes holds the build there.
     fn stall_builds(&self) {
         self.sim
-            .admin_put("/behaviour", json!({"never_power_off": true}));
+            .admin_put("/behaviour", json!({"op_ms": {"instances.stop": 120000}}));
     }
 
     fn unstall_builds(&self) {
         self.sim
-            .admin_put("/behaviour", json!({"never_power_off": false}));
+            .admin_put("/behaviour", json!({"op_ms": {"instances.stop": null}}));
     }
 
     /// A piece of the private key: it must reach neither logs nor state.
