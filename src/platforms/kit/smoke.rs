@@ -255,6 +255,13 @@ pub fn cloud_init_verdict(out: &GuestOutput, allow_degraded: bool, how: &str) ->
         .find_map(|l| l.trim().strip_prefix("status:"))
         .map(str::trim)
         .unwrap_or("unknown");
+    if out.exit_code == 127 {
+        // The shell's "command not found".
+        return Verdict::fail(format!(
+            "cloud-init is not installed in this image ({how}; Google's Debian images, for one, have none): leave cloud_init out of smoke_test.checks for it:\n{}",
+            tail_lines(&text, 5)
+        ));
+    }
     let degraded = out.exit_code == 2 || text.contains("degraded");
     match (out.exit_code, degraded) {
         (0, false) => Verdict::pass(format!("status: {status} ({how})")),
@@ -296,6 +303,9 @@ mod tests {
         // passed on Proxmox before the sequence was shared.
         assert!(!v(0, "status: done\nextended_status: degraded done", false));
         assert!(v(0, "status: done\nextended_status: degraded done", true));
+        // No cloud-init at all: said so.
+        let none = cloud_init_verdict(&out(127, "sh: 1: cloud-init: not found"), true, "x");
+        assert!(!none.ok && none.detail.contains("not installed"), "{}", none.detail);
         // An error is never tolerated.
         assert!(!v(
             1,
