@@ -1,6 +1,6 @@
 # A debian-12-minimal family of Compute Engine images: an instance built from
 # Google's Debian 12 image with a startup script (Google's Debian images have
-# no cloud-init), imaged once it powered itself off, smoke-tested over the
+# no cloud-init), imaged once golden stopped it, smoke-tested over the
 # serial port on a fresh instance, added to the GCE image family of the same
 # name only once it passed, the last 3 kept, rebuilt monthly.
 #
@@ -89,7 +89,7 @@ resource "golden_image" "debian" {
   rebuild_after = "720h" # picks up the newest debian-12 image monthly
 
   # A build waits up to power_off_timeout (30m) for the instance to provision
-  # and power off, then for GCE to make the image (minutes), then boots the
+  # and report, then for GCE to make the image (minutes), then boots the
   # smoke test: the default create timeout (1h) leaves little room.
   timeouts {
     create = "2h"
