@@ -502,3 +502,39 @@ fn gcp_ctrl_c_during_the_smoke_test_leaves_nothing() {
     assert_eq!(left, 0, "the interrupted candidate was discarded");
     assert_eq!(family_latest(&sim, "ctrlc-gcp"), None);
 }
+
+#[test]
+fn gcp_an_inline_key_reaches_neither_trace_logs_nor_state() {
+    let sim = GcpSim::start();
+    let pem = sim.key.json["private_key"].as_str().unwrap().to_owned();
+    let piece: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<String>()
+        .chars()
+        .skip(64)
+        .take(48)
+        .collect();
+    let tf = TfDir::with_env(&[
+        ("GOOGLE_PROJECT".into(), sim.project.clone()),
+        ("GOOGLE_ZONE".into(), sim.zone.clone()),
+        ("TF_LOG".into(), "trace".into()),
+    ]);
+    // The key's JSON itself in the block (sensitive), as `file(...)` gives it.
+    tf.write_with_provider(
+        &format!(
+            "provider \"golden\" {{\n  gcp {{\n    api_endpoint = \"{}\"\n    credentials  = file(\"{}\")\n  }}\n}}\n",
+            sim.endpoint, sim.credentials
+        ),
+        &image("inline-gcp", ""),
+    );
+    let out = apply(&tf);
+    let t = text(&out);
+    assert!(out.status.success(), "{}", &t[t.len().saturating_sub(4000)..]);
+    assert!(t.contains("gcp platform configured"), "the trace holds golden's own logs");
+    assert!(!t.contains(&piece), "the private key reached the trace output");
+    let state = std::fs::read_to_string(tf.path().join("terraform.tfstate")).unwrap();
+    assert!(!state.contains(&piece), "the private key reached the state");
+    assert!(!state.contains("private_key"), "the key file reached the state");
+    assert_clean(&sim);
+}
