@@ -296,3 +296,27 @@ fn digitalocean_tag_rule_fails_terraform_validate() {
         "{out}"
     );
 }
+
+/// GCE labels and image references are checked at `terraform validate`,
+/// naming the attribute: nothing reaches the API that it would refuse.
+#[test]
+fn gcp_labels_and_image_references_fail_terraform_validate() {
+    let tf = TfDir::new();
+    let store = tf.path().join("store");
+    tf.write(
+        &store,
+        "resource \"golden_image\" \"x\" {\n  platform = \"gcp\"\n  family   = \"bad-config\"\n  source {\n    image = \"debian-12\"\n  }\n  tags = {\n    team = \"Platform.Infra\"\n  }\n}\n",
+    );
+    let out = tf.fails(&["validate", "-no-color"]);
+    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        out.contains("Invalid source.image") && out.contains("projects/PROJECT/global/images"),
+        "{out}"
+    );
+    assert!(
+        out.contains("tags[\"team\"]")
+            && out.contains("Google Compute Engine cannot store this tag exactly")
+            && out.contains("'.'"),
+        "{out}"
+    );
+}

@@ -530,11 +530,24 @@ fn gcp_an_inline_key_reaches_neither_trace_logs_nor_state() {
     );
     let out = apply(&tf);
     let t = text(&out);
-    assert!(out.status.success(), "{}", &t[t.len().saturating_sub(4000)..]);
-    assert!(t.contains("gcp platform configured"), "the trace holds golden's own logs");
-    assert!(!t.contains(&piece), "the private key reached the trace output");
+    assert!(
+        out.status.success(),
+        "{}",
+        &t[t.len().saturating_sub(4000)..]
+    );
+    assert!(
+        t.contains("gcp platform configured"),
+        "the trace holds golden's own logs"
+    );
+    assert!(
+        !t.contains(&piece),
+        "the private key reached the trace output"
+    );
     let state = std::fs::read_to_string(tf.path().join("terraform.tfstate")).unwrap();
     assert!(!state.contains(&piece), "the private key reached the state");
-    assert!(!state.contains("private_key"), "the key file reached the state");
+    assert!(
+        !state.contains("private_key"),
+        "the key file reached the state"
+    );
     assert_clean(&sim);
 }

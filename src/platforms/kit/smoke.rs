@@ -305,7 +305,11 @@ mod tests {
         assert!(v(0, "status: done\nextended_status: degraded done", true));
         // No cloud-init at all: said so.
         let none = cloud_init_verdict(&out(127, "sh: 1: cloud-init: not found"), true, "x");
-        assert!(!none.ok && none.detail.contains("not installed"), "{}", none.detail);
+        assert!(
+            !none.ok && none.detail.contains("not installed"),
+            "{}",
+            none.detail
+        );
         // An error is never tolerated.
         assert!(!v(
             1,
