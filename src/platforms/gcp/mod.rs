@@ -229,11 +229,10 @@ impl GcpPlatform {
         Ok(out)
     }
 
-    /// Replaces golden's labels on an image with `want`, keeping labels
-    /// golden does not own... none: an image golden made carries only
-    /// golden's labels and the user's tags, both in `want`. A stale
-    /// fingerprint (someone changed the labels meanwhile) is re-read and
-    /// tried again.
+    /// Sets an image's labels to `want` (golden's labels and the user's
+    /// tags: `setLabels` replaces the whole set, so a label added by hand
+    /// goes too). A stale fingerprint (the labels changed since they were
+    /// read) is read again and the call tried again.
     async fn set_labels(&self, name: &str, want: &BTreeMap<String, String>, cx: &Cx) -> Result<()> {
         let images = self.client.images(cx).await?;
         for attempt in 1..=5 {
