@@ -196,6 +196,28 @@ pub fn configure_provider_block<T: DeserializeOwned, P: Platform + 'static>(
     Some(platform.map(|p| Arc::new(p) as Arc<dyn Platform>))
 }
 
+/// A directory name for one endpoint's ledgers: its host and port, every
+/// other character `_` (`https://pve.example.com:8006/api2/json` ->
+/// `pve.example.com_8006`).
+pub fn ledger_scope_of(endpoint: &str) -> String {
+    let host = endpoint
+        .split("://")
+        .nth(1)
+        .unwrap_or(endpoint)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    host.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The attributes of a `source` block as Terraform sent them.
 pub type SourceBlock = BTreeMap<String, ValueAny>;
 
@@ -417,6 +439,23 @@ mod tests {
         let b: B = decode_block(&raw).unwrap();
         assert_eq!(b.a, tf_provider::value::Value::Value("x".into()));
         assert!(b.b.is_unknown());
+    }
+
+    #[test]
+    fn ledger_scopes_are_safe_directory_names() {
+        assert_eq!(
+            ledger_scope_of("https://pve.example.com:8006/api2/json"),
+            "pve.example.com_8006"
+        );
+        assert_eq!(
+            ledger_scope_of("https://[::1]:8006/api2/json"),
+            "___1__8006"
+        );
+        assert_eq!(
+            ledger_scope_of("https://api.digitalocean.com"),
+            "api.digitalocean.com"
+        );
+        assert_eq!(ledger_scope_of("http://127.0.0.1:4010"), "127.0.0.1_4010");
     }
 
     #[test]

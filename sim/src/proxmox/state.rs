@@ -325,7 +325,7 @@ pub fn fmt_size(bytes: u64) -> String {
         ("M", K * K),
         ("K", K),
     ] {
-        if bytes >= f && bytes % f == 0 {
+        if bytes >= f && bytes.is_multiple_of(f) {
             return format!("{}{unit}", bytes / f);
         }
     }

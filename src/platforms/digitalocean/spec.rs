@@ -386,31 +386,11 @@ pub fn configure(block: Option<&DoBlock>, diags: &mut Diagnostics) -> Option<Opt
         }
     };
     let config = DoConfig {
-        ledger_scope: state_key(client.endpoint()),
+        ledger_scope: registry::ledger_scope_of(client.endpoint()),
         ..config
     };
     tracing::info!(endpoint = client.endpoint(), region = %config.region, size = %config.size, "digitalocean platform configured");
     Some(Some(DoPlatform::new(client, config)))
-}
-
-/// A directory name for one endpoint's ledgers: its host and port.
-fn state_key(endpoint: &str) -> String {
-    let host = endpoint
-        .split("://")
-        .nth(1)
-        .unwrap_or(endpoint)
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    host.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -476,14 +456,5 @@ mod tests {
             assert!(text.contains(attr), "{attr} not named in {text}");
         }
         assert!(!text.contains("dop v1"), "the token was echoed");
-    }
-
-    #[test]
-    fn state_key_is_a_safe_directory_name() {
-        assert_eq!(
-            state_key("https://api.digitalocean.com"),
-            "api.digitalocean.com"
-        );
-        assert_eq!(state_key("http://127.0.0.1:4010"), "127.0.0.1_4010");
     }
 }

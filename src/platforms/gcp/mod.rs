@@ -117,6 +117,26 @@ pub(crate) fn last_segment(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
 }
 
+/// Every item of a GCE list, page by page: `page` gets the page token
+/// (none for the first page) and answers the page's items and the next
+/// token (none or empty on the last page).
+async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>)>>,
+{
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let (items, next) = page(token.take()).await?;
+        out.extend(items);
+        match next.filter(|t| !t.is_empty()) {
+            Some(t) => token = Some(t),
+            None => return Ok(out),
+        }
+    }
+}
+
 /// How long the sweep and cleanups wait for one busy disk.
 const BUSY_WAIT: Duration = Duration::from_secs(120);
 
@@ -169,9 +189,7 @@ impl GcpPlatform {
     /// page, GCE's maximum).
     async fn list_images_filtered(&self, filter: &str, cx: &Cx) -> Result<Vec<GceImage>> {
         let images = self.client.images(cx).await?;
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
+        all_pages(|token| async move {
             let page = self
                 .client
                 .call("images.list", cx, || {
@@ -184,12 +202,9 @@ impl GcpPlatform {
                         .send()
                 })
                 .await?;
-            out.extend(page.items);
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
-            }
-        }
+            Ok((page.items, page.next_page_token))
+        })
+        .await
     }
 
     /// golden's images of `family`, decoded, with what GCE says of them.
@@ -411,9 +426,7 @@ impl GcpPlatform {
 
     async fn list_instances(&self, filter: &str, cx: &Cx) -> Result<Vec<Instance>> {
         let instances = self.client.instances(cx).await?;
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
+        all_pages(|token| async move {
             let page = self
                 .client
                 .call("instances.list", cx, || {
@@ -427,19 +440,14 @@ impl GcpPlatform {
                         .send()
                 })
                 .await?;
-            out.extend(page.items);
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
-            }
-        }
+            Ok((page.items, page.next_page_token))
+        })
+        .await
     }
 
     async fn list_disks(&self, filter: &str, cx: &Cx) -> Result<Vec<Disk>> {
         let disks = self.client.disks(cx).await?;
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
+        all_pages(|token| async move {
             let page = self
                 .client
                 .call("disks.list", cx, || {
@@ -453,12 +461,9 @@ impl GcpPlatform {
                         .send()
                 })
                 .await?;
-            out.extend(page.items);
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
-            }
-        }
+            Ok((page.items, page.next_page_token))
+        })
+        .await
     }
 
     /// Deletes every instance and disk of a run, then its candidate image

@@ -347,7 +347,7 @@ pub fn configure(block: Option<&GcpBlock>, diags: &mut Diagnostics) -> Option<Op
         network: known(&b.network).unwrap_or_else(|| DEFAULT_NETWORK.into()),
         external_ip: b.external_ip.as_ref_option().copied().unwrap_or(true),
         power_off_timeout,
-        ledger_scope: format!("{}_{project}_{zone}", state_key(&endpoint)),
+        ledger_scope: format!("{}_{project}_{zone}", registry::ledger_scope_of(&endpoint)),
     };
     tracing::info!(%endpoint, %project, %zone, machine_type = %config.machine_type, "gcp platform configured");
     let client = client::Client::new(ClientConfig {
@@ -357,26 +357,6 @@ pub fn configure(block: Option<&GcpBlock>, diags: &mut Diagnostics) -> Option<Op
         credentials,
     });
     Some(Some(GcpPlatform::new(client, config)))
-}
-
-/// A directory name for one endpoint's ledgers: its host and port.
-fn state_key(endpoint: &str) -> String {
-    let host = endpoint
-        .split("://")
-        .nth(1)
-        .unwrap_or(endpoint)
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    host.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -382,7 +382,7 @@ pub fn configure(
             return None;
         }
     };
-    let ledger_scope = state_key(client.endpoint());
+    let ledger_scope = registry::ledger_scope_of(client.endpoint());
     let config = ProxmoxConfig {
         node: known(&b.node).unwrap_or_else(|| DEFAULT_NODE.into()),
         storage: known(&b.storage).unwrap_or_else(|| DEFAULT_STORAGE.into()),
@@ -393,26 +393,6 @@ pub fn configure(
     };
     tracing::info!(endpoint = client.endpoint(), node = %config.node, storage = %config.storage, insecure, "proxmox platform configured");
     Some(Some(ProxmoxPlatform::new(client, config)))
-}
-
-/// A directory name for one cluster's ledgers: its host and port.
-fn state_key(endpoint: &str) -> String {
-    let host = endpoint
-        .split("://")
-        .nth(1)
-        .unwrap_or(endpoint)
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    host.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -451,14 +431,5 @@ mod tests {
         for bad in ["", "100", "99-200", "300-200", "a-b", "100-100"] {
             assert!(parse_range(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn state_key_is_a_safe_directory_name() {
-        assert_eq!(
-            state_key("https://pve.example.com:8006/api2/json"),
-            "pve.example.com_8006"
-        );
-        assert_eq!(state_key("https://[::1]:8006/api2/json"), "___1__8006");
     }
 }
