@@ -25,6 +25,9 @@ have bc || need+=(bc)
 # The simulator's client tests run proxmoxer from a venv (tests/clients/).
 have python3 || need+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# HTTPS roots: the provider's clients (reqwest 0.13, rustls) trust the
+# system's CA store, not a bundle in the binary.
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # scripts/release.sh (make release, tests/e2e/install.rs)
 have zip || need+=(zip)
 have unzip || need+=(unzip)
