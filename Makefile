@@ -5,7 +5,7 @@ GOLDEN_CACHE_DIR ?= $(HOME)/.cache/golden
 BIN := $(CARGO_TARGET_DIR)/debug/terraform-provider-golden
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/terraform-provider-golden
 
-.PHONY: demo test deps base-image build release release-bin install lint unit e2e bench bench-plan bench-proxmox bench-digitalocean clean-demo sim-proxmox sim-digitalocean sim-gcp
+.PHONY: demo test deps base-image build release release-bin install lint unit e2e bench bench-plan bench-proxmox bench-digitalocean bench-gcp clean-demo sim-proxmox sim-digitalocean sim-gcp
 
 deps:
 	@scripts/install-deps.sh
@@ -76,6 +76,11 @@ bench-proxmox: release-bin base-image
 ## lookups over 5000 snapshots; BENCH_QEMU=1 adds a build on the simulator's QEMU backend).
 bench-digitalocean: release-bin
 	@scripts/bench-digitalocean.sh
+
+## make bench-gcp: the GCP figures (GCE API calls by method and time per build, a lookup over
+## 5000 images; BENCH_QEMU=1 adds a build on the simulator's QEMU backend and one on local).
+bench-gcp: release-bin
+	@scripts/bench-gcp.sh
 
 ## make sim-proxmox: the PVE API simulator in the foreground (see docs/guides/proxmox-simulator.md).
 PVE_SCHEMA ?= ../shared/specs/proxmox/PVE-schema.json

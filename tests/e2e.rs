@@ -21,6 +21,7 @@ mod e2e {
     mod examples;
     mod gcp_clients;
     mod gcp_faults;
+    mod gcp_golden_qemu;
     mod gcp_qemu;
     mod gcp_sim_tests;
     mod install;

@@ -4,6 +4,7 @@
 //! - `GET /instances`, `/images` (this project's), `/disks`, `/operations`
 //! - `PUT /behaviour {"wait_cap_ms": n, "never_power_off": b, "op_ms": {"images.insert": 30000}}`
 //! - `POST /instances/{name}/serial {"text": "..."}`: bytes on its serial port
+//! - `POST /images {"name", "labels", "description", "family"}` (or an array of them): READY images seeded
 //!
 //! Fault kinds beside the core's `http` and `latency`:
 //! `{"kind": "operation", "operation_type": "insert", "target": "global/images/",
@@ -178,9 +179,20 @@ pub fn handle(
                            "never_power_off": p.behaviour.never_power_off,
                            "op_ms": p.behaviour.op_ms})
             }),
-        ("POST", ["images"]) => serde_json::from_slice::<SeedImage>(body)
-            .map_err(bad_json)
-            .and_then(|r| seed_image(shared, r)),
+        // One image, or an array of them (a bulk seed in one request).
+        ("POST", ["images"]) => match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'[') => serde_json::from_slice::<Vec<SeedImage>>(body)
+                .map_err(bad_json)
+                .and_then(|rs| {
+                    rs.into_iter()
+                        .map(|r| seed_image(shared, r))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map(Value::Array)
+                }),
+            _ => serde_json::from_slice::<SeedImage>(body)
+                .map_err(bad_json)
+                .and_then(|r| seed_image(shared, r)),
+        },
         ("POST", ["instances", name, "serial"]) => serde_json::from_slice::<SerialReq>(body)
             .map_err(bad_json)
             .and_then(|r| {
@@ -199,6 +211,8 @@ pub fn handle(
 /// `POST /_sim/images`: a READY image in the project, as if made earlier
 /// (by golden in a state since lost, or by hand): name, labels, description,
 /// family. It carries no files (an instance from it boots an empty guest).
+/// An array seeds each in order; the first that cannot be (a name taken)
+/// answers the error, those before it stay.
 #[derive(serde::Deserialize)]
 struct SeedImage {
     name: String,
