@@ -176,7 +176,10 @@ PY
 }
 
 cd "$root"
-cargo build --locked --release -p golden-sim -p terraform-provider-golden >/dev/null
+# The provider alone (make's release-bin built it) and the simulator alone:
+# built together, cargo unifies their features and rebuilds both.
+[ -x "$target/release/terraform-provider-golden" ] || cargo build --locked --release -p terraform-provider-golden >/dev/null
+cargo build --locked --release -p golden-sim >/dev/null
 
 echo "== gcp, instant backend: one build + smoke test through terraform"
 start_sim instant
