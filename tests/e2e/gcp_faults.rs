@@ -551,3 +551,48 @@ fn gcp_an_inline_key_reaches_neither_trace_logs_nor_state() {
     );
     assert_clean(&sim);
 }
+
+#[test]
+fn gcp_a_provisioning_that_never_reports_is_stopped_at_power_off_timeout() {
+    let sim = GcpSim::start();
+    sim.admin_put("/behaviour", json!({"hung_guests": true}));
+    let tf = tf(
+        &sim,
+        "    power_off_timeout = \"5s\"\n",
+        &image("hung-gcp", ""),
+    );
+    let out = apply(&tf);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    let flat = t.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("did not report a result within power_off_timeout (5s)"),
+        "{t}"
+    );
+    let log = requests(&sim);
+    let stop = log
+        .iter()
+        .position(|r| {
+            r["method"] == "POST"
+                && r["path"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("/instances/golden-build-")
+                && r["path"].as_str().unwrap_or("").ends_with("/stop")
+        })
+        .expect("the build instance was stopped");
+    assert!(
+        log[stop..].iter().any(|r| r["method"] == "DELETE"
+            && r["path"]
+                .as_str()
+                .unwrap_or("")
+                .contains("/instances/golden-build-")
+            && r["status"] == 200),
+        "then deleted"
+    );
+    assert!(
+        !log.iter().any(|r| is(r, "POST", "/global/images")),
+        "no image is made from an unprovisioned disk"
+    );
+    assert_clean(&sim);
+}

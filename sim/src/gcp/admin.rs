@@ -2,7 +2,7 @@
 //! `/requests`, `/faults`):
 //!
 //! - `GET /instances`, `/images` (this project's), `/disks`, `/operations`
-//! - `PUT /behaviour {"wait_cap_ms": n, "never_power_off": b, "op_ms": {"images.insert": 30000}}`
+//! - `PUT /behaviour {"wait_cap_ms": n, "never_power_off": b, "hung_guests": b, "op_ms": {"images.insert": 30000}}`
 //! - `POST /instances/{name}/serial {"text": "..."}`: bytes on its serial port
 //! - `POST /images {"name", "labels", "description", "family"}` (or an array of them): READY images seeded
 //!
@@ -106,6 +106,8 @@ pub const TIMED_METHODS: &[&str] = &[
 struct BehaviourReq {
     wait_cap_ms: Option<u64>,
     never_power_off: Option<bool>,
+    #[serde(default)]
+    hung_guests: Option<bool>,
     /// Per method (`images.insert`): how long its operations run; `null`
     /// for a method goes back to `--op-ms`.
     op_ms: Option<std::collections::BTreeMap<String, Option<u64>>>,
@@ -169,6 +171,9 @@ pub fn handle(
                 if let Some(b) = r.never_power_off {
                     p.behaviour.never_power_off = b;
                 }
+                if let Some(b) = r.hung_guests {
+                    p.behaviour.hung_guests = b;
+                }
                 for (method, ms) in r.op_ms.unwrap_or_default() {
                     match ms {
                         Some(ms) => p.behaviour.op_ms.insert(method, ms),
@@ -177,6 +182,7 @@ pub fn handle(
                 }
                 json!({"wait_cap_ms": p.behaviour.wait_cap.as_millis() as u64,
                            "never_power_off": p.behaviour.never_power_off,
+                           "hung_guests": p.behaviour.hung_guests,
                            "op_ms": p.behaviour.op_ms})
             }),
         // One image, or an array of them (a bulk seed in one request).

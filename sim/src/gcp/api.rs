@@ -1044,6 +1044,9 @@ fn insert_instance(shared: &Shared, st: &mut Project, params: &Params, body: Val
             };
             inst.status = "RUNNING";
             inst.last_start_ms = Some(now_ms());
+            if st.behaviour.hung_guests {
+                return Ok(());
+            }
             let ud = inst.metadata_value("user-data").map(str::to_owned);
             let script = inst.metadata_value("startup-script").map(str::to_owned);
             let boot_disk = inst.disks[0].disk.clone();

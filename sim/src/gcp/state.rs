@@ -386,6 +386,9 @@ pub struct Behaviour {
     pub wait_cap: Duration,
     /// Guests ignore power-off requests.
     pub never_power_off: bool,
+    /// Instant guests boot but their user-data and startup script never
+    /// finish: nothing reaches the serial port (a provisioning that hangs).
+    pub hung_guests: bool,
     /// How long operations of a method run (`images.insert` -> ms), where
     /// it differs from `--op-ms`.
     pub op_ms: BTreeMap<String, u64>,
@@ -396,6 +399,7 @@ impl Default for Behaviour {
         Behaviour {
             wait_cap: WAIT_CAP,
             never_power_off: false,
+            hung_guests: false,
             op_ms: BTreeMap::new(),
         }
     }
