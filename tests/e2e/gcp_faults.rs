@@ -596,3 +596,35 @@ fn gcp_a_provisioning_that_never_reports_is_stopped_at_power_off_timeout() {
     );
     assert_clean(&sim);
 }
+
+/// Without `credentials` and `GOOGLE_CREDENTIALS`, golden takes
+/// application-default credentials: here `GOOGLE_APPLICATION_CREDENTIALS`
+/// naming the simulator's key file, which google-cloud-auth loads itself.
+#[test]
+fn gcp_application_default_credentials_are_used_without_a_key() {
+    let sim = GcpSim::start();
+    let tf = TfDir::with_env(&[
+        ("GOOGLE_PROJECT".into(), sim.project.clone()),
+        ("GOOGLE_ZONE".into(), sim.zone.clone()),
+        (
+            "GOOGLE_APPLICATION_CREDENTIALS".into(),
+            sim.credentials.clone(),
+        ),
+    ]);
+    tf.write_with_provider(
+        &format!(
+            "provider \"golden\" {{\n  gcp {{\n    api_endpoint = \"{}\"\n  }}\n}}\n",
+            sim.endpoint
+        ),
+        &image("adc-gcp", ""),
+    );
+    let out = apply(&tf);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = requests(&sim);
+    assert!(
+        !log.is_empty() && log.iter().all(|r| r["auth_ok"] == true),
+        "every call authenticated"
+    );
+    assert!(family_latest(&sim, "adc-gcp").is_some(), "published");
+    assert_clean(&sim);
+}
