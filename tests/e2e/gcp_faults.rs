@@ -628,3 +628,89 @@ fn gcp_application_default_credentials_are_used_without_a_key() {
     assert!(family_latest(&sim, "adc-gcp").is_some(), "published");
     assert_clean(&sim);
 }
+
+/// An instance in the simulator's project, as another run (or a person)
+/// left it.
+fn plant_instance(sim: &GcpSim, name: &str, labels: Value) {
+    let body = json!({
+        "name": name,
+        "machineType": format!("zones/{}/machineTypes/e2-small", sim.zone),
+        "disks": [{"boot": true, "autoDelete": true, "initializeParams": {
+            "sourceImage": "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64",
+            "labels": labels.clone()}}],
+        "networkInterfaces": [{"network": "global/networks/default"}],
+        "labels": labels,
+    });
+    let op = sim.expect(200, "POST", &sim.zonal("instances"), Some(body));
+    sim.wait(&op);
+}
+
+/// What runs that died without their ledger (another machine) left: the
+/// next run sweeps golden's instances, disks and candidates past their
+/// `golden-expires`, and nothing else.
+#[test]
+fn gcp_the_sweep_takes_only_golden_leftovers_past_their_expiry() {
+    let sim = GcpSim::start();
+    let past = "20200101t000000z";
+    let future = "20990101t000000z";
+    let managed = |expires: &str| json!({"golden-managed": "true", "golden-role": "build", "golden-run": "dead-run", "golden-expires": expires});
+    plant_instance(&sim, "golden-build-dead", managed(past));
+    plant_instance(&sim, "golden-build-live", managed(future));
+    plant_instance(&sim, "someones-web-1", json!({"golden-expires": past}));
+    // A stale candidate of another family, and a validated image whose
+    // labels still carry an old expiry: only the candidate goes.
+    let golden = |status: &str, name: &str| {
+        json!({"name": name, "labels": {
+            "golden-family": "old-fam", "golden-status": status, "golden-build-date": "20200101",
+            "golden-build-number": name.rsplit('-').next().unwrap(), "golden-builder-version": "0-1-0",
+            "golden-recipe-hash": "0123456789abcdef", "golden-expires": past}})
+    };
+    sim.admin_post(
+        "/images",
+        json!([
+            golden("candidate", "old-fam-20200101-001"),
+            golden("validated", "old-fam-20200101-002")
+        ]),
+    );
+
+    let tf = tf(&sim, "", &image("sweep-gcp", ""));
+    let out = apply(&tf);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let names = |what: &str| -> Vec<String> {
+        sim.admin_get(&format!("/{what}"))
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|x| x["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let instances = names("instances");
+    assert!(
+        !instances.contains(&"golden-build-dead".to_owned()),
+        "{instances:?}"
+    );
+    assert!(
+        instances.contains(&"golden-build-live".to_owned()),
+        "a live run's instance stays: {instances:?}"
+    );
+    assert!(
+        instances.contains(&"someones-web-1".to_owned()),
+        "not golden's: {instances:?}"
+    );
+    let images = names("images");
+    assert!(
+        !images.contains(&"old-fam-20200101-001".to_owned()),
+        "{images:?}"
+    );
+    assert!(
+        images.contains(&"old-fam-20200101-002".to_owned()),
+        "a validated image is never swept: {images:?}"
+    );
+    let log = requests(&sim);
+    assert!(log.iter().any(|r| r["method"] == "GET"
+        && r["path"].as_str().unwrap_or("").ends_with("/instances")
+        && r["query"].as_str().unwrap_or("").contains("golden-managed")));
+    sim.assert_schema_clean();
+}
