@@ -196,6 +196,16 @@ pub fn configure_provider_block<T: DeserializeOwned, P: Platform + 'static>(
     Some(platform.map(|p| Arc::new(p) as Arc<dyn Platform>))
 }
 
+/// An environment setting, unless unset or blank.
+pub fn env_setting(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A provider-block string that is known and not blank.
+pub fn known_setting(v: &tf_provider::value::Value<String>) -> Option<String> {
+    v.as_ref_option().cloned().filter(|s| !s.trim().is_empty())
+}
+
 /// A directory name for one endpoint's ledgers: its host and port, every
 /// other character `_` (`https://pve.example.com:8006/api2/json` ->
 /// `pve.example.com_8006`).

@@ -327,23 +327,15 @@ pub fn validate(b: &DoBlock, diags: &mut Diagnostics) -> Option<()> {
     (diags.errors.len() == before).then_some(())
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn known(v: &Value<String>) -> Option<String> {
-    v.as_ref_option().cloned().filter(|s| !s.trim().is_empty())
-}
-
 /// `Ok(None)` when neither the block nor the environment mention
 /// DigitalOcean. `None` (outer) when the settings are wrong; the
 /// diagnostics say why.
 pub fn configure(block: Option<&DoBlock>, diags: &mut Diagnostics) -> Option<Option<DoPlatform>> {
     let empty = DoBlock::default();
     let b = block.unwrap_or(&empty);
-    let token = known(&b.token)
-        .or_else(|| env(ENV_TOKEN))
-        .or_else(|| env(ENV_ACCESS_TOKEN));
+    let token = registry::known_setting(&b.token)
+        .or_else(|| registry::env_setting(ENV_TOKEN))
+        .or_else(|| registry::env_setting(ENV_ACCESS_TOKEN));
     let Some(token) = token else {
         if block.is_none() {
             return Some(None);
@@ -355,16 +347,16 @@ pub fn configure(block: Option<&DoBlock>, diags: &mut Diagnostics) -> Option<Opt
         );
         return None;
     };
-    let endpoint = known(&b.api_endpoint)
-        .or_else(|| env(ENV_API_URL))
+    let endpoint = registry::known_setting(&b.api_endpoint)
+        .or_else(|| registry::env_setting(ENV_API_URL))
         .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
-    let timeout = |v: &Value<String>, default| match known(v) {
+    let timeout = |v: &Value<String>, default| match registry::known_setting(v) {
         Some(d) => duration::parse(&d).ok(),
         None => Some(default),
     };
     let config = DoConfig {
-        region: known(&b.region).unwrap_or_else(|| DEFAULT_REGION.into()),
-        size: known(&b.size).unwrap_or_else(|| DEFAULT_SIZE.into()),
+        region: registry::known_setting(&b.region).unwrap_or_else(|| DEFAULT_REGION.into()),
+        size: registry::known_setting(&b.size).unwrap_or_else(|| DEFAULT_SIZE.into()),
         regions: list(&b.regions)
             .unwrap_or_default()
             .into_iter()

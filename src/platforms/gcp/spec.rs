@@ -274,14 +274,6 @@ fn read_credentials(raw: &str) -> std::result::Result<Secret, String> {
     Ok(Secret::new(json))
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn known(v: &Value<String>) -> Option<String> {
-    v.as_ref_option().cloned().filter(|s| !s.trim().is_empty())
-}
-
 /// `Some(None)` when neither the block nor the environment mention GCP
 /// (`GOOGLE_CREDENTIALS` or `GOOGLE_ZONE`: a project alone does not ask
 /// for the platform). `None` (outer)
@@ -289,8 +281,9 @@ fn known(v: &Value<String>) -> Option<String> {
 pub fn configure(block: Option<&GcpBlock>, diags: &mut Diagnostics) -> Option<Option<GcpPlatform>> {
     let empty = GcpBlock::default();
     let b = block.unwrap_or(&empty);
-    let raw_credentials = known(&b.credentials).or_else(|| env(ENV_CREDENTIALS));
-    let zone = known(&b.zone).or_else(|| env(ENV_ZONE));
+    let raw_credentials =
+        registry::known_setting(&b.credentials).or_else(|| registry::env_setting(ENV_CREDENTIALS));
+    let zone = registry::known_setting(&b.zone).or_else(|| registry::env_setting(ENV_ZONE));
     if block.is_none() && raw_credentials.is_none() && zone.is_none() {
         return Some(None);
     }
@@ -309,9 +302,9 @@ pub fn configure(block: Option<&GcpBlock>, diags: &mut Diagnostics) -> Option<Op
         },
         None => (Credentials::ApplicationDefault, None),
     };
-    let project = known(&b.project)
-        .or_else(|| env(ENV_PROJECT))
-        .or_else(|| env(ENV_CLOUD_PROJECT))
+    let project = registry::known_setting(&b.project)
+        .or_else(|| registry::env_setting(ENV_PROJECT))
+        .or_else(|| registry::env_setting(ENV_CLOUD_PROJECT))
         .or(key_project);
     let Some(project) = project else {
         diags.error(
@@ -330,7 +323,7 @@ pub fn configure(block: Option<&GcpBlock>, diags: &mut Diagnostics) -> Option<Op
         return None;
     };
     let endpoint = match client::normalise_endpoint(
-        &known(&b.api_endpoint).unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
+        &registry::known_setting(&b.api_endpoint).unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
     ) {
         Ok(e) => e,
         Err(why) => {
@@ -338,13 +331,14 @@ pub fn configure(block: Option<&GcpBlock>, diags: &mut Diagnostics) -> Option<Op
             return None;
         }
     };
-    let power_off_timeout = match known(&b.power_off_timeout) {
+    let power_off_timeout = match registry::known_setting(&b.power_off_timeout) {
         Some(d) => duration::parse(&d).ok()?,
         None => DEFAULT_POWER_OFF_TIMEOUT,
     };
     let config = GcpConfig {
-        machine_type: known(&b.machine_type).unwrap_or_else(|| DEFAULT_MACHINE_TYPE.into()),
-        network: known(&b.network).unwrap_or_else(|| DEFAULT_NETWORK.into()),
+        machine_type: registry::known_setting(&b.machine_type)
+            .unwrap_or_else(|| DEFAULT_MACHINE_TYPE.into()),
+        network: registry::known_setting(&b.network).unwrap_or_else(|| DEFAULT_NETWORK.into()),
         external_ip: b.external_ip.as_ref_option().copied().unwrap_or(true),
         power_off_timeout,
         ledger_scope: format!("{}_{project}_{zone}", registry::ledger_scope_of(&endpoint)),

@@ -304,14 +304,6 @@ pub fn validate(b: &ProxmoxBlock, diags: &mut Diagnostics) -> Option<()> {
     (diags.errors.len() == before).then_some(())
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn known(v: &Value<String>) -> Option<String> {
-    v.as_ref_option().cloned().filter(|s| !s.trim().is_empty())
-}
-
 /// `Ok(None)` when neither the block nor the environment mention Proxmox.
 /// `None` (outer) when the settings are wrong; the diagnostics say why.
 pub fn configure(
@@ -320,7 +312,8 @@ pub fn configure(
 ) -> Option<Option<ProxmoxPlatform>> {
     let empty = ProxmoxBlock::default();
     let b = block.unwrap_or(&empty);
-    let endpoint = known(&b.endpoint).or_else(|| env(ENV_ENDPOINT));
+    let endpoint =
+        registry::known_setting(&b.endpoint).or_else(|| registry::env_setting(ENV_ENDPOINT));
     if block.is_none() && endpoint.is_none() {
         return Some(None);
     }
@@ -332,7 +325,9 @@ pub fn configure(
         );
         return None;
     };
-    let Some(raw_token) = known(&b.api_token).or_else(|| env(ENV_API_TOKEN)) else {
+    let Some(raw_token) =
+        registry::known_setting(&b.api_token).or_else(|| registry::env_setting(ENV_API_TOKEN))
+    else {
         if block.is_none() {
             // PROXMOX_VE_ENDPOINT alone is often left set for other tools
             // (bpg/proxmox with a password): not ours to fail on. A resource
@@ -360,15 +355,15 @@ pub fn configure(
     };
     let insecure = match &b.insecure {
         Value::Value(v) => *v,
-        _ => env(ENV_INSECURE)
+        _ => registry::env_setting(ENV_INSECURE)
             .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
             .unwrap_or(false),
     };
-    let vmid_range = match known(&b.vmid_range) {
+    let vmid_range = match registry::known_setting(&b.vmid_range) {
         Some(r) => parse_range(&r).ok()?,
         None => DEFAULT_VMID_RANGE,
     };
-    let agent_timeout = match known(&b.agent_timeout) {
+    let agent_timeout = match registry::known_setting(&b.agent_timeout) {
         Some(d) => duration::parse(&d).ok()?,
         None => DEFAULT_AGENT_TIMEOUT,
     };
@@ -384,9 +379,10 @@ pub fn configure(
     };
     let ledger_scope = registry::ledger_scope_of(client.endpoint());
     let config = ProxmoxConfig {
-        node: known(&b.node).unwrap_or_else(|| DEFAULT_NODE.into()),
-        storage: known(&b.storage).unwrap_or_else(|| DEFAULT_STORAGE.into()),
-        import_storage: known(&b.import_storage).unwrap_or_else(|| DEFAULT_IMPORT_STORAGE.into()),
+        node: registry::known_setting(&b.node).unwrap_or_else(|| DEFAULT_NODE.into()),
+        storage: registry::known_setting(&b.storage).unwrap_or_else(|| DEFAULT_STORAGE.into()),
+        import_storage: registry::known_setting(&b.import_storage)
+            .unwrap_or_else(|| DEFAULT_IMPORT_STORAGE.into()),
         vmid_range,
         agent_timeout,
         ledger_scope,
