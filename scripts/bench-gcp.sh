@@ -29,15 +29,9 @@ cleanup() {
 trap cleanup EXIT
 now() { date +%s.%N; }
 
-cat > "$scratch/cli.tfrc" <<CFG
-provider_installation {
-  dev_overrides {
-    "registry.terraform.io/golden/golden" = "$target/release"
-  }
-  direct {}
-}
-CFG
-export TF_CLI_CONFIG_FILE="$scratch/cli.tfrc" TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE=1
+# shellcheck source=bench-lib.sh
+. "$root/scripts/bench-lib.sh"
+use_release_provider "$scratch" "$target"
 
 # start_sim NAME ARGS...: starts golden-sim gcp, sets ENDPOINT ADMIN and the
 # provider's environment (GOOGLE_PROJECT, GOOGLE_ZONE, GOOGLE_CREDENTIALS).
@@ -176,9 +170,9 @@ PY
 }
 
 cd "$root"
-# The provider alone (make's release-bin built it) and the simulator alone:
-# built together, cargo unifies their features and rebuilds both.
-[ -x "$target/release/terraform-provider-golden" ] || cargo build --locked --release -p terraform-provider-golden >/dev/null
+# The provider alone and the simulator alone (a no-op when fresh): built
+# together, cargo unifies their features and rebuilds both.
+cargo build --locked --release -p terraform-provider-golden >/dev/null
 cargo build --locked --release -p golden-sim >/dev/null
 
 echo "== gcp, instant backend: one build + smoke test through terraform"
@@ -259,30 +253,7 @@ if [ "${BENCH_QEMU:-0}" = 1 ]; then
 
   echo "== local, the same recipe on the same base image: one build + smoke test through terraform"
   mkdir -p "$scratch/local"
-  cat > "$scratch/local/main.tf" <<HCL
-terraform {
-  required_providers {
-    golden = { source = "golden/golden" }
-  }
-}
-provider "golden" {
-  local { store_dir = "$scratch/store" }
-}
-resource "golden_image" "x" {
-  platform = "local"
-  family   = "bench-local"
-  source { path = "$base" }
-  provision {
-    files    = { "/etc/golden-bench" = "bench" }
-    commands = ["grep -qx bench /etc/golden-bench"]
-  }
-  smoke_test {
-    checks   = ["boot", "cloud_init", "ssh"]
-    commands = ["test -f /etc/golden-bench"]
-    timeout  = "15m"
-  }
-}
-HCL
+  local_comparison_recipe "$base" "$scratch/store" > "$scratch/local/main.tf"
   apply "$scratch/local" "$scratch/local.log"
   phases "$scratch/local.log"
 fi

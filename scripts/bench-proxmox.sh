@@ -20,15 +20,9 @@ cleanup() {
 trap cleanup EXIT
 now() { date +%s.%N; }
 
-cat > "$scratch/cli.tfrc" <<CFG
-provider_installation {
-  dev_overrides {
-    "registry.terraform.io/golden/golden" = "$target/release"
-  }
-  direct {}
-}
-CFG
-export TF_CLI_CONFIG_FILE="$scratch/cli.tfrc" TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE=1
+# shellcheck source=bench-lib.sh
+. "$root/scripts/bench-lib.sh"
+use_release_provider "$scratch" "$target"
 
 # start_sim NAME ARGS...: starts golden-sim, sets ENDPOINT TOKEN ADMIN.
 start_sim() {
