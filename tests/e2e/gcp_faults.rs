@@ -18,11 +18,7 @@ use super::gcp_sim::GcpSim;
 use super::util::TfDir;
 
 fn tf(sim: &GcpSim, extra: &str, body: &str) -> TfDir {
-    let tf = TfDir::with_env(&[
-        ("GOOGLE_PROJECT".into(), sim.project.clone()),
-        ("GOOGLE_ZONE".into(), sim.zone.clone()),
-        ("GOOGLE_CREDENTIALS".into(), sim.credentials.clone()),
-    ]);
+    let tf = TfDir::with_env(&sim.provider_env());
     tf.write_with_provider(
         &format!(
             "provider \"golden\" {{\n  gcp {{\n    api_endpoint = \"{}\"\n{extra}  }}\n}}\n",

@@ -37,11 +37,7 @@ fn golden_build_and_smoke_test_on_the_gcp_simulator_qemu_backend() {
         "--state",
         &state_text,
     ]);
-    let tf = TfDir::with_env(&[
-        ("GOOGLE_PROJECT".into(), sim.project.clone()),
-        ("GOOGLE_ZONE".into(), sim.zone.clone()),
-        ("GOOGLE_CREDENTIALS".into(), sim.credentials.clone()),
-    ]);
+    let tf = TfDir::with_env(&sim.provider_env());
     let provider = format!(
         "provider \"golden\" {{\n  gcp {{\n    api_endpoint      = \"{}\"\n    power_off_timeout = \"20m\"\n  }}\n}}\n",
         sim.endpoint

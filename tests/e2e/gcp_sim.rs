@@ -188,6 +188,16 @@ impl GcpSim {
         }
     }
 
+    /// The environment that points golden's `gcp` platform at this
+    /// simulator's project, zone and key (the endpoint goes in the block).
+    pub fn provider_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("GOOGLE_PROJECT".into(), self.project.clone()),
+            ("GOOGLE_ZONE".into(), self.zone.clone()),
+            ("GOOGLE_CREDENTIALS".into(), self.credentials.clone()),
+        ]
+    }
+
     /// `projects/P/zones/Z/`.
     pub fn zonal(&self, rest: &str) -> String {
         format!(

@@ -97,11 +97,7 @@ impl Harness for Gcp {
     }
 
     fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("GOOGLE_PROJECT".into(), self.sim.project.clone()),
-            ("GOOGLE_ZONE".into(), self.sim.zone.clone()),
-            ("GOOGLE_CREDENTIALS".into(), self.sim.credentials.clone()),
-        ]
+        self.sim.provider_env()
     }
 
     fn source_block(&self) -> String {
